@@ -1,0 +1,118 @@
+"""Landsat npy tree: header validation without unpickling, and vectorised pixelqa masking."""
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data import QualityReport, index_landsat, read_patch
+from features.landsat_summary import landsat_summary, usable_pixels
+
+
+def first_site(root):
+    return sorted((root / "iwildcam_rs_npy").iterdir())[0]
+
+
+def test_clean_tree_pairs_every_date(root):
+    report = QualityReport()
+    index = index_landsat(root, report)
+    n_ms = len(list((root / "iwildcam_rs_npy").glob("*/*_multispectral.npy")))
+    assert len(index) == n_ms and report.counts == {}
+    assert index["date"].dtype == "datetime64[ns]"
+    bands, qa = read_patch(*index.iloc[0][["multispectral", "pixelqa"]])
+    assert bands.shape == (24, 24, 9) and qa.shape == (24, 24)
+
+
+class Payload:
+    """Unpickling this would create a file: proof that code ran."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_pickled_npy_is_refused_without_running_code(root, tmp_path):
+    marker = tmp_path / "pwned"
+    victim = sorted(first_site(root).glob("*_multispectral.npy"))[0]
+    arr = np.empty((24, 24, 9), dtype=object)
+    arr[0, 0, 0] = Payload(str(marker))
+    np.save(victim, arr, allow_pickle=True)
+    report = QualityReport()
+    index = index_landsat(root, report)
+    assert report.counts["Landsat npy holds Python objects (pickle refused)"] == 1
+    assert report.counts["Landsat date without a valid multispectral + pixelqa pair"] == 1
+    assert str(victim) not in set(index["multispectral"])
+    with pytest.raises(ValueError):
+        np.load(victim, allow_pickle=False)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("array, reason", [
+    (np.zeros((24, 24, 8), np.int16), "Landsat multispectral not HxWx9 numeric"),
+    (np.zeros((24, 24), np.int16), "Landsat multispectral not HxWx9 numeric"),
+    (np.zeros((24, 24, 9), np.bool_), "Landsat multispectral not HxWx9 numeric"),
+])
+def test_wrong_shape_or_dtype_multispectral_is_skipped(root, array, reason):
+    victim = sorted(first_site(root).glob("*_multispectral.npy"))[0]
+    np.save(victim, array)
+    report = QualityReport()
+    index_landsat(root, report)
+    assert report.counts[reason] == 1
+
+
+def test_pixelqa_problems_are_skipped(root):
+    site = first_site(root)
+    qas = sorted(site.glob("*_pixelqa.npy"))
+    np.save(qas[0], np.zeros((24, 24), np.float32))       # QA bits must be integers
+    np.save(qas[1], np.zeros((12, 12), np.uint16))        # does not match its multispectral
+    report = QualityReport()
+    index = index_landsat(root, report)
+    assert report.counts["Landsat pixelqa not HxW integer"] == 1
+    assert report.counts["Landsat pixelqa shape differs from multispectral"] == 1
+    assert report.counts["Landsat date without a valid multispectral + pixelqa pair"] == 1
+    assert not index["pixelqa"].isin([str(qas[0]), str(qas[1])]).any()
+
+
+def test_garbage_file_and_bad_names_are_counted(root):
+    site = first_site(root)
+    next(site.glob("*_radsatqa.npy")).write_bytes(b"this is not numpy")
+    (site / "notes.txt").write_text("hello")
+    report = QualityReport()
+    index_landsat(root, report)
+    assert report.counts["Landsat file is not a valid npy (ValueError)"] == 1
+    assert report.counts["unrecognised Landsat file name"] == 1
+
+
+@pytest.mark.parametrize("qa, max_conf, usable", [
+    (322, 1, True),    # clear land, low cloud confidence
+    (324, 1, True),    # clear water
+    (1, 1, False),     # fill
+    (328, 1, False),   # cloud shadow
+    (336, 1, False),   # snow
+    (480, 3, False),   # cloud, high confidence: the cloud bit masks it whatever the limit
+    (386, 1, False),   # clear bit but medium cloud confidence
+    (386, 2, True),
+])
+def test_pixelqa_bits(qa, max_conf, usable):
+    assert usable_pixels(np.array([[qa]], np.uint16), max_conf)[0, 0] == usable
+
+
+def test_summary_masks_clouds_and_reports_sites_without_data(tmp_path):
+    site = tmp_path / "iwildcam_rs_npy" / "iwc_007"
+    site.mkdir(parents=True)
+    bands = np.zeros((4, 4, 9), np.int16)
+    bands[..., 3], bands[..., 4] = 1000, 3000               # red, nir: NDVI 0.5
+    bands[0, :, :] = 5000                                    # a cloudy row, all bands bright
+    qa = np.full((4, 4), 322, np.uint16)
+    qa[0, :] = 480
+    np.save(site / "iwc_007_2015-03-01_multispectral.npy", bands)
+    np.save(site / "iwc_007_2015-03-01_pixelqa.npy", qa)
+    report = QualityReport()
+    index = index_landsat(tmp_path, report)
+    images = pd.DataFrame({"location": [7, 7, 9]}, index=pd.Index(["a", "b", "c"], name="image_id"))
+    summary = landsat_summary(images, index, max_cloud_confidence=1, n_jobs=1, report=report)
+    assert summary.loc["a", "red_median"] == 1000 and summary.loc["a", "ndvi_median"] == pytest.approx(0.5)
+    assert summary.loc["a", "clear_share"] == pytest.approx(0.75)
+    assert summary.loc["c"].isna().all()
+    assert report.counts["camera site without Landsat files (features NA)"] == 1

@@ -1,0 +1,93 @@
+"""MegaDetector loader: both bbox conventions, and every kind of bad entry."""
+import numpy as np
+import pytest
+
+from data import DataError, QualityReport, load_detections, load_metadata
+from sample.generate import generate
+from tests.conftest import DETECTOR_JSON, TINY, read, write
+
+
+def load(root):
+    report = QualityReport()
+    images, _, _ = load_metadata(root, report, (2000, 2030))
+    detections, detector_images = load_detections(root, images, report)
+    return images, detections, detector_images, report
+
+
+def test_clean_file_gives_one_row_per_box_in_unit_frame(root):
+    images, detections, detector_images, report = load(root)
+    doc = read(root, DETECTOR_JSON)
+    assert len(detections) == sum(len(e["detections"]) for e in doc["images"])
+    assert set(detector_images.index) == set(images.index)
+    assert detections[["x", "y", "w", "h"]].min().min() >= 0
+    assert ((detections.x + detections.w) <= 1 + 1e-6).all() and ((detections.y + detections.h) <= 1 + 1e-6).all()
+    assert set(detections["category"]) <= {1, 2}
+    assert report.notes["detector bbox convention"] == "normalised [0,1]"
+    assert report.counts == {}
+
+
+def test_absolute_pixel_boxes_are_detected_and_normalised(root, tmp_path):
+    absolute = tmp_path / "absolute"
+    generate(absolute, dict(TINY, bbox_format="absolute"))
+    _, det_abs, _, report = load(absolute)
+    _, det_norm, _, _ = load(root)
+    assert report.notes["detector bbox convention"] == "absolute pixels"
+    assert len(det_abs) == len(det_norm)
+    # the normalised file was rounded to 4 decimals, the absolute one to 1e-4 pixel
+    np.testing.assert_allclose(det_abs[["x", "y", "w", "h"]], det_norm[["x", "y", "w", "h"]], atol=1e-4)
+
+
+def test_entry_for_unknown_image_and_image_missing_from_file(root):
+    doc = read(root, DETECTOR_JSON)
+    dropped = doc["images"].pop(0)
+    doc["images"].append({"id": "not-in-metadata", "max_detection_conf": 0.9,
+                          "detections": [{"category": "1", "conf": 0.9, "bbox": [0.1, 0.1, 0.2, 0.2]}]})
+    write(root, DETECTOR_JSON, doc)
+    images, detections, detector_images, report = load(root)
+    assert report.counts["detector entry for an image not in the metadata"] == 1
+    assert report.counts["image missing from the detector file (detector features NA)"] == 1
+    assert dropped["id"] not in detector_images.index and dropped["id"] in images.index
+    assert "not-in-metadata" not in set(detections["image_id"])
+
+
+def test_boxes_out_of_frame_are_clipped_or_skipped(root):
+    doc = read(root, DETECTOR_JSON)
+    entry = doc["images"][0]
+    entry["detections"] = [
+        {"category": "1", "conf": 0.9, "bbox": [0.8, 0.5, 0.4, 0.2]},   # sticks out on the right
+        {"category": "1", "conf": 0.8, "bbox": [1.5, 0.5, 0.2, 0.2]},   # entirely outside
+        {"category": "1", "conf": 0.7, "bbox": [0.2, 0.2, 0.0, 0.1]},   # zero width
+    ]
+    write(root, DETECTOR_JSON, doc)
+    _, detections, detector_images, report = load(root)
+    mine = detections[detections.image_id == entry["id"]]
+    assert len(mine) == 1
+    assert mine.iloc[0][["x", "w"]].tolist() == pytest.approx([0.8, 0.2])
+    assert report.counts["box partly outside the frame (clipped to the frame)"] == 1
+    assert report.counts["box outside the frame or of zero size (box skipped)"] == 2
+    assert detector_images.loc[entry["id"], "n_boxes"] == 1
+
+
+def test_unknown_detector_category_is_counted(root):
+    doc = read(root, DETECTOR_JSON)
+    doc["images"][1]["detections"].append({"category": "7", "conf": 0.5, "bbox": [0.1, 0.1, 0.1, 0.1]})
+    write(root, DETECTOR_JSON, doc)
+    _, _, _, report = load(root)
+    assert report.counts["detection with unknown category"] == 1
+
+
+def test_duplicate_detector_entry_is_counted(root):
+    doc = read(root, DETECTOR_JSON)
+    doc["images"].append(doc["images"][0])
+    write(root, DETECTOR_JSON, doc)
+    _, detections, _, report = load(root)
+    assert report.counts["duplicate detector entry (later entry skipped)"] == 1
+    assert len(detections) == sum(len(e["detections"]) for e in doc["images"][:-1])
+
+
+def test_malformed_detection_is_an_error_naming_the_image(root):
+    doc = read(root, DETECTOR_JSON)
+    doc["images"][2]["detections"] = [{"category": "1", "conf": 0.5, "bbox": [0.1, 0.1, 0.1]}]
+    write(root, DETECTOR_JSON, doc)
+    with pytest.raises(DataError, match=doc["images"][2]["id"]):
+        load(root)
