@@ -21,7 +21,8 @@ FEATURES = Path("artifacts/features")
 MODELS = Path("artifacts/models")
 REPORTS = Path("reports")
 QUALITY = REPORTS / "quality"
-FAMILIES = ("detector_stats", "sequence_timing", "landsat_summary")
+FAMILIES = ("detector_stats", "sequence_timing", "landsat_summary", "image_stats")
+CACHE = Path("artifacts/cache")
 FEATURE_TABLE = FEATURES / "feature_table.parquet"
 HOLDOUT_MODEL = MODELS / "holdout_lightgbm.txt"
 FINAL_MODEL = MODELS / "final_lightgbm.txt"
@@ -67,26 +68,40 @@ def stage_load(params: dict) -> None:
 def stage_detector_stats(params: dict) -> None:
     from features.detector_stats import detector_stats
 
+    cfg = params["detector_stats"]
     stats = detector_stats(table("images"), table("detections"), table("detector_images"),
-                           params["detector_stats"]["thresholds"])
+                           cfg["thresholds"], cfg["empty_threshold"], cfg["location_box_threshold"])
     write_parquet(stats, FEATURES / "detector_stats.parquet")
 
 
 def stage_sequence_timing(params: dict) -> None:
     from features.sequence_timing import sequence_timing
 
-    write_parquet(sequence_timing(table("images")), FEATURES / "sequence_timing.parquet")
+    cfg = params["sequence_timing"]
+    report = QualityReport()
+    timing = sequence_timing(table("images"), cfg["max_days_from_location_median"],
+                             cfg["activity_windows_hours"], report)
+    write_parquet(timing, FEATURES / "sequence_timing.parquet")
+    write_quality("sequence_timing", report)
 
 
 def stage_landsat_summary(params: dict) -> None:
     from features.landsat_summary import landsat_summary
 
-    cfg = params["landsat_summary"]
     report = QualityReport()
-    summary = landsat_summary(table("images"), table("landsat_index"), cfg["max_cloud_confidence"],
-                              cfg["n_jobs"], report)
+    summary = landsat_summary(table("images"), table("landsat_index"), params["landsat_summary"], report)
     write_parquet(summary, FEATURES / "landsat_summary.parquet")
     write_quality("landsat_summary", report)
+
+
+def stage_image_stats(params: dict) -> None:
+    from features.image_stats import image_stats
+
+    report = QualityReport()
+    stats = image_stats(table("images"), table("detections"), params["data"]["root"], params["image_stats"],
+                        CACHE / "image_stats", report)
+    write_parquet(stats, FEATURES / "image_stats.parquet")
+    write_quality("image_stats", report)
 
 
 def stage_join(params: dict) -> None:

@@ -1,14 +1,20 @@
 """MegaDetector batch results as one row per box, boxes normalised to [0, 1] of the frame."""
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import re
+from contextlib import contextmanager
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 
+import msgspec
 import numpy as np
+import orjson
 import pandas as pd
 
-from data.coco import read_json
 from data.quality import DataError, QualityReport
 
 log = logging.getLogger(__name__)
@@ -20,24 +26,66 @@ ABSOLUTE_THRESHOLD = 2.0
 FRAME_TOLERANCE = 1e-3
 
 
-def _flatten(entries: list, path: Path) -> tuple[list, np.ndarray, list, np.ndarray, np.ndarray]:
-    """Per-image ids and box counts, and per-box bbox/category/conf, with list comprehensions (no per-box loop body)."""
+class _Detection(msgspec.Struct, gc=False):
+    category: str | int
+    conf: float
+    bbox: tuple[float, float, float, float]
+
+
+class _Entry(msgspec.Struct, gc=False):
+    id: str
+    detections: list[_Detection] | None = None
+    max_detection_conf: float | None = None
+
+
+class _Results(msgspec.Struct):
+    images: list[_Entry]
+    detection_categories: dict[str, str] = msgspec.field(default_factory=lambda: {"1": "animal", "2": "person"})
+
+
+_DECODER = msgspec.json.Decoder(_Results)
+_ENTRY_INDEX = re.compile(r"\$\.images\[(\d+)\]")
+
+
+def _decode(path: Path) -> _Results:
+    """Typed, validating parse; a malformed record is a DataError naming the image it belongs to."""
     try:
-        ids = [str(e["id"]) for e in entries]
-        dets = [e.get("detections") or [] for e in entries]
-    except (KeyError, TypeError, AttributeError) as e:
-        raise DataError(f"{path}: an image entry lacks 'id' ({e})") from e
-    counts = np.fromiter((len(d) for d in dets), dtype=np.int64, count=len(dets))
+        raw = path.read_bytes()
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: file not found") from e
     try:
-        bbox = np.array([b["bbox"] for d in dets for b in d], dtype=np.float64).reshape(-1, 4)
-        category = [b["category"] for d in dets for b in d]
-        conf = np.array([b["conf"] for d in dets for b in d], dtype=np.float64)
-    except (KeyError, TypeError, ValueError) as e:
-        owner = next((i for i, d in zip(ids, dets)
-                      if any(not isinstance(b, dict) or len(b.get("bbox") or []) != 4 or "conf" not in b
-                             or "category" not in b for b in d)), "?")
-        raise DataError(f"{path}: image {owner!r} has a malformed detection ({e})") from e
-    return ids, counts, category, bbox, conf
+        return _DECODER.decode(raw)
+    except msgspec.ValidationError as e:
+        where = _ENTRY_INDEX.search(str(e))
+        image = "?"
+        if where:
+            entry = orjson.loads(raw)["images"][int(where[1])]
+            image = entry.get("id", "?") if isinstance(entry, dict) else "?"
+        raise DataError(f"{path}: image {image!r} has a malformed record ({e})") from e
+    except msgspec.DecodeError as e:
+        raise DataError(f"{path}: not valid JSON ({e})") from e
+
+
+@contextmanager
+def _gc_paused():
+    """Millions of short-lived parse objects: the cyclic collector would rescan them again and again."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def _flatten(results: _Results) -> tuple[list[str], np.ndarray, list, np.ndarray, np.ndarray]:
+    """Per-image ids and box counts, and per-box category/bbox/conf, flattened by C-level iteration."""
+    ids = [e.id for e in results.images]
+    dets = [e.detections or () for e in results.images]
+    counts = np.fromiter(map(len, dets), dtype=np.int64, count=len(dets))
+    boxes = list(chain.from_iterable(dets))
+    category = list(map(attrgetter("category"), boxes))
+    conf = np.fromiter(map(attrgetter("conf"), boxes), dtype=np.float64, count=len(boxes))
+    bbox = np.fromiter(chain.from_iterable(map(attrgetter("bbox"), boxes)), dtype=np.float64, count=4 * len(boxes))
+    return ids, counts, category, bbox.reshape(-1, 4), conf
 
 
 def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: QualityReport
@@ -49,32 +97,36 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
     and the number of boxes kept). Both bbox conventions are detected and normalised.
     """
     path = Path(root) / DETECTOR_JSON
-    doc = read_json(path)
-    entries = doc.get("images") if isinstance(doc, dict) else None
-    if not isinstance(entries, list):
-        raise DataError(f"{path}: top-level 'images' must be a list")
-    names = doc.get("detection_categories") or {"1": "animal", "2": "person"}
+    with _gc_paused():
+        results = _decode(path)
+        ids, counts, category, bbox, conf = _flatten(results)
+        names = results.detection_categories
+        del results
+
     unknown_names = {k: v for k, v in names.items() if v not in CATEGORY_CODES}
     if unknown_names:
         log.warning("%s: detection categories %s are not animal/person/vehicle", path, unknown_names)
     code_of = {str(k): CATEGORY_CODES.get(v, 0) for k, v in names.items()}
 
-    ids, counts, category, bbox, conf = _flatten(entries, path)
     report.count_read("detector image entries", len(ids))
     report.count_read("detector boxes", len(conf))
     box_image = np.repeat(np.arange(len(ids)), counts)
-    entry = pd.DataFrame({"image_id": ids})
+    entry_ids = pd.Index(ids, dtype=object)
+    position = images.index.get_indexer(entry_ids)
 
-    dup = entry["image_id"].duplicated().to_numpy()
-    report.skip_many("duplicate detector entry (later entry skipped)", list(entry.loc[dup, "image_id"]))
-    unknown = ~entry["image_id"].isin(images.index).to_numpy()
-    report.skip_many("detector entry for an image not in the metadata", list(entry.loc[unknown & ~dup, "image_id"]))
+    dup = entry_ids.duplicated()
+    report.skip_many("duplicate detector entry (later entry skipped)", list(entry_ids[dup]))
+    unknown = position < 0
+    report.skip_many("detector entry for an image not in the metadata", list(entry_ids[unknown & ~dup]))
     keep_entry = ~dup & ~unknown
-    missing = images.index.difference(entry.loc[keep_entry, "image_id"])
-    report.skip_many("image missing from the detector file (detector features NA)", list(missing))
+    detected = np.zeros(len(images), dtype=bool)
+    detected[position[keep_entry]] = True
+    report.skip_many("image missing from the detector file (detector features NA)", list(images.index[~detected]))
 
-    code = pd.Series(category, dtype=object).astype(str).map(code_of)
-    bad_cat = (code.isna() | (code == 0)).to_numpy()
+    factor, values = pd.factorize(np.asarray(category, dtype=object))
+    value_codes = np.array([code_of.get(str(v), 0) for v in values] + [0], dtype=np.int8)
+    code = value_codes[factor]  # factor -1 (missing) picks the trailing 0
+    bad_cat = code == 0
     report.skip_many("detection with unknown category",
                      [f"image {ids[box_image[j]]} category={category[j]!r}" for j in np.flatnonzero(bad_cat)])
     bad_conf = ~np.isfinite(conf) | (conf < 0) | (conf > 1) | ~np.isfinite(bbox).all(axis=1)
@@ -82,17 +134,22 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
                      [f"image {ids[box_image[j]]}" for j in np.flatnonzero(bad_conf)])
     keep_box = keep_entry[box_image] & ~bad_cat & ~bad_conf
 
-    box_ids = np.asarray(ids, dtype=object)[box_image]
+
+    def described(mask: np.ndarray) -> list[str]:
+        return [f"image {ids[box_image[j]]} bbox={bbox[j].round(4).tolist()}" for j in np.flatnonzero(mask)]
+
+    box_row = position[box_image]
     xywh = bbox.copy()
     absolute = bool(len(xywh)) and float(np.nanmax(np.abs(xywh[keep_box]), initial=0.0)) > ABSOLUTE_THRESHOLD
     report.note("detector bbox convention", "absolute pixels" if absolute else "normalised [0,1]")
     if absolute:
-        size = images.loc[box_ids[keep_box], ["width", "height"]].to_numpy(dtype=np.float64, na_value=np.nan)
+        frame_size = images[["width", "height"]].to_numpy(dtype=np.float64, na_value=np.nan)
+        size = frame_size[box_row[keep_box]]
         no_size = np.isnan(size).any(axis=1)
-        report.skip_many("absolute box on an image of unknown size",
-                         [f"image {i}" for i in box_ids[keep_box][no_size]])
+        unsized = np.flatnonzero(keep_box)[no_size]
         xywh[keep_box] /= np.hstack([size, size])
-        keep_box[np.flatnonzero(keep_box)[no_size]] = False
+        keep_box[unsized] = False
+        report.skip_many("absolute box on an image of unknown size", described(np.isin(np.arange(len(conf)), unsized)))
 
     x0, y0 = xywh[:, 0], xywh[:, 1]
     x1, y1 = x0 + xywh[:, 2], y0 + xywh[:, 3]
@@ -102,14 +159,14 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
     cx1, cy1 = np.clip(x1, 0, 1), np.clip(y1, 0, 1)
     empty = keep_box & ((cx1 - cx0 <= 0) | (cy1 - cy0 <= 0))
     report.skip_many("box outside the frame or of zero size (box skipped)",
-                     [f"image {i} bbox={b.round(4).tolist()}" for i, b in zip(box_ids[empty], bbox[empty])])
+                     described(empty))
     report.skip_many("box partly outside the frame (clipped to the frame)",
-                     [f"image {i} bbox={b.round(4).tolist()}" for i, b in zip(box_ids[out & ~empty], bbox[out & ~empty])])
+                     described(out & ~empty))
     keep_box &= ~empty
 
     detections = pd.DataFrame({
-        "image_id": pd.array(box_ids[keep_box], dtype="string"),
-        "category": code.to_numpy()[keep_box].astype(np.int8),
+        "image_id": pd.Categorical.from_codes(box_row[keep_box], categories=images.index),
+        "category": code[keep_box],
         "conf": conf[keep_box].astype(np.float32),
         "x": cx0[keep_box].astype(np.float32),
         "y": cy0[keep_box].astype(np.float32),

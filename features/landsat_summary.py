@@ -1,4 +1,10 @@
-"""Landsat-8 summaries per camera site: cloud-masked band medians and spectral indices over dates."""
+"""Landsat-8 summaries per camera site: what the land around the camera looks like, through the clouds.
+
+Habitat drives which species pass a camera, and a 6 km Landsat patch sees habitat: forest, grass,
+water, how green and when. Clouds are the norm, so every statistic is over clear pixels only (pixelqa
+bits decoded with whole-array numpy operations), pooled over dates. Per image, the NDVI of the clear
+acquisition nearest in time says how green the site was that season.
+"""
 from __future__ import annotations
 
 import logging
@@ -11,60 +17,121 @@ from data import BANDS, QualityReport, read_patch
 
 log = logging.getLogger(__name__)
 
-FILL, WATER, SHADOW, SNOW, CLOUD = 1 << 0, 1 << 2, 1 << 3, 1 << 4, 1 << 5
-MIN_CLEAR_SHARE = 0.01
+FILL, CLEAR, WATER, SHADOW, SNOW, CLOUD = (1 << b for b in range(6))
 INDICES = {"ndvi": ("nir", "red"), "ndwi": ("green", "nir"), "nbr": ("nir", "swir2")}
+BAND_INDEX = {name: i for i, name in enumerate(BANDS)}
+REGIONS = ("patch", "centre")
 
 
-def usable_pixels(qa: np.ndarray, max_cloud_confidence: int) -> np.ndarray:
-    """Pixels that are neither fill, cloud, cloud shadow nor snow, with cloud confidence at most the limit."""
+def usable_pixels(qa: np.ndarray, max_cloud_confidence: int, max_cirrus_confidence: int = 3) -> np.ndarray:
+    """Pixels that are not fill, cloud, cloud shadow or snow, within the cloud and cirrus confidence limits."""
     qa = qa.astype(np.uint16, copy=False)
     bad = (qa & (FILL | SHADOW | SNOW | CLOUD)) != 0
-    return ~bad & (((qa >> 6) & 3) <= max_cloud_confidence)
+    return ~bad & (((qa >> 6) & 3) <= max_cloud_confidence) & (((qa >> 8) & 3) <= max_cirrus_confidence)
 
 
-def _date_summary(bands: np.ndarray, usable: np.ndarray) -> np.ndarray:
-    """Band medians and index medians over the usable pixels of one acquisition."""
-    pixels = bands[usable].astype(np.float32)
-    b = {name: pixels[:, i] for i, name in enumerate(BANDS)}
+def spectral_indices(pixels: np.ndarray) -> np.ndarray:
+    """(N, 9) band values to (N, 3) NDVI, NDWI, NBR; NaN where the denominator is 0."""
+    out = np.empty((len(pixels), len(INDICES)), np.float32)
     with np.errstate(divide="ignore", invalid="ignore"):
-        indices = [(b[p] - b[q]) / (b[p] + b[q]) for p, q in INDICES.values()]
-    return np.concatenate([np.median(pixels, axis=0), [np.nanmedian(v) for v in indices]])
+        for k, (p, q) in enumerate(INDICES.values()):
+            a, b = pixels[:, BAND_INDEX[p]], pixels[:, BAND_INDEX[q]]
+            out[:, k] = (a - b) / (a + b)
+    return out
 
 
-def site_summary(site_index: pd.DataFrame, max_cloud_confidence: int) -> tuple[np.ndarray, float, int]:
-    """(median over clear-enough dates of each date's summary, mean clear share, dates used)."""
-    summaries, shares = [], []
-    for ms_path, qa_path in site_index[["multispectral", "pixelqa"]].itertuples(index=False):
+def _centre(height: int, width: int, window: int) -> tuple[slice, slice]:
+    top, left = max((height - window) // 2, 0), max((width - window) // 2, 0)
+    return slice(top, top + window), slice(left, left + window)
+
+
+def feature_names() -> list[str]:
+    values = list(BANDS) + list(INDICES)
+    names = []
+    for region in REGIONS:
+        names += [f"{region}_{v}_{stat}" for v in values for stat in ("median", "iqr")]
+        names += [f"{region}_ndvi_q{q}" for q in range(1, 5)] + [f"{region}_clear_share"]
+    return names + ["clear_dates"]
+
+
+def site_summary(site_index: pd.DataFrame, cfg: dict) -> tuple[np.ndarray, pd.DataFrame]:
+    """(the site's feature vector in `feature_names()` order, per-date centre NDVI of clear acquisitions)."""
+    pooled = {r: [] for r in REGIONS}
+    quarter_of = {r: [] for r in REGIONS}
+    shares = {r: [] for r in REGIONS}
+    dated = []
+    for ms_path, qa_path, date in site_index[["multispectral", "pixelqa", "date"]].itertuples(index=False):
         bands, qa = read_patch(ms_path, qa_path)
-        usable = usable_pixels(np.asarray(qa), max_cloud_confidence)
-        share = float(usable.mean())
-        shares.append(share)
-        if share >= MIN_CLEAR_SHARE:
-            summaries.append(_date_summary(np.asarray(bands), usable))
-    n_values = len(BANDS) + len(INDICES)
-    if not summaries:
-        return np.full(n_values, np.nan), float(np.mean(shares)) if shares else np.nan, 0
-    return np.nanmedian(np.vstack(summaries), axis=0), float(np.mean(shares)), len(summaries)
+        usable = usable_pixels(np.asarray(qa), cfg["max_cloud_confidence"], cfg["max_cirrus_confidence"])
+        window = _centre(*usable.shape, cfg["centre_window"])
+        for region, (b, u) in (("patch", (bands, usable)), ("centre", (bands[window], usable[window]))):
+            share = float(u.mean())
+            shares[region].append(share)
+            if share < cfg["min_clear_share"]:
+                continue
+            pixels = np.asarray(b)[u].astype(np.float32)
+            step = max(1, -(-len(pixels) // cfg["max_pixels_per_date"]))
+            pooled[region].append(pixels[::step])
+            quarter_of[region].append(np.full(len(pixels[::step]), (date.month - 1) // 3, np.int8))
+            if region == "centre":
+                dated.append((date, float(np.nanmedian(spectral_indices(pixels)[:, 0]))))
+    values = []
+    for region in REGIONS:
+        n_values = len(BANDS) + len(INDICES)
+        if pooled[region]:
+            pixels = np.vstack(pooled[region])
+            table = np.hstack([pixels, spectral_indices(pixels)])
+            q25, q50, q75 = np.nanpercentile(table, [25, 50, 75], axis=0)
+            quarters = np.concatenate(quarter_of[region])
+            ndvi = table[:, len(BANDS)]
+            by_quarter = [np.nanmedian(ndvi[quarters == q]) if (quarters == q).any() else np.nan for q in range(4)]
+        else:
+            q25 = q50 = q75 = np.full(n_values, np.nan)
+            by_quarter = [np.nan] * 4
+        values += list(np.column_stack([q50, q75 - q25]).ravel()) + by_quarter
+        values.append(float(np.mean(shares[region])) if shares[region] else np.nan)
+    values.append(len(pooled["patch"]))
+    return np.asarray(values, np.float64), pd.DataFrame(dated, columns=["date", "ndvi"])
 
 
-def landsat_summary(images: pd.DataFrame, landsat_index: pd.DataFrame, max_cloud_confidence: int,
-                    n_jobs: int, report: QualityReport) -> pd.DataFrame:
-    """One row per image, from its camera's site; sites without usable data give NA and a report entry."""
+def _nearest_ndvi(images: pd.DataFrame, per_date: pd.DataFrame, window_days: float) -> pd.DataFrame:
+    """NDVI of the clear acquisition nearest in time to each image, within the window."""
+    out = pd.DataFrame({"ndvi_nearest": np.nan, "days_to_nearest": np.nan}, index=images.index)
+    timed = images.loc[images["datetime"].notna(), ["location", "datetime"]].reset_index()
+    if per_date.empty or timed.empty:
+        return out
+    acquisitions = per_date.rename(columns={"site": "location"}).assign(acquired=per_date["date"])
+    # merge_asof needs one datetime resolution and one key dtype on both sides
+    timed = timed.astype({"datetime": "datetime64[ns]", "location": "int64"})
+    acquisitions = acquisitions.astype({"date": "datetime64[ns]", "acquired": "datetime64[ns]", "location": "int64"})
+    joined = pd.merge_asof(timed.sort_values("datetime"), acquisitions.sort_values("date"),
+                           left_on="datetime", right_on="date", by="location", direction="nearest",
+                           tolerance=pd.Timedelta(days=window_days))
+    joined = joined.set_index("image_id")
+    out.loc[joined.index, "ndvi_nearest"] = joined["ndvi"]
+    out.loc[joined.index, "days_to_nearest"] = (joined["datetime"] - joined["acquired"]).abs().dt.days
+    return out
+
+
+def landsat_summary(images: pd.DataFrame, landsat_index: pd.DataFrame, cfg: dict, report: QualityReport
+                    ) -> pd.DataFrame:
+    """One row per image: its camera site's summary, plus the nearest-in-time NDVI."""
     sites = sorted(set(images["location"]))
     groups = dict(tuple(landsat_index.groupby("site")))
     jobs = [s for s in sites if s in groups]
-    results = Parallel(n_jobs=n_jobs)(delayed(site_summary)(groups[s], max_cloud_confidence) for s in jobs)
-    names = [f"{b}_median" for b in BANDS] + [f"{i}_median" for i in INDICES]
-    rows = {}
-    for site, (values, share, n_dates) in zip(jobs, results):
-        rows[site] = list(values) + [share, n_dates]
-    report.skip_many("camera site without Landsat files (features NA)", [f"site {s}" for s in sites if s not in groups])
+    results = Parallel(n_jobs=cfg["n_jobs"])(delayed(site_summary)(groups[s], cfg) for s in jobs)
+    names = feature_names()
+    per_site = pd.DataFrame([r[0] for r in results], index=jobs, columns=names).reindex(sites)
+    per_date = pd.concat([r[1].assign(site=s) for s, r in zip(jobs, results)], ignore_index=True) \
+        if results else pd.DataFrame(columns=["date", "ndvi", "site"])
+    report.skip_many("camera site without Landsat files (features NA)",
+                     [f"site {s}" for s in sites if s not in groups])
     report.skip_many("camera site without a clear-enough acquisition (features NA)",
-                     [f"site {s}" for s, r in rows.items() if r[-1] == 0])
-    report.count_read("Landsat sites summarised", len(rows))
-    per_site = pd.DataFrame.from_dict(rows, orient="index", columns=names + ["clear_share", "n_clear_dates"])
-    per_site = per_site.reindex(sites)
+                     [f"site {s}" for s in jobs if per_site.loc[s, "clear_dates"] == 0])
+    report.count_read("Landsat sites summarised", len(jobs))
+    report.count_read("Landsat clear acquisitions (centre window)", len(per_date))
     out = per_site.reindex(images["location"].to_numpy())
     out.index = images.index
-    return out.astype(np.float32)
+    nearest = _nearest_ndvi(images, per_date, cfg["nearest_window_days"])
+    report.count_read("images with a clear acquisition within the window", int(nearest["ndvi_nearest"].notna().sum()))
+    return pd.concat([out, nearest], axis=1).astype(np.float32)

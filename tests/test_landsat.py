@@ -98,6 +98,15 @@ def test_pixelqa_bits(qa, max_conf, usable):
     assert usable_pixels(np.array([[qa]], np.uint16), max_conf)[0, 0] == usable
 
 
+CFG = dict(max_cloud_confidence=1, max_cirrus_confidence=1, centre_window=2, min_clear_share=0.1,
+           max_pixels_per_date=10000, nearest_window_days=30, n_jobs=1)
+
+
+def write_date(site, date, bands, qa):
+    np.save(site / f"iwc_007_{date}_multispectral.npy", bands)
+    np.save(site / f"iwc_007_{date}_pixelqa.npy", qa)
+
+
 def test_summary_masks_clouds_and_reports_sites_without_data(tmp_path):
     site = tmp_path / "iwildcam_rs_npy" / "iwc_007"
     site.mkdir(parents=True)
@@ -106,13 +115,22 @@ def test_summary_masks_clouds_and_reports_sites_without_data(tmp_path):
     bands[0, :, :] = 5000                                    # a cloudy row, all bands bright
     qa = np.full((4, 4), 322, np.uint16)
     qa[0, :] = 480
-    np.save(site / "iwc_007_2015-03-01_multispectral.npy", bands)
-    np.save(site / "iwc_007_2015-03-01_pixelqa.npy", qa)
+    write_date(site, "2015-03-01", bands, qa)
+    wet = bands.copy()
+    wet[..., 4] = 9000                                       # NDVI 0.8 in the second acquisition
+    write_date(site, "2015-08-01", wet, np.full((4, 4), 322, np.uint16))
     report = QualityReport()
     index = index_landsat(tmp_path, report)
-    images = pd.DataFrame({"location": [7, 7, 9]}, index=pd.Index(["a", "b", "c"], name="image_id"))
-    summary = landsat_summary(images, index, max_cloud_confidence=1, n_jobs=1, report=report)
-    assert summary.loc["a", "red_median"] == 1000 and summary.loc["a", "ndvi_median"] == pytest.approx(0.5)
-    assert summary.loc["a", "clear_share"] == pytest.approx(0.75)
-    assert summary.loc["c"].isna().all()
+    when = pd.to_datetime(["2015-03-10", "2015-07-25", "2015-05-15", "2015-03-10"])
+    images = pd.DataFrame({"location": [7, 7, 7, 9], "datetime": when}, index=pd.Index(list("abcd"), name="image_id"))
+    summary = landsat_summary(images, index, CFG, report)
+    a = summary.loc["a"]
+    assert a["patch_red_median"] == 1000 and a["patch_ndvi_q1"] == pytest.approx(0.5)
+    assert a["patch_ndvi_q3"] == pytest.approx(0.8)
+    assert a["patch_clear_share"] == pytest.approx((0.75 + 1) / 2)
+    assert a["centre_clear_share"] == 1 and a["clear_dates"] == 2
+    assert a["ndvi_nearest"] == pytest.approx(0.5) and a["days_to_nearest"] == 9
+    assert summary.loc["b", "ndvi_nearest"] == pytest.approx(0.8)
+    assert np.isnan(summary.loc["c", "ndvi_nearest"])           # nothing within 30 days
+    assert summary.loc["d"].isna().all()
     assert report.counts["camera site without Landsat files (features NA)"] == 1

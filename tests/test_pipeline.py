@@ -68,3 +68,16 @@ def test_landsat_param_change_reruns_only_landsat_and_downstream(repro):
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert "landsat_summary" in ran
     assert ran.isdisjoint({"sample", "load", "detector_stats", "sequence_timing"})
+
+
+def test_family_switch_reruns_join_onward_and_drops_its_columns(repro):
+    work, _ = repro
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["features"]["image_stats"] = False
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    out = run(["dvc", "repro"], work).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"join", "train", "evaluate", "predict"}
+    columns = pd.read_parquet(work / "artifacts/features/feature_table.parquet").columns
+    assert not any(c.startswith("image_stats__") for c in columns)
+    assert any(c.startswith("detector_stats__") for c in columns)

@@ -1,0 +1,142 @@
+"""Image statistics per image (OpenCV + scikit-image): what the pixels say without a CNN.
+
+Night IR frames are grey, blurred frames are fast animals, and the top detector box's colour and texture
+separate a spotted ocelot from a plain peccary. Motion inside the box against the burst's median frame
+tells an animal from a false trigger on static vegetation. Work is per sequence (motion needs the whole
+burst), decoded reduced, run in parallel chunks and cached so a rerun computes only new sequences.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from skimage.feature import local_binary_pattern
+from tqdm import tqdm
+
+from data import ImageError, QualityReport, image_path, read_image, reduction_for
+from data.cache import KEY, ShardCache, digest, file_identity, source_digest
+
+log = logging.getLogger(__name__)
+
+LBP_POINTS, LBP_BINS = 8, 10  # uniform LBP with 8 neighbours has 10 codes
+CROP_SIZE = 64
+COLUMNS = (["channel_spread", "is_greyscale", "brightness", "contrast", "blur", "box_present",
+            "box_hue_sin", "box_hue_cos", "box_saturation", "box_value", "box_b", "box_g", "box_r",
+            "box_contrast", "box_lbp_entropy"] + [f"box_lbp_{k}" for k in range(LBP_BINS)]
+           + ["motion_box", "motion_frame"])
+GREY_SPREAD = 0.02
+
+
+def _crop(image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray | None:
+    h, w = image.shape[:2]
+    x0, y0 = int(box[0] * w), int(box[1] * h)
+    x1, y1 = max(int(np.ceil((box[0] + box[2]) * w)), x0 + 1), max(int(np.ceil((box[1] + box[3]) * h)), y0 + 1)
+    crop = image[y0:min(y1, h), x0:min(x1, w)]
+    return crop if crop.size else None
+
+
+def frame_stats(image: np.ndarray, box: tuple | None) -> dict[str, float]:
+    """Whole-frame statistics and, if a box is given, colour and texture of its crop."""
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    spread = float((image.max(axis=2).astype(np.int16) - image.min(axis=2)).mean() / 255)
+    out = {"channel_spread": spread, "is_greyscale": float(spread < GREY_SPREAD),
+           "brightness": float(grey.mean() / 255), "contrast": float(grey.std() / 255),
+           "blur": float(cv2.Laplacian(grey, cv2.CV_64F).var()), "box_present": 0.0}
+    crop = _crop(image, box) if box is not None else None
+    if crop is None:
+        return out
+    hsv = cv2.cvtColor(crop, cv2.COLOR_BGR2HSV).reshape(-1, 3).astype(np.float64)
+    hue = hsv[:, 0] * (2 * np.pi / 180)
+    b, g, r = crop.reshape(-1, 3).mean(axis=0) / 255
+    small = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
+    lbp = local_binary_pattern(small, LBP_POINTS, 1, method="uniform")
+    hist = np.bincount(lbp.astype(np.int64).ravel(), minlength=LBP_BINS)[:LBP_BINS] / lbp.size
+    nonzero = hist[hist > 0]
+    out.update(box_present=1.0, box_hue_sin=float(np.sin(hue).mean()), box_hue_cos=float(np.cos(hue).mean()),
+               box_saturation=float(hsv[:, 1].mean() / 255), box_value=float(hsv[:, 2].mean() / 255),
+               box_b=float(b), box_g=float(g), box_r=float(r), box_contrast=float(small.std() / 255),
+               box_lbp_entropy=float(-(nonzero * np.log2(nonzero)).sum()),
+               **{f"box_lbp_{k}": float(v) for k, v in enumerate(hist)})
+    return out
+
+
+def sequence_stats(frames: list[dict], short_side: int) -> list[dict]:
+    """Statistics of each frame of one sequence; `frames` have image_id, path, width, height, box."""
+    decoded, rows = {}, []
+    for f in frames:
+        row = {"image_id": f["image_id"], "error": None}
+        try:
+            image = read_image(f["path"], reduction_for(f["width"], f["height"], short_side))
+            decoded[f["image_id"]] = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+            row.update(frame_stats(image, f["box"]))
+        except ImageError as e:
+            row["error"] = str(e).split(": ", 1)[-1]
+        rows.append(row)
+    shapes = {g.shape for g in decoded.values()}
+    if len(decoded) >= 2 and len(shapes) == 1:
+        median = np.median(np.stack(list(decoded.values())), axis=0)
+        for f, row in zip(frames, rows):
+            grey = decoded.get(f["image_id"])
+            if grey is None:
+                continue
+            diff = np.abs(grey - median) / 255
+            row["motion_frame"] = float(diff.mean())
+            crop = _crop(diff[..., None], f["box"]) if f["box"] is not None else None
+            row["motion_box"] = float(crop.mean()) if crop is not None else np.nan
+    return rows
+
+
+def _chunk_stats(work: list[tuple[str, list[dict]]], short_side: int) -> pd.DataFrame:
+    rows = [dict(r, **{KEY: key}) for key, frames in work for r in sequence_stats(frames, short_side)]
+    return pd.DataFrame(rows).set_index("image_id").reindex(columns=COLUMNS + ["error", KEY])
+
+
+def top_boxes(detections: pd.DataFrame, min_conf: float) -> pd.Series:
+    """The most confident box (x, y, w, h) per image, if at least `min_conf`."""
+    sure = detections.loc[detections["conf"] >= min_conf].sort_values("conf", ascending=False)
+    sure = sure.drop_duplicates("image_id").set_index("image_id")
+    return pd.Series(list(zip(sure["x"], sure["y"], sure["w"], sure["h"])), index=sure.index.astype(str), dtype=object)
+
+
+def image_stats(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict,
+                cache_dir: str | Path, report: QualityReport) -> pd.DataFrame:
+    """One row per image; unreadable images get NA and a counted report entry."""
+    boxes = top_boxes(detections, cfg["box_min_conf"])
+    readable = images[images["file_ok"]]
+    report.skip_many("image not readable: missing or unsafe file_name (see load report)",
+                     list(images.index[~images["file_ok"]]))
+    code = source_digest(__file__)
+    work = []
+    for seq_id, seq in readable.sort_values(["seq_id", "frame_num"]).groupby("seq_id", sort=False):
+        frames = [{"image_id": i, "path": str(image_path(root, s, f)), "width": int(w), "height": int(h),
+                   "box": boxes.get(i)}
+                  for i, s, f, w, h in seq[["split", "file_name", "width", "height"]].itertuples()]
+        key = digest(code, cfg["short_side"], [(file_identity(f["path"]), f["box"]) for f in frames])
+        work.append((key, frames))
+
+    cache = ShardCache(cache_dir)
+    cached = cache.load({k for k, _ in work})
+    done = set(cached.get(KEY, ()))
+    todo = [w for w in work if w[0] not in done]
+    log.info("image_stats: %d sequences, %d cached, %d to compute", len(work), len(work) - len(todo), len(todo))
+    size = cfg["chunk_sequences"]
+    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+    fresh = []
+    jobs = Parallel(n_jobs=cfg["n_jobs"], return_as="generator")(
+        delayed(_chunk_stats)(chunk, cfg["short_side"]) for chunk in chunks)
+    with tqdm(total=sum(len(f) for c in chunks for _, f in c), desc="image_stats", unit="img") as bar:
+        for rows in jobs:
+            cache.add(rows)
+            fresh.append(rows)
+            bar.update(len(rows))
+    computed = pd.concat([cached, *fresh]) if fresh or len(cached) else pd.DataFrame(columns=COLUMNS + ["error"])
+    report.count_read("images computed", sum(len(r) for r in fresh))
+    report.count_read("images from cache", len(cached))
+    errors = computed["error"].dropna()
+    for reason, ids in errors.groupby(errors).groups.items():
+        report.skip_many(f"image not readable: {reason}", list(ids))
+    return computed.reindex(images.index)[COLUMNS].astype(np.float32)

@@ -1,0 +1,100 @@
+"""Image statistics: known answers on drawn images, bad files, and the per-sequence cache."""
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+import features.image_stats as image_stats_module
+from data import QualityReport, load_detections, load_metadata
+from features.image_stats import frame_stats, image_stats
+
+CFG = dict(short_side=32, box_min_conf=0.3, chunk_sequences=4, n_jobs=1)
+
+
+def test_frame_stats_known_answers():
+    grey = np.full((40, 60, 3), 100, np.uint8)
+    grey[:, 30:] = 200
+    stats = frame_stats(grey, None)
+    assert stats["is_greyscale"] == 1 and stats["channel_spread"] == 0
+    assert stats["brightness"] == pytest.approx(150 / 255, abs=1e-3)
+    assert stats["box_present"] == 0 and "box_r" not in stats
+
+    colour = np.zeros((40, 60, 3), np.uint8)
+    colour[10:30, 20:50] = (0, 0, 255)  # a pure red block
+    stats = frame_stats(colour, (20 / 60, 10 / 40, 30 / 60, 20 / 40))
+    assert stats["is_greyscale"] == 0 and stats["box_present"] == 1
+    assert stats["box_r"] == pytest.approx(1) and stats["box_b"] == 0
+    assert stats["box_hue_cos"] == pytest.approx(1) and stats["box_saturation"] == pytest.approx(1)
+    textured = colour.copy()
+    textured[10:30, 20:50] = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    noisy = frame_stats(textured, (20 / 60, 10 / 40, 30 / 60, 20 / 40))
+    assert noisy["box_lbp_entropy"] > stats["box_lbp_entropy"] + 1
+    assert noisy["box_contrast"] > stats["box_contrast"]
+
+    blurred = cv2.GaussianBlur(colour, (9, 9), 3)
+    assert frame_stats(blurred, None)["blur"] < frame_stats(colour, None)["blur"]
+
+
+def tables(root):
+    report = QualityReport()
+    images, _, _ = load_metadata(root, report, (2000, 2030))
+    detections, _ = load_detections(root, images, report)
+    return images, detections
+
+
+def test_bad_images_are_counted_not_fatal(root, tmp_path):
+    images, detections = tables(root)
+    victims = images.index[:2]
+    truncated = root / "train" / images.loc[victims[0], "file_name"]
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    (root / "train" / images.loc[victims[1], "file_name"]).unlink()
+    images, detections = tables(root)  # reload: the missing file is now flagged by the loader
+    report = QualityReport()
+    stats = image_stats(images, detections, root, CFG, tmp_path / "cache", report)
+    assert stats.loc[victims].isna().all().all()
+    assert stats.drop(victims)["brightness"].notna().all()
+    assert report.counts["image not readable: truncated JPEG (no end-of-image marker)"] == 1
+    assert report.counts["image not readable: missing or unsafe file_name (see load report)"] == 1
+
+
+def test_rerun_uses_cache_and_new_images_compute_only_themselves(root, tmp_path):
+    images, detections = tables(root)
+    sequences = images["seq_id"].unique()
+    first = images[images["seq_id"].isin(sequences[:-3])]
+    report = QualityReport()
+    partial = image_stats(first, detections, root, CFG, tmp_path / "cache", report)
+    assert report.read["images computed"] == len(first)
+
+    report = QualityReport()
+    full = image_stats(images, detections, root, CFG, tmp_path / "cache", report)
+    assert report.read["images computed"] == len(images) - len(first)
+    assert report.read["images from cache"] == len(first)
+    pd.testing.assert_frame_equal(full.loc[first.index], partial)
+
+    report = QualityReport()
+    image_stats(images, detections, root, CFG, tmp_path / "cache", report)
+    assert report.read.get("images computed", 0) == 0
+
+
+def test_interrupted_run_resumes_from_finished_chunks(root, tmp_path, monkeypatch):
+    images, detections = tables(root)
+    real = image_stats_module._chunk_stats
+    calls = []
+
+    def failing(work, short_side):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed mid-run")
+        return real(work, short_side)
+
+    monkeypatch.setattr(image_stats_module, "_chunk_stats", failing)
+    with pytest.raises(KeyboardInterrupt):
+        image_stats(images, detections, root, CFG, tmp_path / "cache", QualityReport())
+    shards = list((tmp_path / "cache").glob("shard-*.parquet"))
+    assert len(shards) == 2 and not list((tmp_path / "cache").glob(".*tmp"))
+    monkeypatch.setattr(image_stats_module, "_chunk_stats", real)
+    report = QualityReport()
+    resumed = image_stats(images, detections, root, CFG, tmp_path / "cache", report)
+    assert report.read["images from cache"] == sum(len(pd.read_parquet(s)) for s in shards)
+    fresh = image_stats(images, detections, root, CFG, tmp_path / "fresh_cache", QualityReport())
+    pd.testing.assert_frame_equal(resumed, fresh)
