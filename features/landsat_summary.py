@@ -21,6 +21,7 @@ FILL, CLEAR, WATER, SHADOW, SNOW, CLOUD = (1 << b for b in range(6))
 INDICES = {"ndvi": ("nir", "red"), "ndwi": ("green", "nir"), "nbr": ("nir", "swir2")}
 BAND_INDEX = {name: i for i, name in enumerate(BANDS)}
 REGIONS = ("patch", "centre")
+INDEX_RESOLUTION = 1e-3  # spectral indices lie in [-1, 1]; quantiles to a thousandth
 
 
 def usable_pixels(qa: np.ndarray, max_cloud_confidence: int, max_cirrus_confidence: int = 3) -> np.ndarray:
@@ -40,6 +41,53 @@ def spectral_indices(pixels: np.ndarray) -> np.ndarray:
     return out
 
 
+class StreamingQuantiles:
+    """Quantiles of many batches of values kept as counts per bin: memory O(bins), not O(pixels).
+
+    Exact (equal to np.percentile) when the values lie on the bin grid, e.g. int16 reflectance with
+    resolution 1; otherwise within half a bin.
+    """
+
+    def __init__(self, n_columns: int, resolution: float) -> None:
+        self.resolution = resolution
+        self.lo = [0] * n_columns
+        self.counts = [np.zeros(0, np.int64) for _ in range(n_columns)]
+
+    def add(self, values: np.ndarray) -> None:
+        """Add an (N, n_columns) batch; non-finite values are ignored."""
+        exact = values.dtype.kind in "iu" and self.resolution == 1
+        for c in range(len(self.counts)):
+            col = values[:, c]
+            if exact:
+                binned = col.astype(np.int64)
+            else:
+                col = col[np.isfinite(col)]
+                binned = np.rint(col / self.resolution).astype(np.int64)
+            if not len(binned):
+                continue
+            lo, hi = int(binned.min()), int(binned.max())
+            if len(self.counts[c]):
+                lo, hi = min(lo, self.lo[c]), max(hi, self.lo[c] + len(self.counts[c]) - 1)
+            merged = np.bincount(binned - lo, minlength=hi - lo + 1)
+            if len(self.counts[c]):
+                merged[self.lo[c] - lo: self.lo[c] - lo + len(self.counts[c])] += self.counts[c]
+            self.lo[c], self.counts[c] = lo, merged
+
+    def quantiles(self, qs: list[float]) -> np.ndarray:
+        """(len(qs), n_columns) with linear interpolation between order statistics, as np.percentile."""
+        out = np.full((len(qs), len(self.counts)), np.nan)
+        for c, counts in enumerate(self.counts):
+            cum = np.cumsum(counts)
+            if not len(cum) or cum[-1] == 0:
+                continue
+            for i, q in enumerate(qs):
+                k = q * (cum[-1] - 1)
+                below, above = np.searchsorted(cum, [np.floor(k), np.ceil(k)], side="right")
+                v0, v1 = (self.lo[c] + below) * self.resolution, (self.lo[c] + above) * self.resolution
+                out[i, c] = v0 + (k - np.floor(k)) * (v1 - v0)
+        return out
+
+
 def _centre(height: int, width: int, window: int) -> tuple[slice, slice]:
     top, left = max((height - window) // 2, 0), max((width - window) // 2, 0)
     return slice(top, top + window), slice(left, left + window)
@@ -56,10 +104,11 @@ def feature_names() -> list[str]:
 
 def site_summary(site_index: pd.DataFrame, cfg: dict) -> tuple[np.ndarray, pd.DataFrame]:
     """(the site's feature vector in `feature_names()` order, per-date centre NDVI of clear acquisitions)."""
-    pooled = {r: [] for r in REGIONS}
-    quarter_of = {r: [] for r in REGIONS}
+    bands_q = {r: StreamingQuantiles(len(BANDS), cfg["band_resolution"]) for r in REGIONS}
+    indices_q = {r: StreamingQuantiles(len(INDICES), INDEX_RESOLUTION) for r in REGIONS}
+    ndvi_by_quarter = {r: [StreamingQuantiles(1, INDEX_RESOLUTION) for _ in range(4)] for r in REGIONS}
     shares = {r: [] for r in REGIONS}
-    dated = []
+    dated, clear_dates = [], 0
     for ms_path, qa_path, date in site_index[["multispectral", "pixelqa", "date"]].itertuples(index=False):
         bands, qa = read_patch(ms_path, qa_path)
         usable = usable_pixels(np.asarray(qa), cfg["max_cloud_confidence"], cfg["max_cirrus_confidence"])
@@ -69,28 +118,23 @@ def site_summary(site_index: pd.DataFrame, cfg: dict) -> tuple[np.ndarray, pd.Da
             shares[region].append(share)
             if share < cfg["min_clear_share"]:
                 continue
-            pixels = np.asarray(b)[u].astype(np.float32)
-            step = max(1, -(-len(pixels) // cfg["max_pixels_per_date"]))
-            pooled[region].append(pixels[::step])
-            quarter_of[region].append(np.full(len(pixels[::step]), (date.month - 1) // 3, np.int8))
+            clear_dates += region == "patch"
+            pixels = np.asarray(b)[u]
+            indices = spectral_indices(pixels)
+            bands_q[region].add(pixels)
+            indices_q[region].add(indices)
+            ndvi_by_quarter[region][(date.month - 1) // 3].add(indices[:, :1])
             if region == "centre":
-                dated.append((date, float(np.nanmedian(spectral_indices(pixels)[:, 0]))))
+                ndvi = indices[:, 0][np.isfinite(indices[:, 0])]
+                dated.append((date, float(np.median(ndvi)) if len(ndvi) else np.nan))
     values = []
     for region in REGIONS:
-        n_values = len(BANDS) + len(INDICES)
-        if pooled[region]:
-            pixels = np.vstack(pooled[region])
-            table = np.hstack([pixels, spectral_indices(pixels)])
-            q25, q50, q75 = np.nanpercentile(table, [25, 50, 75], axis=0)
-            quarters = np.concatenate(quarter_of[region])
-            ndvi = table[:, len(BANDS)]
-            by_quarter = [np.nanmedian(ndvi[quarters == q]) if (quarters == q).any() else np.nan for q in range(4)]
-        else:
-            q25 = q50 = q75 = np.full(n_values, np.nan)
-            by_quarter = [np.nan] * 4
-        values += list(np.column_stack([q50, q75 - q25]).ravel()) + by_quarter
+        q25, q50, q75 = np.hstack([bands_q[region].quantiles([.25, .5, .75]),
+                                   indices_q[region].quantiles([.25, .5, .75])])
+        values += list(np.column_stack([q50, q75 - q25]).ravel())
+        values += [q.quantiles([.5])[0, 0] for q in ndvi_by_quarter[region]]
         values.append(float(np.mean(shares[region])) if shares[region] else np.nan)
-    values.append(len(pooled["patch"]))
+    values.append(clear_dates)
     return np.asarray(values, np.float64), pd.DataFrame(dated, columns=["date", "ndvi"])
 
 

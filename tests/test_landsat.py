@@ -99,7 +99,7 @@ def test_pixelqa_bits(qa, max_conf, usable):
 
 
 CFG = dict(max_cloud_confidence=1, max_cirrus_confidence=1, centre_window=2, min_clear_share=0.1,
-           max_pixels_per_date=10000, nearest_window_days=30, n_jobs=1)
+           band_resolution=1, nearest_window_days=30, n_jobs=1)
 
 
 def write_date(site, date, bands, qa):
@@ -134,3 +134,20 @@ def test_summary_masks_clouds_and_reports_sites_without_data(tmp_path):
     assert np.isnan(summary.loc["c", "ndvi_nearest"])           # nothing within 30 days
     assert summary.loc["d"].isna().all()
     assert report.counts["camera site without Landsat files (features NA)"] == 1
+
+
+def test_streaming_quantiles_equal_numpy_on_the_grid_and_near_it_off():
+    from features.landsat_summary import StreamingQuantiles
+    rng = np.random.default_rng(0)
+    batches = [rng.integers(-500, 4000, (n, 3)) for n in (1, 7, 1000, 0, 333)]
+    q = StreamingQuantiles(3, 1)
+    for b in batches:
+        q.add(b)
+    everything = np.vstack(batches)
+    np.testing.assert_allclose(q.quantiles([0.25, 0.5, 0.75]), np.percentile(everything, [25, 50, 75], axis=0))
+    floats = rng.uniform(-1, 1, (999, 1))
+    floats[5] = np.nan
+    f = StreamingQuantiles(1, 1e-3)
+    f.add(floats)
+    assert abs(f.quantiles([0.5])[0, 0] - np.nanmedian(floats)) <= 5e-4
+    assert np.isnan(StreamingQuantiles(2, 1).quantiles([0.5])).all()
