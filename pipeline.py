@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,9 @@ FEATURE_TABLE = FEATURES / "feature_table.parquet"
 HOLDOUT_MODEL = MODELS / "holdout_lightgbm.txt"
 FINAL_MODEL = MODELS / "final_lightgbm.txt"
 SPLIT_FILE = MODELS / "split.json"
+BEST_PARAMS = MODELS / "best_params.json"
+PLOTS = REPORTS / "plots"
+FIGURES = REPORTS / "figures"
 
 
 def table(name: str) -> pd.DataFrame:
@@ -116,65 +121,126 @@ def stage_join(params: dict) -> None:
     write_parquet(joined, FEATURE_TABLE)
 
 
-def _labelled_train() -> tuple[pd.DataFrame, pd.Series, pd.Series]:
-    """Features, labels and locations of the labelled train images."""
+def _labelled_train() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
+    """Features, labels and image rows (location, seq_id) of the labelled train images."""
     images, labels = table("images"), table("labels")["category_id"]
     features = pd.read_parquet(FEATURE_TABLE)
     ids = labels.index.intersection(images.index[images["split"] == "train"])
-    return features.loc[ids], labels.loc[ids], images.loc[ids, "location"]
+    return features.loc[ids], labels.loc[ids], images.loc[ids]
 
 
 def stage_train(params: dict) -> None:
-    """Fit on train locations minus the held-out ones (for evaluation), then on all (for submission)."""
+    """Tune on location-grouped folds of the non-held-out locations; fit the best params there (for
+    evaluation) and on all train locations (for the submission)."""
     from models import lgbm
     from models.split import holdout_locations
+    from models.tune import tune
 
     cfg = params["train"]
-    features, labels, locations = _labelled_train()
-    held = holdout_locations(locations, params["split"]["holdout_fraction"], params["split"]["seed"])
-    fit_rows = ~locations.isin(held)
+    features, labels, rows = _labelled_train()
+    held = holdout_locations(rows["location"], params["split"]["holdout_fraction"], params["split"]["seed"])
+    fit_rows = ~rows["location"].isin(held)
     log.info("train: %d images from %d locations; holding out %d locations (%d images)",
-             fit_rows.sum(), locations[fit_rows].nunique(), len(held), (~fit_rows).sum())
-    booster, classes = lgbm.fit(features[fit_rows], labels[fit_rows], cfg["lightgbm"], cfg["seed"],
-                                cfg["class_weight"])
+             fit_rows.sum(), rows.loc[fit_rows, "location"].nunique(), len(held), (~fit_rows).sum())
+    classes = sorted(int(c) for c in labels[fit_rows].unique())
+    best, rounds, study = tune(features[fit_rows], lgbm.encode(labels[fit_rows], classes),
+                               rows.loc[fit_rows, "location"].to_numpy(), cfg, len(classes), cfg["seed"])
+    started = time.perf_counter()
+    booster = lgbm.fit(features[fit_rows], labels[fit_rows], best, rounds, cfg["seed"], cfg["class_weight"], classes)
+    fit_seconds = time.perf_counter() - started
     lgbm.save(booster, classes, HOLDOUT_MODEL)
-    booster, classes = lgbm.fit(features, labels, cfg["lightgbm"], cfg["seed"], cfg["class_weight"])
-    lgbm.save(booster, classes, FINAL_MODEL)
+    all_classes = sorted(int(c) for c in labels.unique())
+    booster = lgbm.fit(features, labels, best, rounds, cfg["seed"], cfg["class_weight"], all_classes)
+    lgbm.save(booster, all_classes, FINAL_MODEL)
     write_json({"holdout_locations": held}, SPLIT_FILE)
+    write_json({"params": best, "rounds": rounds, "fit_seconds": fit_seconds, "study": study.study_name,
+                "cv_log_loss": study.best_value}, BEST_PARAMS)
+    history, best_so_far = [], np.inf
+    for t in study.trials:
+        if t.value is not None:
+            best_so_far = min(best_so_far, t.value)
+        history.append({"trial": t.number, "state": t.state.name, "value": t.value,
+                        "best_value": None if np.isinf(best_so_far) else best_so_far})
+    write_json(history, PLOTS / "optuna_history.json")
 
 
 def stage_evaluate(params: dict) -> None:
-    """Accuracy and macro-F1 on the held-out locations, for the model and the baselines beside it."""
-    import json
+    """Metrics on the held-out locations for the chosen model and every baseline beside it."""
+    from models import baselines, lgbm
+    from models.metrics import classification_metrics, smooth_by_sequence
+    from models.report_plots import write_plots
 
-    from models import lgbm
-    from models.metrics import classification_metrics
-
-    features, labels, locations = _labelled_train()
+    cfg, train_cfg = params["evaluate"], params["train"]
+    features, labels, rows = _labelled_train()
     held = json.loads(SPLIT_FILE.read_text())["holdout_locations"]
-    is_held = locations.isin(held)
+    is_held = rows["location"].isin(held).to_numpy()
+    tuned = json.loads(BEST_PARAMS.read_text())
+    x_fit, y_fit, x_val, y_val = features[~is_held], labels[~is_held], features[is_held], labels[is_held].to_numpy()
+    seq_val = rows.loc[is_held, "seq_id"].to_numpy()
+    seed, weight = train_cfg["seed"], train_cfg["class_weight"]
+    results: dict[str, dict] = {}
+
+    def record(name: str, proba: np.ndarray, classes: list[int], seconds: float | None) -> dict:
+        metrics = classification_metrics(y_val, proba, classes, seq_val)
+        metrics["fit_seconds"] = seconds
+        results[name] = metrics
+        return metrics
+
+    def timed(fn, *args):
+        started = time.perf_counter()
+        out = fn(*args)
+        return out, time.perf_counter() - started
+
+    fit_classes = sorted(int(c) for c in y_fit.unique())
+    majority = baselines.majority_class(y_fit, len(y_val))
+    record("majority_class", baselines.one_hot(majority, fit_classes), fit_classes, 0.0)
+    top_conf = pd.read_parquet(FEATURES / "detector_stats.parquet")["top_conf"].reindex(x_val.index)
+    rule = baselines.detector_only(top_conf, y_fit, cfg["detector_threshold"])
+    record("detector_only", baselines.one_hot(rule, fit_classes), fit_classes, 0.0)
+    (proba, classes), seconds = timed(baselines.linear_probe, x_fit, y_fit, x_val, weight, seed)
+    record("logistic_regression", proba, classes, seconds)
+    for family in FAMILIES:
+        cols = [c for c in features.columns if c.startswith(f"{family}__")]
+        if cols:
+            booster, seconds = timed(lgbm.fit, x_fit[cols], y_fit, tuned["params"], tuned["rounds"], seed, weight,
+                                     fit_classes)
+            record(f"lightgbm_{family}_only", lgbm.predict_proba(booster, x_val), fit_classes, seconds)
     booster, classes = lgbm.load(HOLDOUT_MODEL)
-    proba = lgbm.predict_proba(booster, features[is_held])
-    y_true = labels[is_held].to_numpy()
-    metrics = classification_metrics(y_true, np.asarray(classes)[proba.argmax(axis=1)])
-    metrics["holdout_locations"] = len(held)
-    majority = int(labels[~is_held].mode().iloc[0])
-    baselines = {"majority_class": classification_metrics(y_true, np.full(len(y_true), majority))}
-    log.info("evaluate: model %s; baselines %s", metrics, baselines)
+    proba = lgbm.predict_proba(booster, x_val)
+    record("lightgbm_all_families", proba, classes, tuned["fit_seconds"])
+    smoothed = smooth_by_sequence(proba, seq_val)
+    record("lightgbm_all_families_sequence_smoothed", smoothed, classes, tuned["fit_seconds"])
+    (proba_hgb, hgb_classes), seconds = timed(baselines.hist_gradient_boosting, x_fit, y_fit, x_val, tuned["params"],
+                                              tuned["rounds"], weight, seed)
+    record("hist_gradient_boosting", proba_hgb, hgb_classes, seconds)
+
+    chosen = "lightgbm_all_families_sequence_smoothed" if cfg["smoothing"] else "lightgbm_all_families"
+    metrics = dict(results[chosen], model=chosen, holdout_locations=len(held),
+                   unseen_classes=sorted(set(int(c) for c in y_val) - set(classes)))
+    per_class = metrics.pop("per_class")
+    summary = {name: {k: v for k, v in m.items() if k != "per_class"} for name, m in results.items()}
+    for name, m in summary.items():
+        log.info("evaluate: %-42s accuracy %.3f  macro-F1 %.3f", name, m["accuracy"], m["macro_f1"])
     write_json(metrics, REPORTS / "metrics.json")
-    write_json(baselines, REPORTS / "baselines.json")
+    write_json(summary, REPORTS / "baselines.json")
+    predicted = np.asarray(classes)[(smoothed if cfg["smoothing"] else proba).argmax(axis=1)]
+    names = table("categories")["name"]
+    write_plots(y_val, predicted, per_class, booster, names, PLOTS, FIGURES)
 
 
 def stage_predict(params: dict) -> None:
     """Kaggle submission: one row per test image id, in the order of the test information file."""
     from models import lgbm
+    from models.metrics import smooth_by_sequence
 
     images = table("images")
-    test_ids = images.index[images["split"] == "test"]
-    features = pd.read_parquet(FEATURE_TABLE).loc[test_ids]
+    test = images[images["split"] == "test"]
+    features = pd.read_parquet(FEATURE_TABLE).loc[test.index]
     booster, classes = lgbm.load(FINAL_MODEL)
-    predicted = np.asarray(classes)[lgbm.predict_proba(booster, features).argmax(axis=1)]
-    submission = pd.DataFrame({"Id": test_ids, "Category": predicted})
+    proba = lgbm.predict_proba(booster, features)
+    if params["evaluate"]["smoothing"]:
+        proba = smooth_by_sequence(proba, test["seq_id"].to_numpy())
+    submission = pd.DataFrame({"Id": test.index, "Category": np.asarray(classes)[proba.argmax(axis=1)]})
     write_text(submission.to_csv(index=False), REPORTS / "submission.csv")
     log.info("predict: %d test images", len(submission))
 

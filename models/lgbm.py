@@ -21,17 +21,22 @@ def sample_weights(y: np.ndarray, class_weight: str) -> np.ndarray | None:
     return (len(y) / (len(counts) * counts))[inverse]
 
 
-def fit(features: pd.DataFrame, labels: pd.Series, params: dict, seed: int, class_weight: str
-        ) -> tuple[lgb.Booster, list[int]]:
-    """Fit on the classes present in `labels`; return the booster and the category id of each output."""
-    classes = sorted(int(c) for c in labels.unique())
-    y = labels.map({c: i for i, c in enumerate(classes)}).to_numpy()
-    lgb_params = {k: v for k, v in params.items() if k != "num_boost_round"}
-    lgb_params.update(objective="multiclass", num_class=len(classes), seed=seed, deterministic=True,
-                      force_row_wise=True, verbose=-1)
-    data = lgb.Dataset(features, label=y, weight=sample_weights(y, class_weight), free_raw_data=True)
-    booster = lgb.train(lgb_params, data, num_boost_round=params["num_boost_round"])
-    return booster, classes
+def lgb_params(params: dict, n_classes: int, seed: int) -> dict:
+    """LightGBM params for a deterministic multiclass fit."""
+    return dict(params, objective="multiclass", num_class=n_classes, seed=seed, deterministic=True,
+                force_row_wise=True, verbose=-1)
+
+
+def encode(labels: pd.Series, classes: list[int]) -> np.ndarray:
+    return labels.map({c: i for i, c in enumerate(classes)}).to_numpy()
+
+
+def fit(features: pd.DataFrame, labels: pd.Series, params: dict, num_boost_round: int, seed: int,
+        class_weight: str, classes: list[int]) -> lgb.Booster:
+    """Fit with `params` (LightGBM names) on `classes` (the category id of each output)."""
+    y = encode(labels, classes)
+    data = lgb.Dataset(features, label=y, weight=sample_weights(y, class_weight))
+    return lgb.train(lgb_params(params, len(classes), seed), data, num_boost_round=num_boost_round)
 
 
 def save(booster: lgb.Booster, classes: list[int], path: str | Path) -> None:

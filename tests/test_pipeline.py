@@ -29,7 +29,8 @@ def repro(tmp_path_factory):
         (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["sample"].update(TINY, train_locations=6, images=300, bad_clock_locations=1)
-    params["train"]["lightgbm"]["num_boost_round"] = 30
+    params["train"].update(max_rounds=40, cv_folds=2)
+    params["train"]["tune"]["n_trials"] = 3
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     run(["dvc", "init", "--no-scm", "-q"], work)
     first = run(["dvc", "repro"], work)
@@ -41,7 +42,17 @@ def test_repro_writes_metrics_submission_and_quality_report(repro):
     metrics = json.loads((work / "reports/metrics.json").read_text())
     baselines = json.loads((work / "reports/baselines.json").read_text())
     assert 0 <= metrics["macro_f1"] <= 1 and 0 <= metrics["accuracy"] <= 1
+    assert metrics["model"] == "lightgbm_all_families_sequence_smoothed"
+    assert {"sequence_accuracy", "sequence_macro_f1", "balanced_accuracy", "log_loss"} <= set(metrics)
+    assert set(baselines) == {"majority_class", "detector_only", "logistic_regression", "hist_gradient_boosting",
+                              "lightgbm_all_families", "lightgbm_all_families_sequence_smoothed",
+                              "lightgbm_detector_stats_only", "lightgbm_sequence_timing_only",
+                              "lightgbm_landsat_summary_only", "lightgbm_image_stats_only"}
+    assert all(m["fit_seconds"] is not None for m in baselines.values())
     assert metrics["accuracy"] > baselines["majority_class"]["accuracy"]
+    for plot in ("confusion.csv", "per_class_recall.json", "importance_by_family.json", "optuna_history.json"):
+        assert (work / "reports/plots" / plot).stat().st_size > 0
+    assert (work / "reports/figures/confusion.png").read_bytes()[:4] == b"\x89PNG"
     test_ids = [im["id"] for im in json.loads(
         (work / "sample_data/metadata/iwildcam2020_test_information.json").read_text())["images"]]
     submission = pd.read_csv(work / "reports/submission.csv", dtype={"Id": str})

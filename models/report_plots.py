@@ -1,0 +1,63 @@
+"""Evaluation plots: DVC plot data (csv/json, for `dvc plots show/diff`) and PNGs to look at directly."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightgbm as lgb
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from data.io import atomic_path, write_json, write_text  # noqa: E402
+
+TOP_CLASSES = 15
+
+
+def importance_by_family(booster: lgb.Booster) -> pd.Series:
+    """Share of total split gain per feature family (columns are prefixed `<family>__`)."""
+    gain = pd.Series(booster.feature_importance("gain"), index=booster.feature_name())
+    family = gain.index.str.split("__").str[0]
+    by_family = gain.groupby(family).sum()
+    return (by_family / by_family.sum()).sort_values(ascending=False)
+
+
+def write_plots(y_true: np.ndarray, y_pred: np.ndarray, per_class: dict, booster: lgb.Booster,
+                names: pd.Series, plots: Path, figures: Path) -> None:
+    label = lambda c: f"{int(c)} {names.get(int(c), '?')}"  # noqa: E731
+    top = pd.Series(y_true).value_counts().index[:TOP_CLASSES]
+    actual = [label(c) if c in top else "other" for c in y_true]
+    predicted = [label(c) if c in top else "other" for c in y_pred]
+    write_text(pd.DataFrame({"actual": actual, "predicted": predicted}).to_csv(index=False), plots / "confusion.csv")
+    write_json([{"category": label(c), **v} for c, v in per_class.items()], plots / "per_class_recall.json")
+    shares = importance_by_family(booster)
+    write_json([{"family": f, "gain_share": float(v)} for f, v in shares.items()], plots / "importance_by_family.json")
+
+    order = sorted(set(actual) | set(predicted))
+    matrix = pd.crosstab(pd.Categorical(actual, order), pd.Categorical(predicted, order), dropna=False)
+    fig, ax = plt.subplots(figsize=(9, 8))
+    ax.imshow(matrix.to_numpy(), cmap="Blues")
+    ax.set_xticks(range(len(order)), order, rotation=60, ha="right", fontsize=8)
+    ax.set_yticks(range(len(order)), order, fontsize=8)
+    for (i, j), v in np.ndenumerate(matrix.to_numpy()):
+        if v:
+            ax.text(j, i, int(v), ha="center", va="center", fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("actual")
+    ax.set_title("Held-out locations: confusion matrix")
+    _save(fig, figures / "confusion.png")
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.barh(shares.index[::-1], shares.to_numpy()[::-1])
+    ax.set_xlabel("share of total split gain")
+    ax.set_title("Feature importance by family")
+    _save(fig, figures / "importance_by_family.png")
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

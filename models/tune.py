@@ -1,0 +1,102 @@
+"""Optuna tuning of LightGBM on location-grouped folds, pruned on LightGBM's per-iteration validation loss.
+
+The study lives in an Optuna storage (SQLite by default), named after everything that defines it
+(search space, fixed params, folds, data shape), so an interrupted run resumes where it stopped and
+`optuna-dashboard <storage>` shows it. `n_trials` is the study's target: trials already finished count.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightgbm as lgb
+import numpy as np
+import optuna
+import pandas as pd
+from sklearn.model_selection import GroupKFold
+
+from data.cache import digest
+from models.lgbm import lgb_params, sample_weights
+
+log = logging.getLogger(__name__)
+
+
+def suggest(trial: optuna.Trial, space: dict) -> dict:
+    """Params from the search space in params.yaml: {name: {low, high, log?, int?} or {choices}}."""
+    params = {}
+    for name, spec in space.items():
+        if "choices" in spec:
+            params[name] = trial.suggest_categorical(name, spec["choices"])
+        elif spec.get("int"):
+            params[name] = trial.suggest_int(name, spec["low"], spec["high"], log=spec.get("log", False))
+        else:
+            params[name] = trial.suggest_float(name, spec["low"], spec["high"], log=spec.get("log", False))
+    return params
+
+
+def _pruning_callback(trial: optuna.Trial):
+    """Report the validation loss each iteration and stop the trial when the pruner says so."""
+    def callback(env: lgb.callback.CallbackEnv) -> None:
+        _, _, loss, _ = env.evaluation_result_list[0]
+        trial.report(loss, env.iteration)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at iteration {env.iteration} (loss {loss:.4f})")
+    return callback
+
+
+def cross_validate(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, params: dict, cfg: dict,
+                   n_classes: int, seed: int, trial: optuna.Trial | None = None) -> tuple[float, int]:
+    """Mean best validation log-loss over location-grouped folds, and the mean best iteration.
+
+    The first fold reports every iteration to the pruner; all folds stop early.
+    """
+    losses, rounds = [], []
+    folds = GroupKFold(n_splits=cfg["cv_folds"]).split(features, y, groups)
+    for k, (fit, val) in enumerate(folds):
+        train = lgb.Dataset(features.iloc[fit], y[fit], weight=sample_weights(y[fit], cfg["class_weight"]))
+        valid = lgb.Dataset(features.iloc[val], y[val], reference=train)
+        callbacks = [lgb.early_stopping(cfg["early_stopping_rounds"], verbose=False)]
+        if trial is not None and k == 0:
+            callbacks.append(_pruning_callback(trial))
+        booster = lgb.train(lgb_params(params, n_classes, seed), train, num_boost_round=cfg["max_rounds"],
+                            valid_sets=[valid], callbacks=callbacks)
+        losses.append(booster.best_score["valid_0"]["multi_logloss"])
+        rounds.append(booster.best_iteration)
+    return float(np.mean(losses)), int(np.mean(rounds))
+
+
+def study_for(features: pd.DataFrame, cfg: dict, seed: int, pruning: bool) -> optuna.Study:
+    """Create or resume the study that this data, space and config define."""
+    name = "lightgbm-" + digest(cfg["search_space"], cfg["fixed"], cfg["cv_folds"], cfg["class_weight"],
+                                cfg["max_rounds"], cfg["early_stopping_rounds"], seed, pruning,
+                                list(features.columns), len(features))[:12]
+    storage = cfg["tune"]["storage"]
+    if storage.startswith("sqlite:///"):
+        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10) if pruning \
+        else optuna.pruners.NopPruner()
+    return optuna.create_study(study_name=name, storage=storage, direction="minimize",
+                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, load_if_exists=True)
+
+
+def tune(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: dict, n_classes: int, seed: int,
+         pruning: bool | None = None) -> tuple[dict, int, optuna.Study]:
+    """Best LightGBM params (fixed ones included), their mean best iteration, and the study."""
+    pruning = cfg["tune"]["pruning"] if pruning is None else pruning
+    study = study_for(features, cfg, seed, pruning)
+    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
+                                                        optuna.trial.TrialState.PRUNED)]
+    remaining = max(cfg["tune"]["n_trials"] - len(finished), 0)
+    log.info("tune: study %s has %d finished trials, running %d more", study.study_name, len(finished), remaining)
+
+    def objective(trial: optuna.Trial) -> float:
+        params = dict(cfg["fixed"], **suggest(trial, cfg["search_space"]))
+        loss, rounds = cross_validate(features, y, groups, params, cfg, n_classes, seed, trial)
+        trial.set_user_attr("best_iteration", rounds)
+        return loss
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if remaining:
+        study.optimize(objective, n_trials=remaining, timeout=cfg["tune"]["timeout_s"], show_progress_bar=True)
+    best = study.best_trial
+    return dict(cfg["fixed"], **best.params), int(best.user_attrs["best_iteration"]), study
