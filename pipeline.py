@@ -132,7 +132,7 @@ def _labelled_train() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
 def stage_train(params: dict) -> None:
     """Tune on location-grouped folds of the non-held-out locations; fit the best params there (for
     evaluation) and on all train locations (for the submission)."""
-    from models import lgbm
+    from models import lgbm, sequence_rows
     from models.split import holdout_locations
     from models.tune import tune
 
@@ -142,15 +142,21 @@ def stage_train(params: dict) -> None:
     fit_rows = ~rows["location"].isin(held)
     log.info("train: %d images from %d locations; holding out %d locations (%d images)",
              fit_rows.sum(), rows.loc[fit_rows, "location"].nunique(), len(held), (~fit_rows).sum())
-    classes = sorted(int(c) for c in labels[fit_rows].unique())
-    best, rounds, study = tune(features[fit_rows], lgbm.encode(labels[fit_rows], classes),
-                               rows.loc[fit_rows, "location"].to_numpy(), cfg, len(classes), cfg["seed"])
+    unit, seqs = cfg["rows"], rows["seq_id"].to_numpy()
+    x_fit = sequence_rows.to_rows(features[fit_rows], seqs[fit_rows], unit)
+    y_fit = sequence_rows.row_labels(labels[fit_rows], seqs[fit_rows], unit)
+    groups = sequence_rows.row_groups(rows.loc[fit_rows, "location"], seqs[fit_rows], unit)
+    log.info("train: %d %s rows for tuning and fitting", len(x_fit), unit)
+    classes = sorted(int(c) for c in y_fit.unique())
+    best, rounds, study = tune(x_fit, lgbm.encode(y_fit, classes), groups, cfg, len(classes), cfg["seed"])
     started = time.perf_counter()
-    booster = lgbm.fit(features[fit_rows], labels[fit_rows], best, rounds, cfg["seed"], cfg["class_weight"], classes)
+    booster = lgbm.fit(x_fit, y_fit, best, rounds, cfg["seed"], cfg["class_weight"], classes)
     fit_seconds = time.perf_counter() - started
     lgbm.save(booster, classes, HOLDOUT_MODEL)
-    all_classes = sorted(int(c) for c in labels.unique())
-    booster = lgbm.fit(features, labels, best, rounds, cfg["seed"], cfg["class_weight"], all_classes)
+    y_all = sequence_rows.row_labels(labels, seqs, unit)
+    all_classes = sorted(int(c) for c in y_all.unique())
+    booster = lgbm.fit(sequence_rows.to_rows(features, seqs, unit), y_all, best, rounds, cfg["seed"],
+                       cfg["class_weight"], all_classes)
     lgbm.save(booster, all_classes, FINAL_MODEL)
     write_json({"holdout_locations": held}, SPLIT_FILE)
     write_json({"params": best, "rounds": rounds, "fit_seconds": fit_seconds, "study": study.study_name,
@@ -166,7 +172,7 @@ def stage_train(params: dict) -> None:
 
 def stage_evaluate(params: dict) -> None:
     """Metrics on the held-out locations for the chosen model and every baseline beside it."""
-    from models import baselines, lgbm
+    from models import baselines, lgbm, sequence_rows
     from models.metrics import classification_metrics, smooth_by_sequence
     from models.report_plots import write_plots
 
@@ -177,8 +183,15 @@ def stage_evaluate(params: dict) -> None:
     tuned = json.loads(BEST_PARAMS.read_text())
     x_fit, y_fit, x_val, y_val = features[~is_held], labels[~is_held], features[is_held], labels[is_held].to_numpy()
     seq_val = rows.loc[is_held, "seq_id"].to_numpy()
-    seed, weight = train_cfg["seed"], train_cfg["class_weight"]
+    seed, weight, unit = train_cfg["seed"], train_cfg["class_weight"], train_cfg["rows"]
     results: dict[str, dict] = {}
+    # models learn on the same rows as the tuned one (images or sequences); metrics are per image
+    seq_fit = rows.loc[~is_held, "seq_id"].to_numpy()
+    x_fit, y_fit = sequence_rows.to_rows(x_fit, seq_fit, unit), sequence_rows.row_labels(y_fit, seq_fit, unit)
+    x_val_images, x_val = x_val, sequence_rows.to_rows(x_val, seq_val, unit)
+
+    def per_image(proba: np.ndarray) -> np.ndarray:
+        return sequence_rows.to_images(proba, x_val.index, seq_val, unit)
 
     def record(name: str, proba: np.ndarray, classes: list[int], seconds: float | None) -> dict:
         metrics = classification_metrics(y_val, proba, classes, seq_val)
@@ -194,25 +207,25 @@ def stage_evaluate(params: dict) -> None:
     fit_classes = sorted(int(c) for c in y_fit.unique())
     majority = baselines.majority_class(y_fit, len(y_val))
     record("majority_class", baselines.one_hot(majority, fit_classes), fit_classes, 0.0)
-    top_conf = pd.read_parquet(FEATURES / "detector_stats.parquet")["top_conf"].reindex(x_val.index)
+    top_conf = pd.read_parquet(FEATURES / "detector_stats.parquet")["top_conf"].reindex(x_val_images.index)
     rule = baselines.detector_only(top_conf, y_fit, cfg["detector_threshold"])
     record("detector_only", baselines.one_hot(rule, fit_classes), fit_classes, 0.0)
     (proba, classes), seconds = timed(baselines.linear_probe, x_fit, y_fit, x_val, weight, seed)
-    record("logistic_regression", proba, classes, seconds)
+    record("logistic_regression", per_image(proba), classes, seconds)
     for family in FAMILIES:
         cols = [c for c in features.columns if c.startswith(f"{family}__")]
         if cols:
             booster, seconds = timed(lgbm.fit, x_fit[cols], y_fit, tuned["params"], tuned["rounds"], seed, weight,
                                      fit_classes)
-            record(f"lightgbm_{family}_only", lgbm.predict_proba(booster, x_val), fit_classes, seconds)
+            record(f"lightgbm_{family}_only", per_image(lgbm.predict_proba(booster, x_val[cols])), fit_classes, seconds)
     booster, classes = lgbm.load(HOLDOUT_MODEL)
-    proba = lgbm.predict_proba(booster, x_val)
+    proba = per_image(lgbm.predict_proba(booster, x_val))
     record("lightgbm_all_families", proba, classes, tuned["fit_seconds"])
     smoothed = smooth_by_sequence(proba, seq_val)
     record("lightgbm_all_families_sequence_smoothed", smoothed, classes, tuned["fit_seconds"])
     (proba_hgb, hgb_classes), seconds = timed(baselines.hist_gradient_boosting, x_fit, y_fit, x_val, tuned["params"],
                                               tuned["rounds"], weight, seed)
-    record("hist_gradient_boosting", proba_hgb, hgb_classes, seconds)
+    record("hist_gradient_boosting", per_image(proba_hgb), hgb_classes, seconds)
 
     chosen = "lightgbm_all_families_sequence_smoothed" if cfg["smoothing"] else "lightgbm_all_families"
     metrics = dict(results[chosen], model=chosen, holdout_locations=len(held),
@@ -230,14 +243,15 @@ def stage_evaluate(params: dict) -> None:
 
 def stage_predict(params: dict) -> None:
     """Kaggle submission: one row per test image id, in the order of the test information file."""
-    from models import lgbm
+    from models import lgbm, sequence_rows
     from models.metrics import smooth_by_sequence
 
     images = table("images")
     test = images[images["split"] == "test"]
-    features = pd.read_parquet(FEATURE_TABLE).loc[test.index]
+    unit, seqs = params["train"]["rows"], test["seq_id"].to_numpy()
+    features = sequence_rows.to_rows(pd.read_parquet(FEATURE_TABLE).loc[test.index], seqs, unit)
     booster, classes = lgbm.load(FINAL_MODEL)
-    proba = lgbm.predict_proba(booster, features)
+    proba = sequence_rows.to_images(lgbm.predict_proba(booster, features), features.index, seqs, unit)
     if params["evaluate"]["smoothing"]:
         proba = smooth_by_sequence(proba, test["seq_id"].to_numpy())
     submission = pd.DataFrame({"Id": test.index, "Category": np.asarray(classes)[proba.argmax(axis=1)]})

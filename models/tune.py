@@ -71,7 +71,7 @@ def study_for(features: pd.DataFrame, cfg: dict, seed: int, pruning: bool) -> op
                                 cfg["max_rounds"], cfg["early_stopping_rounds"], seed, pruning,
                                 list(features.columns), len(features))[:12]
     storage = cfg["tune"]["storage"]
-    if storage.startswith("sqlite:///"):
+    if storage and storage.startswith("sqlite:///"):
         Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10) if pruning \
         else optuna.pruners.NopPruner()

@@ -92,3 +92,20 @@ def test_family_switch_reruns_join_onward_and_drops_its_columns(repro):
     columns = pd.read_parquet(work / "artifacts/features/feature_table.parquet").columns
     assert not any(c.startswith("image_stats__") for c in columns)
     assert any(c.startswith("detector_stats__") for c in columns)
+
+
+def test_sequence_rows_train_evaluate_and_predict_per_image(repro):
+    work, _ = repro
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["train"]["rows"] = "sequence"
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    out = run(["dvc", "repro"], work).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert ran == {"train", "evaluate", "predict"}
+    metrics = json.loads((work / "reports/metrics.json").read_text())
+    images = pd.read_parquet(work / "artifacts/tables/images.parquet")
+    held = json.loads((work / "artifacts/models/split.json").read_text())["holdout_locations"]
+    labelled = pd.read_parquet(work / "artifacts/tables/labels.parquet").index
+    assert metrics["n_images"] == images.loc[labelled].location.isin(held).sum()
+    submission = pd.read_csv(work / "reports/submission.csv", dtype={"Id": str})
+    assert len(submission) == (images.split == "test").sum() and submission["Category"].notna().all()
