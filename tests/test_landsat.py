@@ -1,5 +1,4 @@
 """Landsat npy tree: header validation without unpickling, and vectorised pixelqa masking."""
-import pickle
 
 import numpy as np
 import pandas as pd

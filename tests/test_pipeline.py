@@ -13,7 +13,7 @@ import yaml
 from tests.conftest import TINY
 
 REPO = Path(__file__).resolve().parents[1]
-CODE = ["pipeline.py", "dvc.yaml", "params.yaml", "data", "features", "models", "sample"]
+CODE = ["pipeline.py", "dvc.yaml", "params.yaml", "data", "features", "models", "sample", "stages"]
 
 
 def run(cmd, cwd):
@@ -109,3 +109,13 @@ def test_sequence_rows_train_evaluate_and_predict_per_image(repro):
     assert metrics["n_images"] == images.loc[labelled].location.isin(held).sum()
     submission = pd.read_csv(work / "reports/submission.csv", dtype={"Id": str})
     assert len(submission) == (images.split == "test").sum() and submission["Category"].notna().all()
+
+
+def test_editing_one_stage_module_reruns_only_that_stage_and_downstream(repro):
+    work, _ = repro
+    stage = work / "stages/sequence_timing.py"
+    stage.write_text(stage.read_text() + "\n# an edit\n")
+    out = run(["dvc", "repro"], work).stdout
+    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    assert "sequence_timing" in ran
+    assert ran.isdisjoint({"sample", "load", "detector_stats", "landsat_summary", "image_stats"})

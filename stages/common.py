@@ -1,0 +1,42 @@
+"""What the stages share: where their outputs live, and reading the typed tables the load stage wrote."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from data import QualityReport
+from data.io import write_json
+
+SAMPLE_DIR = Path("sample_data")
+TABLES = Path("artifacts/tables")
+FEATURES = Path("artifacts/features")
+MODELS = Path("artifacts/models")
+REPORTS = Path("reports")
+QUALITY = REPORTS / "quality"
+FAMILIES = ("detector_stats", "sequence_timing", "landsat_summary", "image_stats")
+CACHE = Path("artifacts/cache")
+FEATURE_TABLE = FEATURES / "feature_table.parquet"
+HOLDOUT_MODEL = MODELS / "holdout_lightgbm.txt"
+FINAL_MODEL = MODELS / "final_lightgbm.txt"
+SPLIT_FILE = MODELS / "split.json"
+BEST_PARAMS = MODELS / "best_params.json"
+PLOTS = REPORTS / "plots"
+FIGURES = REPORTS / "figures"
+
+
+def table(name: str) -> pd.DataFrame:
+    return pd.read_parquet(TABLES / f"{name}.parquet")
+
+
+def write_quality(stage: str, report: QualityReport) -> None:
+    report.log_summary(stage)
+    write_json(report.to_dict(), QUALITY / f"{stage}.json")
+
+
+def labelled_train() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
+    """Features, labels and image rows (location, seq_id) of the labelled train images."""
+    images, labels = table("images"), table("labels")["category_id"]
+    features = pd.read_parquet(FEATURE_TABLE)
+    ids = labels.index.intersection(images.index[images["split"] == "train"])
+    return features.loc[ids], labels.loc[ids], images.loc[ids]

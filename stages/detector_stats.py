@@ -1,0 +1,18 @@
+"""DVC stage `detector_stats` (see dvc.yaml)."""
+from __future__ import annotations
+
+import logging
+
+from data.io import write_parquet
+from features.detector_stats import detector_stats
+from stages.common import FEATURES, table
+
+log = logging.getLogger("stages.detector_stats")
+
+
+def run(params: dict) -> None:
+
+    cfg = params["detector_stats"]
+    stats = detector_stats(table("images"), table("detections"), table("detector_images"),
+                           cfg["thresholds"], cfg["empty_threshold"], cfg["location_box_threshold"])
+    write_parquet(stats, FEATURES / "detector_stats.parquet")

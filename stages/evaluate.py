@@ -1,0 +1,85 @@
+"""DVC stage `evaluate` (see dvc.yaml)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+
+from data.io import write_json
+from models import baselines, lgbm, sequence_rows
+from models.metrics import classification_metrics, smooth_by_sequence
+from models.report_plots import write_plots
+from stages.common import (FEATURES, REPORTS, FAMILIES, HOLDOUT_MODEL, SPLIT_FILE, BEST_PARAMS,
+                           PLOTS, FIGURES, table, labelled_train)
+
+log = logging.getLogger("stages.evaluate")
+
+
+def run(params: dict) -> None:
+    """Metrics on the held-out locations for the chosen model and every baseline beside it."""
+    cfg, train_cfg = params["evaluate"], params["train"]
+    features, labels, rows = labelled_train()
+    held = json.loads(SPLIT_FILE.read_text())["holdout_locations"]
+    is_held = rows["location"].isin(held).to_numpy()
+    tuned = json.loads(BEST_PARAMS.read_text())
+    x_fit, y_fit, x_val, y_val = features[~is_held], labels[~is_held], features[is_held], labels[is_held].to_numpy()
+    seq_val = rows.loc[is_held, "seq_id"].to_numpy()
+    seed, weight, unit = train_cfg["seed"], train_cfg["class_weight"], train_cfg["rows"]
+    results: dict[str, dict] = {}
+    # models learn on the same rows as the tuned one (images or sequences); metrics are per image
+    seq_fit = rows.loc[~is_held, "seq_id"].to_numpy()
+    x_fit, y_fit = sequence_rows.to_rows(x_fit, seq_fit, unit), sequence_rows.row_labels(y_fit, seq_fit, unit)
+    x_val_images, x_val = x_val, sequence_rows.to_rows(x_val, seq_val, unit)
+
+    def per_image(proba: np.ndarray) -> np.ndarray:
+        return sequence_rows.to_images(proba, x_val.index, seq_val, unit)
+
+    def record(name: str, proba: np.ndarray, classes: list[int], seconds: float | None) -> dict:
+        metrics = classification_metrics(y_val, proba, classes, seq_val)
+        metrics["fit_seconds"] = seconds
+        results[name] = metrics
+        return metrics
+
+    def timed(fn, *args):
+        started = time.perf_counter()
+        out = fn(*args)
+        return out, time.perf_counter() - started
+
+    fit_classes = sorted(int(c) for c in y_fit.unique())
+    majority = baselines.majority_class(y_fit, len(y_val))
+    record("majority_class", baselines.one_hot(majority, fit_classes), fit_classes, 0.0)
+    top_conf = pd.read_parquet(FEATURES / "detector_stats.parquet")["top_conf"].reindex(x_val_images.index)
+    rule = baselines.detector_only(top_conf, y_fit, cfg["detector_threshold"])
+    record("detector_only", baselines.one_hot(rule, fit_classes), fit_classes, 0.0)
+    (proba, classes), seconds = timed(baselines.linear_probe, x_fit, y_fit, x_val, weight, seed)
+    record("logistic_regression", per_image(proba), classes, seconds)
+    for family in FAMILIES:
+        cols = [c for c in features.columns if c.startswith(f"{family}__")]
+        if cols:
+            booster, seconds = timed(lgbm.fit, x_fit[cols], y_fit, tuned["params"], tuned["rounds"], seed, weight,
+                                     fit_classes)
+            record(f"lightgbm_{family}_only", per_image(lgbm.predict_proba(booster, x_val[cols])), fit_classes, seconds)
+    booster, classes = lgbm.load(HOLDOUT_MODEL)
+    proba = per_image(lgbm.predict_proba(booster, x_val))
+    record("lightgbm_all_families", proba, classes, tuned["fit_seconds"])
+    smoothed = smooth_by_sequence(proba, seq_val)
+    record("lightgbm_all_families_sequence_smoothed", smoothed, classes, tuned["fit_seconds"])
+    (proba_hgb, hgb_classes), seconds = timed(baselines.hist_gradient_boosting, x_fit, y_fit, x_val, tuned["params"],
+                                              tuned["rounds"], weight, seed)
+    record("hist_gradient_boosting", per_image(proba_hgb), hgb_classes, seconds)
+
+    chosen = "lightgbm_all_families_sequence_smoothed" if cfg["smoothing"] else "lightgbm_all_families"
+    metrics = dict(results[chosen], model=chosen, holdout_locations=len(held),
+                   unseen_classes=sorted(set(int(c) for c in y_val) - set(classes)))
+    per_class = metrics.pop("per_class")
+    summary = {name: {k: v for k, v in m.items() if k != "per_class"} for name, m in results.items()}
+    for name, m in summary.items():
+        log.info("evaluate: %-42s accuracy %.3f  macro-F1 %.3f", name, m["accuracy"], m["macro_f1"])
+    write_json(metrics, REPORTS / "metrics.json")
+    write_json(summary, REPORTS / "baselines.json")
+    predicted = np.asarray(classes)[(smoothed if cfg["smoothing"] else proba).argmax(axis=1)]
+    names = table("categories")["name"]
+    write_plots(y_val, predicted, per_class, booster, names, PLOTS, FIGURES)

@@ -1,0 +1,20 @@
+"""DVC stage `image_stats` (see dvc.yaml)."""
+from __future__ import annotations
+
+import logging
+
+from data import QualityReport
+from data.io import write_parquet
+from features.image_stats import image_stats
+from stages.common import FEATURES, CACHE, table, write_quality
+
+log = logging.getLogger("stages.image_stats")
+
+
+def run(params: dict) -> None:
+
+    report = QualityReport()
+    stats = image_stats(table("images"), table("detections"), params["data"]["root"], params["image_stats"],
+                        CACHE / "image_stats", report)
+    write_parquet(stats, FEATURES / "image_stats.parquet")
+    write_quality("image_stats", report)

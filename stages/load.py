@@ -1,0 +1,25 @@
+"""DVC stage `load` (see dvc.yaml)."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from data import QualityReport, index_landsat, load_detections, load_metadata
+from data.io import write_parquet
+from stages.common import TABLES, write_quality
+
+log = logging.getLogger("stages.load")
+
+
+def run(params: dict) -> None:
+    """Read and validate every raw input once; downstream stages read only these typed tables."""
+    root = Path(params["data"]["root"])
+    report = QualityReport()
+    images, labels, categories = load_metadata(root, report, tuple(params["data"]["valid_years"]))
+    detections, detector_images = load_detections(root, images, report)
+    landsat_index = index_landsat(root, report)
+    for name, df in (("images", images), ("labels", labels), ("categories", categories),
+                     ("detections", detections), ("detector_images", detector_images),
+                     ("landsat_index", landsat_index)):
+        write_parquet(df, TABLES / f"{name}.parquet")
+    write_quality("load", report)

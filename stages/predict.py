@@ -1,0 +1,32 @@
+"""DVC stage `predict` (see dvc.yaml)."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+
+from data.io import write_text
+from models import lgbm, sequence_rows
+from models.metrics import smooth_by_sequence
+from stages.common import REPORTS, FEATURE_TABLE, FINAL_MODEL, table
+
+log = logging.getLogger("stages.predict")
+
+
+def run(params: dict) -> None:
+    """Kaggle submission: one row per test image id, in the order of the test information file."""
+    images = table("images")
+    test = images[images["split"] == "test"]
+    unit, seqs = params["train"]["rows"], test["seq_id"].to_numpy()
+    features = sequence_rows.to_rows(pd.read_parquet(FEATURE_TABLE).loc[test.index], seqs, unit)
+    booster, classes = lgbm.load(FINAL_MODEL)
+    proba = sequence_rows.to_images(lgbm.predict_proba(booster, features), features.index, seqs, unit)
+    if params["evaluate"]["smoothing"]:
+        proba = smooth_by_sequence(proba, test["seq_id"].to_numpy())
+    submission = pd.DataFrame({"Id": test.index, "Category": np.asarray(classes)[proba.argmax(axis=1)]})
+    write_text(submission.to_csv(index=False), REPORTS / "submission.csv")
+    log.info("predict: %d test images", len(submission))
+
+
+STAGES = {name[len("stage_"):]: fn for name, fn in globals().items() if name.startswith("stage_")}
