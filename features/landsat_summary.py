@@ -7,7 +7,6 @@ acquisition nearest in time says how green the site was that season.
 """
 from __future__ import annotations
 
-import logging
 
 import numpy as np
 import pandas as pd
@@ -15,7 +14,6 @@ from joblib import Parallel, delayed
 
 from data import BANDS, QualityReport, read_patch
 
-log = logging.getLogger(__name__)
 
 FILL, CLEAR, WATER, SHADOW, SNOW, CLOUD = (1 << b for b in range(6))
 INDICES = {"ndvi": ("nir", "red"), "ndwi": ("green", "nir"), "nbr": ("nir", "swir2")}

@@ -68,7 +68,7 @@ HABITAT_SPECTRA = np.array([
     [520, 620, 760, 560, 700, 350, 200, 2930, 2925],       # wetland (open water and marsh)
 ], dtype=np.float64)
 CLOUD_SPECTRUM = np.array([4800, 4900, 5000, 5100, 5400, 3900, 2700, 2650, 2640], dtype=np.float64)
-QA_FILL, QA_CLEAR, QA_WATER, QA_SHADOW, QA_SNOW, QA_CLOUD = 1, 2, 4, 8, 16, 32
+QA_FILL, QA_CLEAR, QA_WATER, QA_SHADOW, QA_CLOUD = 1, 2, 4, 8, 32
 QA_CONF_LOW, QA_CONF_MED, QA_CONF_HIGH, QA_CIRRUS_LOW = 1 << 6, 2 << 6, 3 << 6, 1 << 8
 DEPLOYMENT_START = datetime(2013, 1, 1)
 

@@ -1,13 +1,10 @@
 """DVC stage `detector_stats` (see dvc.yaml)."""
 from __future__ import annotations
 
-import logging
 
 from data.io import write_parquet
 from features.detector_stats import detector_stats
 from stages.common import FEATURES, table
-
-log = logging.getLogger("stages.detector_stats")
 
 
 def run(params: dict) -> None:

@@ -1,14 +1,11 @@
 """DVC stage `image_stats` (see dvc.yaml)."""
 from __future__ import annotations
 
-import logging
 
 from data import QualityReport
 from data.io import write_parquet
 from features.image_stats import image_stats
 from stages.common import FEATURES, CACHE, table, write_quality
-
-log = logging.getLogger("stages.image_stats")
 
 
 def run(params: dict) -> None:

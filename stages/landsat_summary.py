@@ -1,14 +1,11 @@
 """DVC stage `landsat_summary` (see dvc.yaml)."""
 from __future__ import annotations
 
-import logging
 
 from data import QualityReport
 from data.io import write_parquet
 from features.landsat_summary import landsat_summary
 from stages.common import FEATURES, table, write_quality
-
-log = logging.getLogger("stages.landsat_summary")
 
 
 def run(params: dict) -> None:

@@ -1,14 +1,11 @@
 """DVC stage `load` (see dvc.yaml)."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 from data import QualityReport, index_landsat, load_detections, load_metadata
 from data.io import write_parquet
 from stages.common import TABLES, write_quality
-
-log = logging.getLogger("stages.load")
 
 
 def run(params: dict) -> None:

@@ -1,14 +1,11 @@
 """DVC stage `sequence_timing` (see dvc.yaml)."""
 from __future__ import annotations
 
-import logging
 
 from data import QualityReport
 from data.io import write_parquet
 from features.sequence_timing import sequence_timing
 from stages.common import FEATURES, table, write_quality
-
-log = logging.getLogger("stages.sequence_timing")
 
 
 def run(params: dict) -> None:
