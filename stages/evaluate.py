@@ -37,11 +37,8 @@ def run(params: dict) -> None:
     def per_image(proba: np.ndarray) -> np.ndarray:
         return sequence_rows.to_images(proba, x_val.index, seq_val, unit)
 
-    def record(name: str, proba: np.ndarray, classes: list[int], seconds: float | None) -> dict:
-        metrics = classification_metrics(y_val, proba, classes, seq_val)
-        metrics["fit_seconds"] = seconds
-        results[name] = metrics
-        return metrics
+    def record(name: str, proba: np.ndarray, classes: list[int], seconds: float | None) -> None:
+        results[name] = dict(classification_metrics(y_val, proba, classes, seq_val), fit_seconds=seconds)
 
     def timed(fn, *args):
         started = time.perf_counter()
