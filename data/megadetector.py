@@ -134,9 +134,8 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
                      [f"image {ids[box_image[j]]}" for j in np.flatnonzero(bad_conf)])
     keep_box = keep_entry[box_image] & ~bad_cat & ~bad_conf
 
-
-    def described(mask: np.ndarray) -> list[str]:
-        return [f"image {ids[box_image[j]]} bbox={bbox[j].round(4).tolist()}" for j in np.flatnonzero(mask)]
+    def described(boxes: np.ndarray) -> list[str]:
+        return [f"image {ids[box_image[j]]} bbox={bbox[j].round(4).tolist()}" for j in boxes]
 
     box_row = position[box_image]
     xywh = bbox.copy()
@@ -149,7 +148,7 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
         unsized = np.flatnonzero(keep_box)[no_size]
         xywh[keep_box] /= np.hstack([size, size])
         keep_box[unsized] = False
-        report.skip_many("absolute box on an image of unknown size", described(np.isin(np.arange(len(conf)), unsized)))
+        report.skip_many("absolute box on an image of unknown size", described(unsized))
 
     x0, y0 = xywh[:, 0], xywh[:, 1]
     x1, y1 = x0 + xywh[:, 2], y0 + xywh[:, 3]
@@ -159,9 +158,9 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
     cx1, cy1 = np.clip(x1, 0, 1), np.clip(y1, 0, 1)
     empty = keep_box & ((cx1 - cx0 <= 0) | (cy1 - cy0 <= 0))
     report.skip_many("box outside the frame or of zero size (box skipped)",
-                     described(empty))
+                     described(np.flatnonzero(empty)))
     report.skip_many("box partly outside the frame (clipped to the frame)",
-                     described(out & ~empty))
+                     described(np.flatnonzero(out & ~empty)))
     keep_box &= ~empty
 
     detections = pd.DataFrame({
