@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import pkgutil
 from pathlib import Path
 
 import yaml
 
-STAGES = ("sample", "load", "detector_stats", "sequence_timing", "landsat_summary", "image_stats", "join",
-          "train", "evaluate", "predict")
+# every module of stages/ but the shared one is a stage: adding a stage never edits (and so reruns) this file
+STAGES = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent / "stages")]) if m.name != "common")
 
 
 def main(argv: list[str] | None = None) -> None:

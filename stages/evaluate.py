@@ -11,17 +11,22 @@ import pandas as pd
 from data.io import write_json
 from models import baselines, lgbm, sequence_rows
 from models.metrics import classification_metrics, smooth_by_sequence
+from models.reduce import EmbeddingPCA
 from models.report_plots import write_plots
-from stages.common import (FEATURES, REPORTS, FAMILIES, HOLDOUT_MODEL, SPLIT_FILE, BEST_PARAMS,
+from stages.common import (FEATURES, REPORTS, FAMILIES, HOLDOUT_MODEL, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS,
                            PLOTS, FIGURES, table, labelled_train)
 
 log = logging.getLogger("stages.evaluate")
+# the embeddings family split by view: whole frame (scene) against detector crops (animal)
+EMBEDDING_VIEWS = {"embeddings_frame": ("embeddings__frame_",),
+                   "embeddings_crops": ("embeddings__crop_", "embeddings__seq_crop_")}
 
 
 def run(params: dict) -> None:
     """Metrics on the held-out locations for the chosen model and every baseline beside it."""
     cfg, train_cfg = params["evaluate"], params["train"]
     features, labels, rows = labelled_train()
+    features = EmbeddingPCA.load(HOLDOUT_PCA).transform(features)
     held = json.loads(SPLIT_FILE.read_text())["holdout_locations"]
     is_held = rows["location"].isin(held).to_numpy()
     tuned = json.loads(BEST_PARAMS.read_text())
@@ -53,12 +58,12 @@ def run(params: dict) -> None:
     record("detector_only", baselines.one_hot(rule, fit_classes), fit_classes, 0.0)
     (proba, classes), seconds = timed(baselines.linear_probe, x_fit, y_fit, x_val, weight, seed)
     record("logistic_regression", per_image(proba), classes, seconds)
-    for family in FAMILIES:
-        cols = [c for c in features.columns if c.startswith(f"{family}__")]
+    for name, prefixes in [(f, (f"{f}__",)) for f in FAMILIES] + list(EMBEDDING_VIEWS.items()):
+        cols = [c for c in features.columns if c.startswith(prefixes)]
         if cols:
             booster, seconds = timed(lgbm.fit, x_fit[cols], y_fit, tuned["params"], tuned["rounds"], seed, weight,
                                      fit_classes)
-            record(f"lightgbm_{family}_only", per_image(lgbm.predict_proba(booster, x_val[cols])), fit_classes, seconds)
+            record(f"lightgbm_{name}_only", per_image(lgbm.predict_proba(booster, x_val[cols])), fit_classes, seconds)
     booster, classes = lgbm.load(HOLDOUT_MODEL)
     proba = per_image(lgbm.predict_proba(booster, x_val))
     record("lightgbm_all_families", proba, classes, tuned["fit_seconds"])

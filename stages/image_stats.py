@@ -1,7 +1,6 @@
 """DVC stage `image_stats` (see dvc.yaml)."""
 from __future__ import annotations
 
-
 from data import QualityReport
 from data.io import write_parquet
 from features.image_stats import image_stats
@@ -9,7 +8,6 @@ from stages.common import FEATURES, CACHE, table, write_quality
 
 
 def run(params: dict) -> None:
-
     report = QualityReport()
     stats = image_stats(table("images"), table("detections"), params["data"]["root"], params["image_stats"],
                         CACHE / "image_stats", report)

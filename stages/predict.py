@@ -9,7 +9,8 @@ import pandas as pd
 from data.io import write_text
 from models import lgbm, sequence_rows
 from models.metrics import smooth_by_sequence
-from stages.common import REPORTS, FEATURE_TABLE, FINAL_MODEL, table
+from models.reduce import EmbeddingPCA
+from stages.common import REPORTS, FEATURE_TABLE, FINAL_MODEL, FINAL_PCA, table
 
 log = logging.getLogger("stages.predict")
 
@@ -19,7 +20,8 @@ def run(params: dict) -> None:
     images = table("images")
     test = images[images["split"] == "test"]
     unit, seqs = params["train"]["rows"], test["seq_id"].to_numpy()
-    features = sequence_rows.to_rows(pd.read_parquet(FEATURE_TABLE).loc[test.index], seqs, unit)
+    features = EmbeddingPCA.load(FINAL_PCA).transform(pd.read_parquet(FEATURE_TABLE).loc[test.index])
+    features = sequence_rows.to_rows(features, seqs, unit)
     booster, classes = lgbm.load(FINAL_MODEL)
     proba = sequence_rows.to_images(lgbm.predict_proba(booster, features), features.index, seqs, unit)
     if params["evaluate"]["smoothing"]:
@@ -28,5 +30,3 @@ def run(params: dict) -> None:
     write_text(submission.to_csv(index=False), REPORTS / "submission.csv")
     log.info("predict: %d test images", len(submission))
 
-
-STAGES = {name[len("stage_"):]: fn for name, fn in globals().items() if name.startswith("stage_")}

@@ -8,9 +8,11 @@ import numpy as np
 
 from data.io import write_json
 from models import lgbm, sequence_rows
+from models.reduce import EmbeddingPCA
 from models.split import holdout_locations
 from models.tune import tune
-from stages.common import HOLDOUT_MODEL, FINAL_MODEL, SPLIT_FILE, BEST_PARAMS, PLOTS, labelled_train
+from stages.common import (HOLDOUT_MODEL, FINAL_MODEL, HOLDOUT_PCA, FINAL_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS,
+                           labelled_train)
 
 log = logging.getLogger("stages.train")
 
@@ -25,7 +27,9 @@ def run(params: dict) -> None:
     log.info("train: %d images from %d locations; holding out %d locations (%d images)",
              fit_rows.sum(), rows.loc[fit_rows, "location"].nunique(), len(held), (~fit_rows).sum())
     unit, seqs = cfg["rows"], rows["seq_id"].to_numpy()
-    x_fit = sequence_rows.to_rows(features[fit_rows], seqs[fit_rows], unit)
+    pca = EmbeddingPCA.fit(features[fit_rows], cfg["pca_components"], cfg["seed"])
+    pca.save(HOLDOUT_PCA)
+    x_fit = sequence_rows.to_rows(pca.transform(features[fit_rows]), seqs[fit_rows], unit)
     y_fit = sequence_rows.row_labels(labels[fit_rows], seqs[fit_rows], unit)
     groups = sequence_rows.row_groups(rows.loc[fit_rows, "location"], seqs[fit_rows], unit)
     log.info("train: %d %s rows for tuning and fitting", len(x_fit), unit)
@@ -37,7 +41,9 @@ def run(params: dict) -> None:
     lgbm.save(booster, classes, HOLDOUT_MODEL)
     y_all = sequence_rows.row_labels(labels, seqs, unit)
     all_classes = sorted(int(c) for c in y_all.unique())
-    booster = lgbm.fit(sequence_rows.to_rows(features, seqs, unit), y_all, best, rounds, cfg["seed"],
+    pca = EmbeddingPCA.fit(features, cfg["pca_components"], cfg["seed"])
+    pca.save(FINAL_PCA)
+    booster = lgbm.fit(sequence_rows.to_rows(pca.transform(features), seqs, unit), y_all, best, rounds, cfg["seed"],
                        cfg["class_weight"], all_classes)
     lgbm.save(booster, all_classes, FINAL_MODEL)
     write_json({"holdout_locations": held}, SPLIT_FILE)

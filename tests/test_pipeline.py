@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightgbm as lgb
 import pandas as pd
 import pytest
 import yaml
@@ -19,6 +20,20 @@ CODE = ["pipeline.py", "dvc.yaml", "params.yaml", "data", "features", "models", 
 def run(cmd, cwd):
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     return subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True)
+
+
+def stages_run(work) -> set[str]:
+    """Run `dvc repro` and return the names of the stages it ran."""
+    out = run(["dvc", "repro"], work).stdout
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+
+def repro_with(work, section: str, key: str, value) -> set[str]:
+    """Set one param, then `dvc repro`; the stages it ran."""
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params[section][key] = value
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    return stages_run(work)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +62,9 @@ def test_repro_writes_metrics_submission_and_quality_report(repro):
     assert set(baselines) == {"majority_class", "detector_only", "logistic_regression", "hist_gradient_boosting",
                               "lightgbm_all_families", "lightgbm_all_families_sequence_smoothed",
                               "lightgbm_detector_stats_only", "lightgbm_sequence_timing_only",
-                              "lightgbm_landsat_summary_only", "lightgbm_image_stats_only"}
+                              "lightgbm_landsat_summary_only", "lightgbm_image_stats_only",
+                              "lightgbm_embeddings_only", "lightgbm_embeddings_frame_only",
+                              "lightgbm_embeddings_crops_only"}
     assert all(m["fit_seconds"] is not None for m in baselines.values())
     assert metrics["accuracy"] > baselines["majority_class"]["accuracy"]
     for plot in ("confusion.csv", "per_class_recall.json", "importance_by_family.json", "optuna_history.json"):
@@ -72,22 +89,14 @@ def test_second_repro_is_a_noop(repro):
 
 def test_landsat_param_change_reruns_only_landsat_and_downstream(repro):
     work, _ = repro
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["landsat_summary"]["max_cloud_confidence"] = 2
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    out = run(["dvc", "repro"], work).stdout
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    ran = repro_with(work, "landsat_summary", "max_cloud_confidence", 2)
     assert "landsat_summary" in ran
-    assert ran.isdisjoint({"sample", "load", "detector_stats", "sequence_timing"})
+    assert ran.isdisjoint({"sample", "load", "detector_stats", "sequence_timing", "image_stats", "embeddings"})
 
 
 def test_family_switch_reruns_join_onward_and_drops_its_columns(repro):
     work, _ = repro
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["features"]["image_stats"] = False
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    out = run(["dvc", "repro"], work).stdout
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    ran = repro_with(work, "features", "image_stats", False)
     assert ran == {"join", "train", "evaluate", "predict"}
     columns = pd.read_parquet(work / "artifacts/features/feature_table.parquet").columns
     assert not any(c.startswith("image_stats__") for c in columns)
@@ -96,11 +105,7 @@ def test_family_switch_reruns_join_onward_and_drops_its_columns(repro):
 
 def test_sequence_rows_train_evaluate_and_predict_per_image(repro):
     work, _ = repro
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["train"]["rows"] = "sequence"
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    out = run(["dvc", "repro"], work).stdout
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    ran = repro_with(work, "train", "rows", "sequence")
     assert ran == {"train", "evaluate", "predict"}
     metrics = json.loads((work / "reports/metrics.json").read_text())
     images = pd.read_parquet(work / "artifacts/tables/images.parquet")
@@ -115,7 +120,27 @@ def test_editing_one_stage_module_reruns_only_that_stage_and_downstream(repro):
     work, _ = repro
     stage = work / "stages/sequence_timing.py"
     stage.write_text(stage.read_text() + "\n# an edit\n")
-    out = run(["dvc", "repro"], work).stdout
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+    ran = stages_run(work)
     assert "sequence_timing" in ran
-    assert ran.isdisjoint({"sample", "load", "detector_stats", "landsat_summary", "image_stats"})
+    assert ran.isdisjoint({"sample", "load", "detector_stats", "landsat_summary", "image_stats", "embeddings"})
+
+
+def test_embeddings_reach_the_model_through_pca_fitted_per_model(repro):
+    work, _ = repro
+    columns = pd.read_parquet(work / "artifacts/features/feature_table.parquet").columns
+    assert sum(c.startswith("embeddings__frame_emb_") for c in columns) == 1280
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    n = params["train"]["pca_components"]
+    for model in ("holdout", "final"):
+        names = lgb.Booster(model_file=str(work / f"artifacts/models/{model}_lightgbm.txt")).feature_name()
+        assert f"embeddings__crop_pc_{n - 1}" in names and not any("_emb_" in c for c in names)
+    quality = json.loads((work / "reports/quality/embeddings.json").read_text())
+    assert quality["notes"]["backbone"].startswith("efficientnet_lite0@")
+    readable = pd.read_parquet(work / "artifacts/tables/images.parquet")["file_ok"].sum()
+    assert quality["read"]["images computed"] + quality["read"].get("images from cache", 0) == readable
+
+
+def test_embedding_param_change_reruns_embeddings_and_downstream_only(repro):
+    work, _ = repro
+    ran = repro_with(work, "embeddings", "crop_margin", 0.3)
+    assert ran == {"embeddings", "join", "train", "evaluate", "predict"}

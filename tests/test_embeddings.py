@@ -1,0 +1,254 @@
+"""Embeddings: the packaged weights really classify ImageNet objects, views are cut right, and the cache
+resumes interrupted runs and recomputes only new images."""
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import skimage.data
+import torch
+from torch import nn
+
+import features.embeddings as embeddings_module
+from data import DataError, QualityReport, load_detections, load_metadata
+from features.embeddings import (compute_embeddings, crop_boxes, decode_reduction, embedding_table, embeddings,
+                                 image_views, square_crop)
+from models import efficientnet_lite
+from models.backbones import Backbone, BackboneError, build_backbone, resolve_device
+from models.reduce import EmbeddingPCA
+
+LITE_CFG = dict(backbone="efficientnet_lite0", weights_file=None, device="cpu")
+CFG = dict(LITE_CFG, import_file=None, threads=2, decode_workers=2, batch_size=8, crops_top_k=2,
+           crop_min_conf=0.3, crop_margin=0.15, chunk_images=16)
+TABBY, TIGER_CAT, EGYPTIAN_CAT, ESPRESSO, CUP, COFFEE_MUG = 281, 282, 285, 967, 968, 504
+
+
+@pytest.fixture(scope="module")
+def lite() -> Backbone:
+    return build_backbone(LITE_CFG)
+
+
+def tiny_backbone() -> Backbone:
+    """A small random CNN standing in for the real one where only the bookkeeping is under test."""
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    return Backbone("tiny", "0", network, 4, 32, (127.0,) * 3, (128.0,) * 3, torch.device("cpu"))
+
+
+def top5(lite: Backbone, rgb: np.ndarray) -> list[int]:
+    view = cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_AREA)
+    x = torch.from_numpy((view.astype(np.float32) - 127) / 128).permute(2, 0, 1)[None]
+    with torch.inference_mode():
+        logits = lite.network.network(x.contiguous(memory_format=torch.channels_last))
+    return logits[0].topk(5).indices.tolist()
+
+
+def test_packaged_weights_load_strictly_and_recognise_imagenet_objects(lite):
+    cat = top5(lite, skimage.data.chelsea())  # Chelsea, a tabby cat
+    assert cat[0] in (TABBY, TIGER_CAT, EGYPTIAN_CAT) and {TABBY, TIGER_CAT, EGYPTIAN_CAT} <= set(cat)
+    coffee = top5(lite, skimage.data.coffee())  # an espresso in a cup
+    assert coffee[0] == ESPRESSO and {CUP, COFFEE_MUG} & set(coffee)
+    assert lite.dim == 1280 and lite.model_id.startswith("efficientnet_lite0@")
+
+    state = torch.load(efficientnet_lite.bundled_weights_path(), map_location="cpu", weights_only=True)
+    state.pop("_blocks.7._bn1.running_var")
+    with pytest.raises(RuntimeError, match="Missing key"):
+        efficientnet_lite.EfficientNetLite0().load_state_dict(state, strict=True)
+
+
+def test_embedding_is_the_same_whatever_the_batch_size(lite):
+    rng = np.random.default_rng(0)
+    views = np.stack([cv2.resize(skimage.data.chelsea(), (224, 224)), cv2.resize(skimage.data.coffee(), (224, 224))]
+                     + [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(5)])
+    one, three, all_ = (lite.embed(views, b) for b in (1, 3, 32))
+    assert one.shape == (7, 1280) and one.dtype == np.float32
+    np.testing.assert_allclose(three, one, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(all_, one, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(one[0], one[1], atol=1e-2)  # different images, different vectors
+
+
+def test_square_crop_pads_a_box_at_the_image_border():
+    image = np.zeros((100, 200, 3), np.uint8)
+    image[:20, :20] = 255  # an animal in the top-left corner
+    crop = square_crop(image, (0.0, 0.0, 0.1, 0.2), margin=0.5, size=40)  # 20 px box, 10 px margin
+    assert crop.shape == (40, 40, 3)
+    assert (crop[:10] == 127).all() and (crop[:, :10] == 127).all()  # padding outside the frame
+    assert (crop[10:30, 10:30] == 255).all()  # the box itself, centred
+    assert (crop[30:, 30:] == 0).all()  # the margin inside the frame keeps the image
+    wide = square_crop(image, (0.5, 0.25, 0.25, 0.1), margin=0.0, size=32)  # 50 x 10 px: side 50
+    assert wide.shape == (32, 32, 3)
+
+
+def test_decode_reduction_keeps_frame_and_crops_above_input_size():
+    assert decode_reduction(1920, 1080, [], 0.15, 224) == 4
+    assert decode_reduction(1920, 1080, [(0.1, 0.1, 0.5, 0.5)], 0.15, 224) == 4
+    assert decode_reduction(1920, 1080, [(0.1, 0.1, 0.05, 0.05)], 0.15, 224) == 1  # a small, far animal
+    assert decode_reduction(640, 360, [], 0.15, 224) == 1
+    assert decode_reduction(pd.NA, 360, [], 0.15, 224) == 1
+
+
+def test_crop_boxes_keep_the_top_k_above_min_conf():
+    detections = pd.DataFrame({"image_id": ["a", "a", "a", "b", "c"], "conf": [0.5, 0.9, 0.7, 0.2, 0.3],
+                               "x": [0.1, 0.2, 0.3, 0.4, 0.5], "y": 0.0, "w": 0.1, "h": 0.1})
+    boxes = crop_boxes(detections, top_k=2, min_conf=0.3)
+    assert [b[0] for b in boxes["a"]] == pytest.approx([0.2, 0.3])
+    assert "b" not in boxes and len(boxes["c"]) == 1
+
+
+def tables(root):
+    report = QualityReport()
+    images, _, _ = load_metadata(root, report, (2000, 2030))
+    detections, _ = load_detections(root, images, report)
+    return images, detections
+
+
+def test_views_of_a_real_sample_image(root):
+    images, detections = tables(root)
+    boxes = crop_boxes(detections, 2, 0.3)
+    image_id = boxes.index[0]
+    item = {"path": str(root / "train" / images.loc[image_id, "file_name"]), "width": 160, "height": 96,
+            "boxes": boxes[image_id]}
+    views = image_views(item, 64, 0.15)
+    assert views.error is None and views.frame.shape == (64, 64, 3) and views.crops.shape[0] == len(boxes[image_id])
+
+
+def test_bad_images_get_nan_and_a_counted_reason(root, tmp_path, lite):
+    images, detections = tables(root)
+    victims = images.index[:2]
+    truncated = root / "train" / images.loc[victims[0], "file_name"]
+    truncated.write_bytes(truncated.read_bytes()[:300])
+    (root / "train" / images.loc[victims[1], "file_name"]).unlink()
+    images, detections = tables(root)
+    images = images.iloc[:20]
+    report = QualityReport()
+    frame, crop = compute_embeddings(images, detections, root, CFG, lite, tmp_path / "cache", report)
+    assert np.isnan(frame[:2]).all() and not np.isnan(frame[2:]).any()
+    assert report.counts["image not readable: truncated JPEG (no end-of-image marker)"] == 1
+    assert report.counts["image not readable: missing or unsafe file_name (see load report)"] == 1
+    has_crop = images.index.isin(crop_boxes(detections, 2, 0.3).index)
+    assert not np.isnan(crop[2:][has_crop[2:]]).any() and np.isnan(crop[~has_crop]).all()
+
+
+def test_interrupted_run_resumes_and_new_images_compute_only_themselves(root, tmp_path, monkeypatch):
+    images, detections = tables(root)
+    backbone, cache = tiny_backbone(), tmp_path / "cache"
+    clean_frame, clean_crop = compute_embeddings(images, detections, root, CFG, backbone, tmp_path / "clean",
+                                                 QualityReport())
+    real, calls = embeddings_module._embed_group, []
+
+    def killed_after_five_groups(*args):
+        calls.append(1)
+        if len(calls) == 6:
+            raise KeyboardInterrupt("killed mid-run")
+        return real(*args)
+
+    monkeypatch.setattr(embeddings_module, "_embed_group", killed_after_five_groups)
+    with pytest.raises(KeyboardInterrupt):
+        compute_embeddings(images, detections, root, CFG, backbone, cache, QualityReport())
+    shards = sorted(cache.glob("shard-*.parquet"))
+    assert len(shards) == 2 and not list(cache.glob(".*tmp"))  # two finished chunks of 16, nothing partial
+    monkeypatch.setattr(embeddings_module, "_embed_group", real)
+
+    report = QualityReport()
+    frame, crop = compute_embeddings(images, detections, root, CFG, backbone, cache, report)
+    assert report.read["images from cache"] == 32 and report.read["images computed"] == len(images) - 32
+    np.testing.assert_allclose(frame, clean_frame, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(crop, clean_crop, rtol=1e-5, atol=1e-6)
+
+    report = QualityReport()
+    compute_embeddings(images.iloc[:-2], detections, root, CFG, backbone, tmp_path / "grow", report)
+    report = QualityReport()
+    compute_embeddings(images, detections, root, CFG, backbone, tmp_path / "grow", report)
+    assert report.read["images computed"] == 2 and report.read["images from cache"] == len(images) - 2
+
+
+def test_changed_image_or_view_params_recompute(root, tmp_path):
+    images, detections = tables(root)
+    images, backbone = images.iloc[:10], tiny_backbone()
+    compute_embeddings(images, detections, root, CFG, backbone, tmp_path / "cache", QualityReport())
+    path = root / "train" / images["file_name"].iloc[0]
+    path.write_bytes(path.read_bytes() + b"\x00")  # same picture, new file identity
+    report = QualityReport()
+    compute_embeddings(images, detections, root, dict(CFG), backbone, tmp_path / "cache", report)
+    assert report.read["images computed"] == 1
+    report = QualityReport()
+    compute_embeddings(images, detections, root, dict(CFG, crop_margin=0.3), backbone, tmp_path / "cache", report)
+    assert report.read["images computed"] == len(images)
+
+
+def test_sequence_crop_embedding_is_the_mean_over_the_sequence():
+    images = pd.DataFrame({"seq_id": ["s", "s", "s", "t"]}, index=["a", "b", "c", "d"])
+    frame = np.arange(8, dtype=np.float32).reshape(4, 2)
+    crop = np.array([[1, 2], [np.nan, np.nan], [3, 6], [np.nan, np.nan]], np.float32)
+    table = embedding_table(images, frame, crop)
+    assert list(table.columns) == ["frame_emb_0", "frame_emb_1", "crop_emb_0", "crop_emb_1",
+                                   "seq_crop_emb_0", "seq_crop_emb_1"]
+    assert table.loc["b", ["seq_crop_emb_0", "seq_crop_emb_1"]].tolist() == [2, 4]
+    assert table.loc["d"].iloc[4:].isna().all()
+
+
+def test_imported_embeddings_are_validated(root, tmp_path):
+    images, detections = tables(root)
+    exported = embedding_table(images, *compute_embeddings(images, detections, root, CFG, tiny_backbone(),
+                                                           tmp_path / "cache", QualityReport()))
+    path = tmp_path / "pulled.parquet"
+    exported.iloc[:-3].to_parquet(path)
+    report = QualityReport()
+    imported = embeddings(images, detections, root, dict(CFG, backbone="parquet", import_file=str(path)),
+                          tmp_path / "unused", report)
+    pd.testing.assert_frame_equal(imported.iloc[:-3], exported.iloc[:-3])
+    assert imported.iloc[-3:].isna().all().all()
+    assert report.counts["image absent from the imported embeddings file"] == 3
+
+    cfg = dict(CFG, backbone="parquet", import_file=str(path))
+    exported.rename(index={exported.index[0]: "no-such-image"}).to_parquet(path)
+    with pytest.raises(DataError, match="1 image ids not in the metadata"):
+        embeddings(images, detections, root, cfg, tmp_path, QualityReport())
+    pd.concat([exported, exported.iloc[:1]]).to_parquet(path)
+    with pytest.raises(DataError, match="duplicate image ids"):
+        embeddings(images, detections, root, cfg, tmp_path, QualityReport())
+    exported.drop(columns=["crop_emb_3"]).to_parquet(path)
+    with pytest.raises(DataError, match="3 crop_emb columns but 4 frame_emb"):
+        embeddings(images, detections, root, cfg, tmp_path, QualityReport())
+    exported.drop(columns=["frame_emb_1"]).to_parquet(path)
+    with pytest.raises(DataError, match="not numbered 0..d-1"):
+        embeddings(images, detections, root, cfg, tmp_path, QualityReport())
+
+
+def test_backbone_and_device_choices_fail_clearly(tmp_path):
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(BackboneError, match="cpu, cuda or auto"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackboneError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(BackboneError, match="weights_file"):
+        build_backbone(dict(LITE_CFG, backbone="timm:resnet18"))
+    weights = tmp_path / "resnet18.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, weights)
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackboneError, match="needs the timm package"):
+            build_backbone(dict(LITE_CFG, backbone="timm:resnet18", weights_file=str(weights)))
+    with pytest.raises(BackboneError, match="unknown embeddings.backbone"):
+        build_backbone(dict(LITE_CFG, backbone="resnet"))
+
+
+def test_pca_is_fitted_on_training_rows_and_reloads_without_pickle(tmp_path):
+    rng = np.random.default_rng(0)
+    columns = [f"embeddings__frame_emb_{k}" for k in range(6)] + [f"embeddings__crop_emb_{k}" for k in range(6)]
+    features = pd.DataFrame(rng.normal(size=(40, 12)).astype(np.float32), columns=columns)
+    features["detector_stats__n"] = np.arange(40.0)
+    features.iloc[:5, 6:12] = np.nan  # no crop in these images
+    train = features.iloc[:30]
+    pca = EmbeddingPCA.fit(train, n_components=3, seed=0)
+    reduced = pca.transform(features)
+    assert list(reduced.columns) == (["detector_stats__n"] + [f"embeddings__frame_pc_{j}" for j in range(3)]
+                                     + [f"embeddings__crop_pc_{j}" for j in range(3)])
+    assert reduced.iloc[:5, 4:].isna().all().all() and reduced.iloc[5:].notna().all().all()
+    # the projection is that of the training rows: centred there, not on all rows
+    np.testing.assert_allclose(reduced.iloc[:30, 1:4].mean(), 0, atol=1e-5)
+    assert not np.allclose(reduced.iloc[30:, 1:4].mean(), 0, atol=1e-3)
+    pca.save(tmp_path / "pca.npz")
+    pd.testing.assert_frame_equal(EmbeddingPCA.load(tmp_path / "pca.npz").transform(features), reduced)
+    assert EmbeddingPCA.fit(features[["detector_stats__n"]], 3, 0).transform(features[["detector_stats__n"]]).shape == (40, 1)
