@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple
@@ -20,6 +21,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import torch
+from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from data import ImageError, QualityReport, image_path, read_image
@@ -126,9 +128,42 @@ def _stack(column: pd.Series, dim: int) -> np.ndarray:
     return out
 
 
-def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict, backbone: Backbone,
-                       cache_dir: str | Path, report: QualityReport) -> tuple[np.ndarray, np.ndarray]:
-    """(frame, crop) embedding arrays aligned with `images` (NaN where unreadable or no crop)."""
+_LOADED: dict[str, Backbone] = {}  # per process: a Dask worker loads each backbone once
+
+
+def _embed_chunk(chunk: list[tuple[str, dict]], load_backbone: Callable[[], Backbone], model_id: str, cfg: dict
+                 ) -> pd.DataFrame:
+    """Frame and mean crop embeddings of one chunk of images (one cache shard). Runs in this process or
+    on a Dask worker; decoding runs ahead of inference in a thread pool."""
+    if model_id not in _LOADED:
+        _LOADED[model_id] = load_backbone()
+    backbone, batch = _LOADED[model_id], cfg["batch_size"]
+    torch.set_num_threads(cfg["threads"])
+    decoded = prefetched(lambda it: image_views(it, backbone.input_size, cfg["crop_margin"]),
+                         (it for _, it in chunk), cfg["decode_workers"], ahead=2 * batch)
+    frames, crops, reasons = [], [], []
+    for _ in range(0, len(chunk), batch):
+        views = list(islice(decoded, batch))
+        f, c = _embed_group(backbone, views, batch)
+        frames += f
+        crops += c
+        reasons += [v.error for v in views]
+    rows = pd.DataFrame({"frame": frames, "crop": crops, "error": reasons, KEY: [k for k, _ in chunk]},
+                        index=pd.Index([it["image_id"] for _, it in chunk], name="image_id"))
+    return rows
+
+
+def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict,
+                       load_backbone: Callable[[], Backbone], cache_dir: str | Path, report: QualityReport
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(frame, crop) embedding arrays aligned with `images` (NaN where unreadable or no crop).
+
+    Chunks run through joblib: in this process by default, on a Dask cluster inside
+    `joblib.parallel_config(backend="dask")`; each finished chunk is stored here as a cache shard.
+    """
+    backbone = load_backbone()
+    _LOADED[backbone.model_id] = backbone
+    report.note("backbone", backbone.model_id)
     boxes = crop_boxes(detections, cfg["crops_top_k"], cfg["crop_min_conf"])
     readable = images[images["file_ok"]]
     report.skip_many("image not readable: missing or unsafe file_name (see load report)",
@@ -146,25 +181,16 @@ def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str
     todo = [(k, it) for k, it in zip(keys, items) if k not in done]
     log.info("embeddings: %d images, %d cached, %d to compute on %s with %s", len(items), len(items) - len(todo),
              len(todo), backbone.device, backbone.model_id)
-    torch.set_num_threads(cfg["threads"])
-    batch, size = cfg["batch_size"], cfg["chunk_images"]
-    decoded = prefetched(lambda it: image_views(it, backbone.input_size, cfg["crop_margin"]),
-                         (it for _, it in todo), cfg["decode_workers"], ahead=2 * batch)
+    size = cfg["chunk_images"]
+    jobs = Parallel(n_jobs=1, return_as="generator")(
+        delayed(_embed_chunk)(todo[i:i + size], load_backbone, backbone.model_id, cfg)
+        for i in range(0, len(todo), size))
     fresh = []
     with tqdm(total=len(todo), desc="embeddings", unit="img") as bar:
-        for start in range(0, len(todo), size):  # one cache shard per chunk
-            chunk, frames, crops, reasons = todo[start:start + size], [], [], []
-            for group in range(0, len(chunk), batch):
-                views = [next(decoded) for _ in chunk[group:group + batch]]
-                f, c = _embed_group(backbone, views, batch)
-                frames += f
-                crops += c
-                reasons += [v.error for v in views]
-                bar.update(len(views))
-            rows = pd.DataFrame({"frame": frames, "crop": crops, "error": reasons, KEY: [k for k, _ in chunk]},
-                                index=pd.Index([it["image_id"] for _, it in chunk], name="image_id"))
+        for rows in jobs:
             cache.add(rows)
             fresh.append(rows)
+            bar.update(len(rows))
     computed = pd.concat([cached, *fresh]) if fresh or len(cached) else pd.DataFrame(columns=["frame", "crop", "error"])
     report.count_read("images computed", sum(len(r) for r in fresh))
     report.count_read("images from cache", len(cached))
@@ -203,7 +229,6 @@ def embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path,
     if cfg["backbone"] == "parquet":
         frame, crop = imported_embeddings(images, cfg["import_file"], report)
     else:
-        backbone = build_backbone(cfg)
-        report.note("backbone", backbone.model_id)
-        frame, crop = compute_embeddings(images, detections, root, cfg, backbone, cache_dir, report)
+        frame, crop = compute_embeddings(images, detections, root, cfg, partial(build_backbone, cfg), cache_dir,
+                                         report)
     return embedding_table(images, frame, crop)

@@ -7,13 +7,18 @@ acquisition nearest in time says how green the site was that season.
 """
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
+from tqdm import tqdm
 
 from data import BANDS, QualityReport, read_patch
+from data.cache import KEY, ShardCache, digest, file_identity, source_digest
 
+log = logging.getLogger(__name__)
 
 FILL, CLEAR, WATER, SHADOW, SNOW, CLOUD = (1 << b for b in range(6))
 INDICES = {"ndvi": ("nir", "red"), "ndwi": ("green", "nir"), "nbr": ("nir", "swir2")}
@@ -155,17 +160,51 @@ def _nearest_ndvi(images: pd.DataFrame, per_date: pd.DataFrame, window_days: flo
     return out
 
 
-def landsat_summary(images: pd.DataFrame, landsat_index: pd.DataFrame, cfg: dict, report: QualityReport
+def _site_row(site: int, site_index: pd.DataFrame, cfg: dict, key: str) -> pd.DataFrame:
+    """One site's summary as a cache row: the feature vector and its clear dates (days since 1970) and NDVI."""
+    values, dated = site_summary(site_index, cfg)
+    days = dated["date"].to_numpy().astype("datetime64[D]").astype(np.int64)
+    return pd.DataFrame({"values": [values], "days": [days], "ndvi": [dated["ndvi"].to_numpy(np.float64)],
+                         KEY: [key]}, index=pd.Index([site], name="site"))
+
+
+def _site_summaries(groups: dict[int, pd.DataFrame], cfg: dict, cache_dir: str | Path, report: QualityReport
                     ) -> pd.DataFrame:
+    """Cache rows of every site, computing (in parallel, or on Dask) only sites whose files or params changed."""
+    code = source_digest(__file__)
+    settings = {k: v for k, v in sorted(cfg.items()) if k != "n_jobs"}
+    keys = {s: digest(code, settings, [file_identity(p) for p in g["multispectral"]] +
+                      [file_identity(p) for p in g["pixelqa"]]) for s, g in groups.items()}
+    cache = ShardCache(cache_dir)
+    cached = cache.load(set(keys.values()))
+    todo = [s for s in groups if keys[s] not in set(cached.get(KEY, ()))]
+    log.info("landsat_summary: %d sites, %d cached, %d to compute", len(groups), len(groups) - len(todo), len(todo))
+    fresh = []
+    jobs = Parallel(n_jobs=cfg["n_jobs"], return_as="generator")(
+        delayed(_site_row)(s, groups[s], cfg, keys[s]) for s in todo)
+    for row in tqdm(jobs, total=len(todo), desc="landsat_summary", unit="site"):
+        cache.add(row)  # one shard per site: a killed run keeps every site it finished
+        fresh.append(row)
+    report.count_read("Landsat sites computed", len(fresh))
+    report.count_read("Landsat sites from cache", len(cached))
+    return pd.concat([cached, *fresh]) if fresh or len(cached) else pd.DataFrame(columns=["values", "days", "ndvi"])
+
+
+def landsat_summary(images: pd.DataFrame, landsat_index: pd.DataFrame, cfg: dict, cache_dir: str | Path,
+                    report: QualityReport) -> pd.DataFrame:
     """One row per image: its camera site's summary, plus the nearest-in-time NDVI."""
     sites = sorted(set(images["location"]))
-    groups = dict(tuple(landsat_index.groupby("site")))
-    jobs = [s for s in sites if s in groups]
-    results = Parallel(n_jobs=cfg["n_jobs"])(delayed(site_summary)(groups[s], cfg) for s in jobs)
+    groups = {s: g for s, g in landsat_index.groupby("site") if s in set(sites)}
+    jobs = sorted(groups)
+    rows = _site_summaries(groups, cfg, cache_dir, report).reindex(jobs)
     names = feature_names()
-    per_site = pd.DataFrame([r[0] for r in results], index=jobs, columns=names).reindex(sites)
-    per_date = pd.concat([r[1].assign(site=s) for s, r in zip(jobs, results)], ignore_index=True) \
-        if results else pd.DataFrame(columns=["date", "ndvi", "site"])
+    per_site = pd.DataFrame(np.array(list(rows["values"])).reshape(len(jobs), len(names)), index=jobs,
+                            columns=names).reindex(sites)
+    days = [np.asarray(d, np.int64) for d in rows["days"]]
+    per_date = pd.DataFrame({
+        "date": np.concatenate([np.array([], np.int64), *days]).astype("datetime64[D]").astype("datetime64[ns]"),
+        "ndvi": np.concatenate([np.array([]), *rows["ndvi"]]),
+        "site": np.repeat(np.asarray(jobs, np.int64), [len(d) for d in days])})
     report.skip_many("camera site without Landsat files (features NA)",
                      [f"site {s}" for s in sites if s not in groups])
     report.skip_many("camera site without a clear-enough acquisition (features NA)",

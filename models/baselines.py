@@ -42,7 +42,10 @@ def linear_probe(x_fit: pd.DataFrame, y_fit: pd.Series, x_val: pd.DataFrame, cla
 
 def hist_gradient_boosting(x_fit: pd.DataFrame, y_fit: pd.Series, x_val: pd.DataFrame, params: dict, rounds: int,
                            class_weight: str, seed: int) -> tuple[np.ndarray, list[int]]:
-    """scikit-learn's peer tree model at the tuned LightGBM's budget (rounds, rate, leaves)."""
+    """scikit-learn's peer tree model at the tuned LightGBM's budget (rounds, rate, leaves). Columns with
+    no value in the training rows carry nothing and break its binning, so they are left out."""
+    present = x_fit.columns[x_fit.notna().any().to_numpy()]
+    x_fit, x_val = x_fit[present], x_val[present]
     model = HistGradientBoostingClassifier(
         max_iter=rounds, learning_rate=params.get("learning_rate", 0.1),
         max_leaf_nodes=params.get("num_leaves", 31), min_samples_leaf=params.get("min_data_in_leaf", 20),

@@ -7,6 +7,7 @@ The study lives in an Optuna storage (SQLite by default), named after everything
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import lightgbm as lgb
@@ -19,6 +20,8 @@ from data.cache import digest
 from models.lgbm import lgb_params, sample_weights
 
 log = logging.getLogger(__name__)
+# Optuna labels DaskStorage experimental; the README says so once instead of a warning per call
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, message="DaskStorage")
 
 
 def suggest(trial: optuna.Trial, space: dict) -> dict:
@@ -65,38 +68,81 @@ def cross_validate(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, pa
     return float(np.mean(losses)), int(np.mean(rounds))
 
 
-def study_for(features: pd.DataFrame, cfg: dict, seed: int, pruning: bool) -> optuna.Study:
+def _pruner(pruning: bool) -> optuna.pruners.BasePruner:
+    return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10) if pruning \
+        else optuna.pruners.NopPruner()
+
+
+def study_storage(url: str | None, client=None):
+    """The configured Optuna storage; with a Dask client, Optuna's DaskStorage keeps it on the scheduler,
+    where every worker reaches it."""
+    if url and url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    if client is None:
+        return url
+    from optuna_integration import DaskStorage
+    return DaskStorage(url, client=client)
+
+
+def study_for(features: pd.DataFrame, cfg: dict, seed: int, pruning: bool, storage) -> optuna.Study:
     """Create or resume the study that this data, space and config define."""
     name = "lightgbm-" + digest(cfg["search_space"], cfg["fixed"], cfg["cv_folds"], cfg["class_weight"],
                                 cfg["max_rounds"], cfg["early_stopping_rounds"], seed, pruning,
                                 list(features.columns), len(features))[:12]
-    storage = cfg["tune"]["storage"]
-    if storage and storage.startswith("sqlite:///"):
-        Path(storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=10) if pruning \
-        else optuna.pruners.NopPruner()
     return optuna.create_study(study_name=name, storage=storage, direction="minimize",
-                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner, load_if_exists=True)
+                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(pruning),
+                               load_if_exists=True)
+
+
+def _objective(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: dict, n_classes: int, seed: int,
+               threads: int | None = None):
+    """The tuning objective: mean location-grouped CV log-loss of the trial's params."""
+    fixed = dict(cfg["fixed"], **({"num_threads": threads} if threads else {}))
+
+    def objective(trial: optuna.Trial) -> float:
+        params = dict(fixed, **suggest(trial, cfg["search_space"]))
+        loss, rounds = cross_validate(features, y, groups, params, cfg, n_classes, seed, trial)
+        trial.set_user_attr("best_iteration", rounds)
+        return loss
+    return objective
+
+
+def _optimize_on_worker(study_name: str, storage, sampler_seed: int, pruning: bool, data: tuple, cfg: dict,
+                        n_classes: int, seed: int, n_trials: int, threads: int) -> int:
+    """Run `n_trials` trials of the shared study on a Dask worker."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=study_name, storage=storage, pruner=_pruner(pruning),
+                              sampler=optuna.samplers.TPESampler(seed=sampler_seed))
+    study.optimize(_objective(*data, cfg, n_classes, seed, threads), n_trials=n_trials,
+                   timeout=cfg["tune"]["timeout_s"])
+    return n_trials
 
 
 def tune(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: dict, n_classes: int, seed: int,
-         pruning: bool | None = None) -> tuple[dict, int, optuna.Study]:
-    """Best LightGBM params (fixed ones included), their mean best iteration, and the study."""
+         pruning: bool | None = None, client=None, threads_per_worker: int = 1) -> tuple[dict, int, optuna.Study]:
+    """Best LightGBM params (fixed ones included), their mean best iteration, and the study.
+
+    With a Dask client the remaining trials are shared out over the workers, each running LightGBM on
+    `threads_per_worker` threads with its own sampler seed; trials then finish in a different order than
+    locally, so the study's path (not the objective of any given params) differs from a local run."""
     pruning = cfg["tune"]["pruning"] if pruning is None else pruning
-    study = study_for(features, cfg, seed, pruning)
+    storage = study_storage(cfg["tune"]["storage"], client)
+    study = study_for(features, cfg, seed, pruning, storage)
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
                                                         optuna.trial.TrialState.PRUNED)]
     remaining = max(cfg["tune"]["n_trials"] - len(finished), 0)
     log.info("tune: study %s has %d finished trials, running %d more", study.study_name, len(finished), remaining)
-
-    def objective(trial: optuna.Trial) -> float:
-        params = dict(cfg["fixed"], **suggest(trial, cfg["search_space"]))
-        loss, rounds = cross_validate(features, y, groups, params, cfg, n_classes, seed, trial)
-        trial.set_user_attr("best_iteration", rounds)
-        return loss
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if remaining:
-        study.optimize(objective, n_trials=remaining, timeout=cfg["tune"]["timeout_s"], show_progress_bar=True)
+    if remaining and client is None:
+        study.optimize(_objective(features, y, groups, cfg, n_classes, seed), n_trials=remaining,
+                       timeout=cfg["tune"]["timeout_s"], show_progress_bar=True)
+    elif remaining:
+        workers = len(client.scheduler_info()["workers"])
+        shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
+        data = client.scatter((features, y, groups), broadcast=True)
+        futures = [client.submit(_optimize_on_worker, study.study_name, storage, seed + 1 + i, pruning, data,
+                                 cfg, n_classes, seed, share, threads_per_worker, pure=False)
+                   for i, share in enumerate(shares) if share]
+        client.gather(futures)
     best = study.best_trial
     return dict(cfg["fixed"], **best.params), int(best.user_attrs["best_iteration"]), study

@@ -1,12 +1,17 @@
 """What the stages share: where their outputs live, and reading the typed tables the load stage wrote."""
 from __future__ import annotations
 
+import logging
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pandas as pd
+from joblib import parallel_config
 
 from data import QualityReport
 from data.io import write_json
+
+log = logging.getLogger("stages.compute")
 
 SAMPLE_DIR = Path("sample_data")
 TABLES = Path("artifacts/tables")
@@ -42,3 +47,28 @@ def labelled_train() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
     features = pd.read_parquet(FEATURE_TABLE)
     ids = labels.index.intersection(images.index[images["split"] == "train"])
     return features.loc[ids], labels.loc[ids], images.loc[ids]
+
+
+@contextmanager
+def compute_backend(compute: dict):
+    """Where the per-image and per-site work runs: `local` (this process and its joblib workers) or
+    `dask` (joblib's Dask backend on the scheduler at `compute.address`, or on a loopback LocalCluster
+    of `compute.workers` processes when it is empty). Yields the Dask client, or None."""
+    if compute["backend"] == "local":
+        yield None
+        return
+    if compute["backend"] != "dask":
+        raise SystemExit(f"compute.backend must be local or dask, not {compute['backend']!r}")
+    from dask.distributed import Client, LocalCluster
+    with ExitStack() as stack:
+        if compute["address"]:
+            client = stack.enter_context(Client(compute["address"]))
+        else:
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=compute["workers"], threads_per_worker=compute["threads_per_worker"], processes=True,
+                host="127.0.0.1", dashboard_address="127.0.0.1:0"))
+            client = stack.enter_context(Client(cluster))
+        log.info("compute: Dask scheduler %s with %d workers, dashboard %s", client.scheduler.address,
+                 len(client.scheduler_info()["workers"]), client.dashboard_link)
+        stack.enter_context(parallel_config(backend="dask"))
+        yield client

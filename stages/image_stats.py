@@ -4,12 +4,13 @@ from __future__ import annotations
 from data import QualityReport
 from data.io import write_parquet
 from features.image_stats import image_stats
-from stages.common import FEATURES, CACHE, table, write_quality
+from stages.common import FEATURES, CACHE, compute_backend, table, write_quality
 
 
 def run(params: dict) -> None:
     report = QualityReport()
-    stats = image_stats(table("images"), table("detections"), params["data"]["root"], params["image_stats"],
-                        CACHE / "image_stats", report)
+    with compute_backend(params["compute"]):
+        stats = image_stats(table("images"), table("detections"), params["data"]["root"], params["image_stats"],
+                            CACHE / "image_stats", report)
     write_parquet(stats, FEATURES / "image_stats.parquet")
     write_quality("image_stats", report)

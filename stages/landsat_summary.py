@@ -1,16 +1,16 @@
 """DVC stage `landsat_summary` (see dvc.yaml)."""
 from __future__ import annotations
 
-
 from data import QualityReport
 from data.io import write_parquet
 from features.landsat_summary import landsat_summary
-from stages.common import FEATURES, table, write_quality
+from stages.common import CACHE, FEATURES, compute_backend, table, write_quality
 
 
 def run(params: dict) -> None:
-
     report = QualityReport()
-    summary = landsat_summary(table("images"), table("landsat_index"), params["landsat_summary"], report)
+    with compute_backend(params["compute"]):
+        summary = landsat_summary(table("images"), table("landsat_index"), params["landsat_summary"],
+                                  CACHE / "landsat_summary", report)
     write_parquet(summary, FEATURES / "landsat_summary.parquet")
     write_quality("landsat_summary", report)

@@ -12,7 +12,7 @@ from models.reduce import EmbeddingPCA
 from models.split import holdout_locations
 from models.tune import tune
 from stages.common import (HOLDOUT_MODEL, FINAL_MODEL, HOLDOUT_PCA, FINAL_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS,
-                           labelled_train)
+                           compute_backend, labelled_train)
 
 log = logging.getLogger("stages.train")
 
@@ -34,7 +34,10 @@ def run(params: dict) -> None:
     groups = sequence_rows.row_groups(rows.loc[fit_rows, "location"], seqs[fit_rows], unit)
     log.info("train: %d %s rows for tuning and fitting", len(x_fit), unit)
     classes = sorted(int(c) for c in y_fit.unique())
-    best, rounds, study = tune(x_fit, lgbm.encode(y_fit, classes), groups, cfg, len(classes), cfg["seed"])
+    with compute_backend(params["compute"]) as client:
+        best, rounds, study = tune(x_fit, lgbm.encode(y_fit, classes), groups, cfg, len(classes), cfg["seed"],
+                                   client=client, threads_per_worker=params["compute"]["threads_per_worker"])
+        trials, study_name, cv_loss = study.trials, study.study_name, study.best_value
     started = time.perf_counter()
     booster = lgbm.fit(x_fit, y_fit, best, rounds, cfg["seed"], cfg["class_weight"], classes)
     fit_seconds = time.perf_counter() - started
@@ -47,10 +50,10 @@ def run(params: dict) -> None:
                        cfg["class_weight"], all_classes)
     lgbm.save(booster, all_classes, FINAL_MODEL)
     write_json({"holdout_locations": held}, SPLIT_FILE)
-    write_json({"params": best, "rounds": rounds, "fit_seconds": fit_seconds, "study": study.study_name,
-                "cv_log_loss": study.best_value}, BEST_PARAMS)
+    write_json({"params": best, "rounds": rounds, "fit_seconds": fit_seconds, "study": study_name,
+                "cv_log_loss": cv_loss}, BEST_PARAMS)
     history, best_so_far = [], np.inf
-    for t in study.trials:
+    for t in trials:
         if t.value is not None:
             best_so_far = min(best_so_far, t.value)
         history.append({"trial": t.number, "state": t.state.name, "value": t.value,

@@ -120,7 +120,7 @@ def test_bad_images_get_nan_and_a_counted_reason(root, tmp_path, lite):
     images, detections = tables(root)
     images = images.iloc[:20]
     report = QualityReport()
-    frame, crop = compute_embeddings(images, detections, root, CFG, lite, tmp_path / "cache", report)
+    frame, crop = compute_embeddings(images, detections, root, CFG, lambda: lite, tmp_path / "cache", report)
     assert np.isnan(frame[:2]).all() and not np.isnan(frame[2:]).any()
     assert report.counts["image not readable: truncated JPEG (no end-of-image marker)"] == 1
     assert report.counts["image not readable: missing or unsafe file_name (see load report)"] == 1
@@ -130,7 +130,7 @@ def test_bad_images_get_nan_and_a_counted_reason(root, tmp_path, lite):
 
 def test_interrupted_run_resumes_and_new_images_compute_only_themselves(root, tmp_path, monkeypatch):
     images, detections = tables(root)
-    backbone, cache = tiny_backbone(), tmp_path / "cache"
+    backbone, cache = tiny_backbone, tmp_path / "cache"
     clean_frame, clean_crop = compute_embeddings(images, detections, root, CFG, backbone, tmp_path / "clean",
                                                  QualityReport())
     real, calls = embeddings_module._embed_group, []
@@ -163,7 +163,7 @@ def test_interrupted_run_resumes_and_new_images_compute_only_themselves(root, tm
 
 def test_changed_image_or_view_params_recompute(root, tmp_path):
     images, detections = tables(root)
-    images, backbone = images.iloc[:10], tiny_backbone()
+    images, backbone = images.iloc[:10], tiny_backbone
     compute_embeddings(images, detections, root, CFG, backbone, tmp_path / "cache", QualityReport())
     path = root / "train" / images["file_name"].iloc[0]
     path.write_bytes(path.read_bytes() + b"\x00")  # same picture, new file identity
@@ -188,7 +188,7 @@ def test_sequence_crop_embedding_is_the_mean_over_the_sequence():
 
 def test_imported_embeddings_are_validated(root, tmp_path):
     images, detections = tables(root)
-    exported = embedding_table(images, *compute_embeddings(images, detections, root, CFG, tiny_backbone(),
+    exported = embedding_table(images, *compute_embeddings(images, detections, root, CFG, tiny_backbone,
                                                            tmp_path / "cache", QualityReport()))
     path = tmp_path / "pulled.parquet"
     exported.iloc[:-3].to_parquet(path)

@@ -122,7 +122,7 @@ def test_summary_masks_clouds_and_reports_sites_without_data(tmp_path):
     index = index_landsat(tmp_path, report)
     when = pd.to_datetime(["2015-03-10", "2015-07-25", "2015-05-15", "2015-03-10"])
     images = pd.DataFrame({"location": [7, 7, 7, 9], "datetime": when}, index=pd.Index(list("abcd"), name="image_id"))
-    summary = landsat_summary(images, index, CFG, report)
+    summary = landsat_summary(images, index, CFG, tmp_path / "cache", report)
     a = summary.loc["a"]
     assert a["patch_red_median"] == 1000 and a["patch_ndvi_q1"] == pytest.approx(0.5)
     assert a["patch_ndvi_q3"] == pytest.approx(0.8)
@@ -150,3 +150,38 @@ def test_streaming_quantiles_equal_numpy_on_the_grid_and_near_it_off():
     f.add(floats)
     assert abs(f.quantiles([0.5])[0, 0] - np.nanmedian(floats)) <= 5e-4
     assert np.isnan(StreamingQuantiles(2, 1).quantiles([0.5])).all()
+
+
+def test_site_summaries_are_cached_and_an_interrupted_run_resumes(root, tmp_path, monkeypatch):
+    import features.landsat_summary as module
+    report = QualityReport()
+    index = index_landsat(root, report)
+    sites = sorted(index["site"].unique())
+    images = pd.DataFrame({"location": sites, "datetime": pd.Timestamp("2016-06-01")},
+                          index=pd.Index([f"im{s}" for s in sites], name="image_id"))
+    cfg = dict(max_cloud_confidence=1, max_cirrus_confidence=1, centre_window=9, min_clear_share=0.1,
+               band_resolution=1, nearest_window_days=60, n_jobs=1)
+    real, calls = module.site_summary, []
+
+    def killed_at_the_third_site(*args):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed mid-run")
+        return real(*args)
+
+    monkeypatch.setattr(module, "site_summary", killed_at_the_third_site)
+    with pytest.raises(KeyboardInterrupt):
+        landsat_summary(images, index, cfg, tmp_path / "cache", QualityReport())
+    assert len(list((tmp_path / "cache").glob("shard-*.parquet"))) == 2
+    monkeypatch.setattr(module, "site_summary", real)
+    report = QualityReport()
+    resumed = landsat_summary(images, index, cfg, tmp_path / "cache", report)
+    assert report.read["Landsat sites from cache"] == 2 and report.read["Landsat sites computed"] == len(sites) - 2
+    fresh = landsat_summary(images, index, cfg, tmp_path / "fresh", QualityReport())
+    pd.testing.assert_frame_equal(resumed, fresh)
+
+    patch = sorted(index["multispectral"])[0]
+    np.save(patch, np.load(patch, allow_pickle=False))  # rewritten: new mtime, so that site is recomputed
+    report = QualityReport()
+    landsat_summary(images, index, cfg, tmp_path / "cache", report)
+    assert report.read["Landsat sites computed"] == 1

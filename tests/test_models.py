@@ -95,3 +95,10 @@ def test_detector_only_rule():
     top = pd.Series([0.9, 0.2, np.nan, 0.5])
     assert baselines.detector_only(top, y_fit, 0.5).tolist() == [24, 0, 0, 24]
     assert baselines.majority_class(y_fit, 2).tolist() == [0, 0]
+
+
+def test_hist_gradient_boosting_baseline_ignores_columns_empty_in_training():
+    x, y, _ = toy()
+    x["never_seen"] = np.nan  # e.g. a Landsat quarter without a clear scene at any training camera
+    proba, classes = baselines.hist_gradient_boosting(x, pd.Series(y), x, {"num_leaves": 7}, 10, "none", 0)
+    assert proba.shape == (len(x), 3) and classes == [0, 1, 2]
