@@ -85,13 +85,16 @@ def study_storage(url: str | None, client=None):
 
 
 def study_for(features: pd.DataFrame, cfg: dict, seed: int, pruning: bool, storage) -> optuna.Study:
-    """Create or resume the study that this data, space and config define."""
+    """Create or resume the study that this data, space and config define. Whether it exists is asked
+    first rather than tried, so a DaskStorage scheduler does not log a duplicate-study error."""
     name = "lightgbm-" + digest(cfg["search_space"], cfg["fixed"], cfg["cv_folds"], cfg["class_weight"],
                                 cfg["max_rounds"], cfg["early_stopping_rounds"], seed, pruning,
                                 list(features.columns), len(features))[:12]
-    return optuna.create_study(study_name=name, storage=storage, direction="minimize",
-                               sampler=optuna.samplers.TPESampler(seed=seed), pruner=_pruner(pruning),
-                               load_if_exists=True)
+    sampler, pruner = optuna.samplers.TPESampler(seed=seed), _pruner(pruning)
+    if storage is not None and name in optuna.get_all_study_names(storage):
+        return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+    return optuna.create_study(study_name=name, storage=storage, direction="minimize", sampler=sampler,
+                               pruner=pruner)
 
 
 def _objective(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: dict, n_classes: int, seed: int,

@@ -144,3 +144,21 @@ def test_embedding_param_change_reruns_embeddings_and_downstream_only(repro):
     work, _ = repro
     ran = repro_with(work, "embeddings", "crop_margin", 0.3)
     assert ran == {"embeddings", "join", "train", "evaluate", "predict"}
+
+
+def test_dask_backend_recomputes_the_same_features_and_trains(repro):
+    work, _ = repro
+    families = ("image_stats", "embeddings", "landsat_summary")
+    local = {f: pd.read_parquet(work / f"artifacts/features/{f}.parquet") for f in families}
+    shutil.rmtree(work / "artifacts/cache")  # so the Dask workers compute everything again
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["compute"]["backend"] = "dask"
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    ran = stages_run(work)
+    assert {"image_stats", "embeddings", "landsat_summary", "train"} <= ran
+    assert ran.isdisjoint({"sample", "load", "detector_stats", "sequence_timing"})
+    for family in families:
+        remote = pd.read_parquet(work / f"artifacts/features/{family}.parquet")
+        pd.testing.assert_frame_equal(remote, local[family], rtol=1e-4, atol=1e-4)
+    metrics = json.loads((work / "reports/metrics.json").read_text())
+    assert metrics["accuracy"] > json.loads((work / "reports/baselines.json").read_text())["majority_class"]["accuracy"]
