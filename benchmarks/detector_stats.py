@@ -41,7 +41,8 @@ def build(root: Path, n_images: int, seed: int) -> pd.DataFrame:
     cat = rng.choice(["1", "2", "3"], n, p=[0.9, 0.08, 0.02])
     entries, k = [], 0
     for image_id, c in zip(ids, counts):
-        dets = [{"category": cat[j], "conf": float(conf[j]), "bbox": [float(x[j]), float(y[j]), float(w[j]), float(h[j])]}
+        dets = [{"category": cat[j], "conf": float(conf[j]),
+                 "bbox": [float(x[j]), float(y[j]), float(w[j]), float(h[j])]}
                 for j in range(k, k + c)]
         dets.sort(key=lambda d: -d["conf"])
         entries.append({"id": image_id, "max_detection_conf": dets[0]["conf"] if dets else 0.0, "detections": dets})

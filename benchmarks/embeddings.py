@@ -35,7 +35,8 @@ WIDTH, HEIGHT = 1920, 1080
 
 def build(folder: Path, n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    photos = [cv2.cvtColor(getattr(skimage.data, name)(), cv2.COLOR_RGB2BGR) for name in ("chelsea", "coffee", "rocket")]
+    photos = [cv2.cvtColor(getattr(skimage.data, name)(), cv2.COLOR_RGB2BGR)
+              for name in ("chelsea", "coffee", "rocket")]
     (folder / "train").mkdir(parents=True)
     for i in range(n):
         big = cv2.resize(photos[i % len(photos)], (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC)
@@ -89,7 +90,8 @@ def main() -> None:
         naive_emb, naive_rate = naive(paths, backbone, args.batch_size)
         no_boxes = pd.DataFrame({"image_id": pd.Series([], dtype=str), "conf": [], "x": [], "y": [], "w": [], "h": []})
         started = time.perf_counter()
-        frame, _ = compute_embeddings(images, no_boxes, root, cfg, lambda: backbone, root / "cache_frame", QualityReport())
+        frame, _ = compute_embeddings(images, no_boxes, root, cfg, lambda: backbone, root / "cache_frame",
+                                      QualityReport())
         frame_rate = len(images) / (time.perf_counter() - started)
         one_box = pd.DataFrame({"image_id": images.index, "conf": 0.9, "x": 0.3, "y": 0.3, "w": 0.25, "h": 0.35})
         started = time.perf_counter()

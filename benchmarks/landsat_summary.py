@@ -31,7 +31,8 @@ def build(root: Path, n_dates: int, seed: int) -> None:
     site.mkdir(parents=True)
     days = np.sort(rng.choice(np.arange(np.datetime64("2013-04-11"), np.datetime64("2019-12-31")), n_dates,
                               replace=False))
-    choices = np.array([322, 324, 386, 328, 336, 480, 1], np.uint16)  # clear, water, medium conf, shadow, snow, cloud, fill
+    # clear, water, medium confidence, shadow, snow, cloud, fill
+    choices = np.array([322, 324, 386, 328, 336, 480, 1], np.uint16)
     for day in days:
         np.save(site / f"iwc_001_{day}_multispectral.npy", rng.integers(0, 5000, (200, 200, 9), dtype=np.int16))
         np.save(site / f"iwc_001_{day}_pixelqa.npy",

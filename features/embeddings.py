@@ -148,9 +148,8 @@ def _embed_chunk(chunk: list[tuple[str, dict]], load_backbone: Callable[[], Back
         frames += f
         crops += c
         reasons += [v.error for v in views]
-    rows = pd.DataFrame({"frame": frames, "crop": crops, "error": reasons, KEY: [k for k, _ in chunk]},
+    return pd.DataFrame({"frame": frames, "crop": crops, "error": reasons, KEY: [k for k, _ in chunk]},
                         index=pd.Index([it["image_id"] for _, it in chunk], name="image_id"))
-    return rows
 
 
 def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict,

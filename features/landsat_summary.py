@@ -177,7 +177,8 @@ def _site_summaries(groups: dict[int, pd.DataFrame], cfg: dict, cache_dir: str |
                       [file_identity(p) for p in g["pixelqa"]]) for s, g in groups.items()}
     cache = ShardCache(cache_dir)
     cached = cache.load(set(keys.values()))
-    todo = [s for s in groups if keys[s] not in set(cached.get(KEY, ()))]
+    done = set(cached.get(KEY, ()))
+    todo = [s for s in groups if keys[s] not in done]
     log.info("landsat_summary: %d sites, %d cached, %d to compute", len(groups), len(groups) - len(todo), len(todo))
     fresh = []
     jobs = Parallel(n_jobs=cfg["n_jobs"], return_as="generator")(
@@ -194,7 +195,8 @@ def landsat_summary(images: pd.DataFrame, landsat_index: pd.DataFrame, cfg: dict
                     report: QualityReport) -> pd.DataFrame:
     """One row per image: its camera site's summary, plus the nearest-in-time NDVI."""
     sites = sorted(set(images["location"]))
-    groups = {s: g for s, g in landsat_index.groupby("site") if s in set(sites)}
+    wanted = set(sites)
+    groups = {s: g for s, g in landsat_index.groupby("site") if s in wanted}
     jobs = sorted(groups)
     rows = _site_summaries(groups, cfg, cache_dir, report).reindex(jobs)
     names = feature_names()

@@ -111,14 +111,13 @@ def _objective(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: d
 
 
 def _optimize_on_worker(study_name: str, storage, sampler_seed: int, pruning: bool, data: tuple, cfg: dict,
-                        n_classes: int, seed: int, n_trials: int, threads: int) -> int:
+                        n_classes: int, seed: int, n_trials: int, threads: int) -> None:
     """Run `n_trials` trials of the shared study on a Dask worker."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=study_name, storage=storage, pruner=_pruner(pruning),
                               sampler=optuna.samplers.TPESampler(seed=sampler_seed))
     study.optimize(_objective(*data, cfg, n_classes, seed, threads), n_trials=n_trials,
                    timeout=cfg["tune"]["timeout_s"])
-    return n_trials
 
 
 def tune(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: dict, n_classes: int, seed: int,

@@ -29,4 +29,3 @@ def run(params: dict) -> None:
     submission = pd.DataFrame({"Id": test.index, "Category": np.asarray(classes)[proba.argmax(axis=1)]})
     write_text(submission.to_csv(index=False), REPORTS / "submission.csv")
     log.info("predict: %d test images", len(submission))
-

@@ -25,7 +25,8 @@ def test_clean_sample_loads_typed_and_complete(root):
     assert len(labels) == len(train["annotations"])
     assert set(labels["category_id"]) <= set(categories.index)
     assert 0 in categories.index and categories.loc[0, "name"] == "empty"
-    assert set(images.loc[images.split == "train", "location"]).isdisjoint(images.loc[images.split == "test", "location"])
+    train_cameras, test_cameras = (set(images.loc[images.split == s, "location"]) for s in ("train", "test"))
+    assert train_cameras.isdisjoint(test_cameras)
     assert report.counts == {}
 
 

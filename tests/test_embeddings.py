@@ -251,4 +251,5 @@ def test_pca_is_fitted_on_training_rows_and_reloads_without_pickle(tmp_path):
     assert not np.allclose(reduced.iloc[30:, 1:4].mean(), 0, atol=1e-3)
     pca.save(tmp_path / "pca.npz")
     pd.testing.assert_frame_equal(EmbeddingPCA.load(tmp_path / "pca.npz").transform(features), reduced)
-    assert EmbeddingPCA.fit(features[["detector_stats__n"]], 3, 0).transform(features[["detector_stats__n"]]).shape == (40, 1)
+    plain = features[["detector_stats__n"]]  # no embedding columns: nothing to fit, nothing changed
+    assert EmbeddingPCA.fit(plain, 3, 0).transform(plain).shape == (40, 1)
