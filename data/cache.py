@@ -11,7 +11,10 @@ import json
 import os
 from pathlib import Path
 
+from typing import Iterable
+
 import pandas as pd
+from tqdm import tqdm
 
 from data.io import write_parquet
 
@@ -33,10 +36,13 @@ def digest(*parts) -> str:
 
 
 def source_digest(*files: str | os.PathLike) -> str:
-    """Hash of source files, so that changing the code that computed a result invalidates it."""
+    """Hash of the files' contents (the code that computed a result, or model weights), read in blocks so
+    that weights of hundreds of MB need not fit in memory."""
     h = hashlib.sha256()
     for f in files:
-        h.update(Path(f).read_bytes())
+        with open(f, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                h.update(block)
     return h.hexdigest()[:16]
 
 
@@ -58,3 +64,16 @@ class ShardCache:
         """Store one chunk of rows (each with its `cache_key`) as a new shard."""
         name = digest(sorted(set(rows[KEY])))
         write_parquet(rows, self.folder / f"shard-{name}.parquet")
+
+    def add_each(self, cached: pd.DataFrame, jobs: Iterable[pd.DataFrame], total: int, desc: str, unit: str,
+                 columns: list[str]) -> tuple[pd.DataFrame, int]:
+        """`cached` plus every chunk of rows `jobs` yields, each stored as a shard as soon as it arrives (a
+        killed run keeps it), with a progress bar over `total` rows; also how many rows were computed."""
+        fresh = []
+        with tqdm(total=total, desc=desc, unit=unit) as bar:
+            for rows in jobs:
+                self.add(rows)
+                fresh.append(rows)
+                bar.update(len(rows))
+        rows = pd.concat([cached, *fresh]) if fresh or len(cached) else pd.DataFrame(columns=columns)
+        return rows, sum(len(r) for r in fresh)

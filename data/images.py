@@ -6,6 +6,9 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
+
+from data.quality import QualityReport
 
 REDUCED_FLAGS = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2,
                  4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
@@ -40,3 +43,13 @@ def read_image(path: str | os.PathLike, reduction: int = 1) -> np.ndarray:
     if image is None:
         raise ImageError(f"{path}: undecodable JPEG")
     return image
+
+
+def report_unreadable(report: QualityReport, images: pd.DataFrame, reasons: pd.Series) -> None:
+    """Count every image that could not be read: files the loader flagged (missing or escaping the image
+    folder) and, per reason, those that failed to decode (`reasons`: image id -> reason or None)."""
+    report.skip_many("image not readable: missing or unsafe file_name (see load report)",
+                     list(images.index[~images["file_ok"]]))
+    reasons = reasons.dropna()
+    for reason, ids in reasons.groupby(reasons).groups.items():
+        report.skip_many(f"image not readable: {reason}", list(ids))

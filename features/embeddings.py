@@ -22,9 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 from joblib import Parallel, delayed
-from tqdm import tqdm
 
-from data import ImageError, QualityReport, image_path, read_image
+from data import ImageError, QualityReport, image_path, read_image, report_unreadable
 from data.cache import KEY, ShardCache, digest, file_identity, source_digest
 from data.embeddings import load_embeddings
 from data.images import REDUCED_FLAGS
@@ -165,8 +164,6 @@ def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str
     report.note("backbone", backbone.model_id)
     boxes = crop_boxes(detections, cfg["crops_top_k"], cfg["crop_min_conf"])
     readable = images[images["file_ok"]]
-    report.skip_many("image not readable: missing or unsafe file_name (see load report)",
-                     list(images.index[~images["file_ok"]]))
     code = source_digest(__file__, backbones.__file__, efficientnet_lite.__file__)
     view_params = (backbone.model_id, backbone.input_size, cfg["crops_top_k"], cfg["crop_min_conf"],
                    cfg["crop_margin"], code)
@@ -184,19 +181,11 @@ def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str
     jobs = Parallel(n_jobs=1, return_as="generator")(
         delayed(_embed_chunk)(todo[i:i + size], load_backbone, backbone.model_id, cfg)
         for i in range(0, len(todo), size))
-    fresh = []
-    with tqdm(total=len(todo), desc="embeddings", unit="img") as bar:
-        for rows in jobs:
-            cache.add(rows)
-            fresh.append(rows)
-            bar.update(len(rows))
-    computed = pd.concat([cached, *fresh]) if fresh or len(cached) else pd.DataFrame(columns=["frame", "crop", "error"])
-    report.count_read("images computed", sum(len(r) for r in fresh))
+    computed, n_fresh = cache.add_each(cached, jobs, len(todo), "embeddings", "img", ["frame", "crop", "error"])
+    report.count_read("images computed", n_fresh)
     report.count_read("images from cache", len(cached))
-    errors = computed["error"].dropna()
-    for reason, ids in errors.groupby(errors).groups.items():
-        report.skip_many(f"image not readable: {reason}", list(ids))
     computed = computed.reindex(images.index)
+    report_unreadable(report, images, computed["error"])
     return _stack(computed["frame"], backbone.dim), _stack(computed["crop"], backbone.dim)
 
 

@@ -15,9 +15,8 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from skimage.feature import local_binary_pattern
-from tqdm import tqdm
 
-from data import ImageError, QualityReport, image_path, read_image, reduction_for
+from data import ImageError, QualityReport, image_path, read_image, reduction_for, report_unreadable
 from data.cache import KEY, ShardCache, digest, file_identity, source_digest
 
 log = logging.getLogger(__name__)
@@ -107,8 +106,6 @@ def image_stats(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path
     """One row per image; unreadable images get NA and a counted report entry."""
     boxes = top_boxes(detections, cfg["box_min_conf"])
     readable = images[images["file_ok"]]
-    report.skip_many("image not readable: missing or unsafe file_name (see load report)",
-                     list(images.index[~images["file_ok"]]))
     code = source_digest(__file__)
     work = []
     for seq_id, seq in readable.sort_values(["seq_id", "frame_num"]).groupby("seq_id", sort=False):
@@ -125,18 +122,12 @@ def image_stats(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path
     log.info("image_stats: %d sequences, %d cached, %d to compute", len(work), len(work) - len(todo), len(todo))
     size = cfg["chunk_sequences"]
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-    fresh = []
     jobs = Parallel(n_jobs=cfg["n_jobs"], return_as="generator")(
         delayed(_chunk_stats)(chunk, cfg["short_side"]) for chunk in chunks)
-    with tqdm(total=sum(len(f) for c in chunks for _, f in c), desc="image_stats", unit="img") as bar:
-        for rows in jobs:
-            cache.add(rows)
-            fresh.append(rows)
-            bar.update(len(rows))
-    computed = pd.concat([cached, *fresh]) if fresh or len(cached) else pd.DataFrame(columns=COLUMNS + ["error"])
-    report.count_read("images computed", sum(len(r) for r in fresh))
+    computed, n_fresh = cache.add_each(cached, jobs, sum(len(f) for c in chunks for _, f in c), "image_stats",
+                                       "img", COLUMNS + ["error"])
+    report.count_read("images computed", n_fresh)
     report.count_read("images from cache", len(cached))
-    errors = computed["error"].dropna()
-    for reason, ids in errors.groupby(errors).groups.items():
-        report.skip_many(f"image not readable: {reason}", list(ids))
-    return computed.reindex(images.index)[COLUMNS].astype(np.float32)
+    computed = computed.reindex(images.index)
+    report_unreadable(report, images, computed["error"])
+    return computed[COLUMNS].astype(np.float32)

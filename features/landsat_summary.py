@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
-from tqdm import tqdm
 
 from data import BANDS, QualityReport, read_patch
 from data.cache import KEY, ShardCache, digest, file_identity, source_digest
@@ -180,15 +179,12 @@ def _site_summaries(groups: dict[int, pd.DataFrame], cfg: dict, cache_dir: str |
     done = set(cached.get(KEY, ()))
     todo = [s for s in groups if keys[s] not in done]
     log.info("landsat_summary: %d sites, %d cached, %d to compute", len(groups), len(groups) - len(todo), len(todo))
-    fresh = []
     jobs = Parallel(n_jobs=cfg["n_jobs"], return_as="generator")(
-        delayed(_site_row)(s, groups[s], cfg, keys[s]) for s in todo)
-    for row in tqdm(jobs, total=len(todo), desc="landsat_summary", unit="site"):
-        cache.add(row)  # one shard per site: a killed run keeps every site it finished
-        fresh.append(row)
-    report.count_read("Landsat sites computed", len(fresh))
+        delayed(_site_row)(s, groups[s], cfg, keys[s]) for s in todo)  # one shard per site
+    rows, n_fresh = cache.add_each(cached, jobs, len(todo), "landsat_summary", "site", ["values", "days", "ndvi"])
+    report.count_read("Landsat sites computed", n_fresh)
     report.count_read("Landsat sites from cache", len(cached))
-    return pd.concat([cached, *fresh]) if fresh or len(cached) else pd.DataFrame(columns=["values", "days", "ndvi"])
+    return rows
 
 
 def landsat_summary(images: pd.DataFrame, landsat_index: pd.DataFrame, cfg: dict, cache_dir: str | Path,

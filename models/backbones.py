@@ -7,7 +7,6 @@ embeddings of one are never mistaken for another's.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from data.cache import source_digest
 from models import efficientnet_lite
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -63,14 +63,6 @@ class Backbone:
                 batch = ((batch.float() - mean) / std).contiguous(memory_format=torch.channels_last)
                 out[start:start + len(batch)] = self.network(batch).float().cpu().numpy()
         return out
-
-
-def _sha(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def _load_state(path: str | Path) -> dict:
@@ -144,4 +136,4 @@ def build_backbone(cfg: dict) -> Backbone:
         raise BackboneError(f"unknown embeddings.backbone {name!r}: efficientnet_lite0, timm:<arch>, "
                             "torchvision:<arch> or parquet")
     network = network.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)
-    return Backbone(name, _sha(path), network, dim, size, mean, std, device)
+    return Backbone(name, source_digest(path), network, dim, size, mean, std, device)
