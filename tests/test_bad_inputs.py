@@ -13,10 +13,8 @@ import pytest
 import yaml
 
 from sample.generate import generate
-from tests.conftest import DETECTOR_JSON, TEST_JSON, TINY, TRAIN_JSON, read, write
+from tests.conftest import DETECTOR_JSON, REPO, TEST_JSON, TINY, TRAIN_JSON, Payload, copy_project, read, write
 
-REPO = Path(__file__).resolve().parents[1]
-CODE = ["pipeline.py", "params.yaml", "data", "features", "models", "sample", "stages"]
 STAGES = ["load", "detector_stats", "sequence_timing", "landsat_summary", "image_stats", "embeddings", "join",
           "train", "evaluate", "predict"]
 EXPECTED_LOAD = {
@@ -33,15 +31,6 @@ EXPECTED_LOAD = {
 }
 EXPECTED_IMAGES = {"image not readable: truncated JPEG (no end-of-image marker)": 1,
                    "image not readable: missing or unsafe file_name (see load report)": 2}
-
-
-class Payload:
-    """Unpickling this would create a file: proof that code ran."""
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def damage(root: Path, marker: Path) -> dict[str, str]:
@@ -96,9 +85,7 @@ def corpus(tmp_path_factory):
     for name, root in (("clean", clean), ("bad", bad)):
         work = base / f"work_{name}"
         work.mkdir()
-        for item in CODE:
-            src = REPO / item
-            (shutil.copytree if src.is_dir() else shutil.copy)(src, work / item)
+        copy_project(work)
         run_pipeline(work, root)
         runs[name] = work
     return runs, victims, base / "pwned"

@@ -12,13 +12,14 @@ import pytest
 from dask.distributed import Client, LocalCluster
 from joblib import parallel_config
 
-from data import QualityReport, index_landsat, load_detections, load_metadata
+from data import QualityReport, index_landsat
 from features.embeddings import compute_embeddings
 from features.image_stats import image_stats
 from features.landsat_summary import landsat_summary
 from models.backbones import build_backbone
 from models.tune import cross_validate, tune
 from stages.common import compute_backend
+from tests.conftest import load_tables
 from tests.test_models import CFG as TUNE_CFG, toy
 
 EMBED_CFG = dict(backbone="efficientnet_lite0", weights_file=None, import_file=None, device="cpu", threads=1,
@@ -36,10 +37,7 @@ def client():
 
 
 def tables(root):
-    report = QualityReport()
-    images, _, _ = load_metadata(root, report, (2000, 2030))
-    detections, _ = load_detections(root, images, report)
-    return images, detections, index_landsat(root, report)
+    return (*load_tables(root), index_landsat(root, QualityReport()))
 
 
 def on_dask(fn, *args):

@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 import features.embeddings as embeddings_module
-from data import DataError, QualityReport, load_detections, load_metadata
+from data import DataError, QualityReport
 from features.embeddings import (compute_embeddings, crop_boxes, decode_reduction, embedding_table, embeddings,
                                  image_views, square_crop)
 from models import efficientnet_lite
 from models.backbones import Backbone, BackboneError, build_backbone, resolve_device
 from models.reduce import EmbeddingPCA
+from tests.conftest import killed_on_call, load_tables
 
 LITE_CFG = dict(backbone="efficientnet_lite0", weights_file=None, device="cpu")
 CFG = dict(LITE_CFG, import_file=None, threads=2, decode_workers=2, batch_size=8, crops_top_k=2,
@@ -94,15 +95,8 @@ def test_crop_boxes_keep_the_top_k_above_min_conf():
     assert "b" not in boxes and len(boxes["c"]) == 1
 
 
-def tables(root):
-    report = QualityReport()
-    images, _, _ = load_metadata(root, report, (2000, 2030))
-    detections, _ = load_detections(root, images, report)
-    return images, detections
-
-
 def test_views_of_a_real_sample_image(root):
-    images, detections = tables(root)
+    images, detections = load_tables(root)
     boxes = crop_boxes(detections, 2, 0.3)
     image_id = boxes.index[0]
     item = {"path": str(root / "train" / images.loc[image_id, "file_name"]), "width": 160, "height": 96,
@@ -112,12 +106,12 @@ def test_views_of_a_real_sample_image(root):
 
 
 def test_bad_images_get_nan_and_a_counted_reason(root, tmp_path, lite):
-    images, detections = tables(root)
+    images, detections = load_tables(root)
     victims = images.index[:2]
     truncated = root / "train" / images.loc[victims[0], "file_name"]
     truncated.write_bytes(truncated.read_bytes()[:300])
     (root / "train" / images.loc[victims[1], "file_name"]).unlink()
-    images, detections = tables(root)
+    images, detections = load_tables(root)
     images = images.iloc[:20]
     report = QualityReport()
     frame, crop = compute_embeddings(images, detections, root, CFG, lambda: lite, tmp_path / "cache", report)
@@ -129,19 +123,12 @@ def test_bad_images_get_nan_and_a_counted_reason(root, tmp_path, lite):
 
 
 def test_interrupted_run_resumes_and_new_images_compute_only_themselves(root, tmp_path, monkeypatch):
-    images, detections = tables(root)
+    images, detections = load_tables(root)
     backbone, cache = tiny_backbone, tmp_path / "cache"
     clean_frame, clean_crop = compute_embeddings(images, detections, root, CFG, backbone, tmp_path / "clean",
                                                  QualityReport())
-    real, calls = embeddings_module._embed_group, []
-
-    def killed_after_five_groups(*args):
-        calls.append(1)
-        if len(calls) == 6:
-            raise KeyboardInterrupt("killed mid-run")
-        return real(*args)
-
-    monkeypatch.setattr(embeddings_module, "_embed_group", killed_after_five_groups)
+    real = embeddings_module._embed_group
+    monkeypatch.setattr(embeddings_module, "_embed_group", killed_on_call(6, real))  # after five groups
     with pytest.raises(KeyboardInterrupt):
         compute_embeddings(images, detections, root, CFG, backbone, cache, QualityReport())
     shards = sorted(cache.glob("shard-*.parquet"))
@@ -162,7 +149,7 @@ def test_interrupted_run_resumes_and_new_images_compute_only_themselves(root, tm
 
 
 def test_changed_image_or_view_params_recompute(root, tmp_path):
-    images, detections = tables(root)
+    images, detections = load_tables(root)
     images, backbone = images.iloc[:10], tiny_backbone
     compute_embeddings(images, detections, root, CFG, backbone, tmp_path / "cache", QualityReport())
     path = root / "train" / images["file_name"].iloc[0]
@@ -187,7 +174,7 @@ def test_sequence_crop_embedding_is_the_mean_over_the_sequence():
 
 
 def test_imported_embeddings_are_validated(root, tmp_path):
-    images, detections = tables(root)
+    images, detections = load_tables(root)
     exported = embedding_table(images, *compute_embeddings(images, detections, root, CFG, tiny_backbone,
                                                            tmp_path / "cache", QualityReport()))
     path = tmp_path / "pulled.parquet"

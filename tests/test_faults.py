@@ -14,10 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import TINY
+from tests.conftest import TINY, copy_project
 
-REPO = Path(__file__).resolve().parents[1]
-CODE = ["pipeline.py", "params.yaml", "data", "features", "models", "sample", "stages"]
 OUTPUT = Path("artifacts/features/embeddings.parquet")
 CACHE = Path("artifacts/cache/embeddings")
 
@@ -34,9 +32,7 @@ def set_param(work: Path, section: str, key: str, value) -> None:
 
 @pytest.fixture
 def work(tmp_path) -> Path:
-    for name in CODE:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+    copy_project(tmp_path)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["sample"].update(TINY, train_locations=6, images=300)
     params["embeddings"].update(chunk_images=8, batch_size=8)

@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 import features.image_stats as image_stats_module
-from data import QualityReport, load_detections, load_metadata
+from data import QualityReport
 from features.image_stats import frame_stats, image_stats
+from tests.conftest import killed_on_call, load_tables
 
 CFG = dict(short_side=32, box_min_conf=0.3, chunk_sequences=4, n_jobs=1)
 
@@ -35,20 +36,13 @@ def test_frame_stats_known_answers():
     assert frame_stats(blurred, None)["blur"] < frame_stats(colour, None)["blur"]
 
 
-def tables(root):
-    report = QualityReport()
-    images, _, _ = load_metadata(root, report, (2000, 2030))
-    detections, _ = load_detections(root, images, report)
-    return images, detections
-
-
 def test_bad_images_are_counted_not_fatal(root, tmp_path):
-    images, detections = tables(root)
+    images, detections = load_tables(root)
     victims = images.index[:2]
     truncated = root / "train" / images.loc[victims[0], "file_name"]
     truncated.write_bytes(truncated.read_bytes()[:300])
     (root / "train" / images.loc[victims[1], "file_name"]).unlink()
-    images, detections = tables(root)  # reload: the missing file is now flagged by the loader
+    images, detections = load_tables(root)  # reload: the missing file is now flagged by the loader
     report = QualityReport()
     stats = image_stats(images, detections, root, CFG, tmp_path / "cache", report)
     assert stats.loc[victims].isna().all().all()
@@ -58,7 +52,7 @@ def test_bad_images_are_counted_not_fatal(root, tmp_path):
 
 
 def test_rerun_uses_cache_and_new_images_compute_only_themselves(root, tmp_path):
-    images, detections = tables(root)
+    images, detections = load_tables(root)
     sequences = images["seq_id"].unique()
     first = images[images["seq_id"].isin(sequences[:-3])]
     report = QualityReport()
@@ -77,17 +71,9 @@ def test_rerun_uses_cache_and_new_images_compute_only_themselves(root, tmp_path)
 
 
 def test_interrupted_run_resumes_from_finished_chunks(root, tmp_path, monkeypatch):
-    images, detections = tables(root)
+    images, detections = load_tables(root)
     real = image_stats_module._chunk_stats
-    calls = []
-
-    def failing(work, short_side):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed mid-run")
-        return real(work, short_side)
-
-    monkeypatch.setattr(image_stats_module, "_chunk_stats", failing)
+    monkeypatch.setattr(image_stats_module, "_chunk_stats", killed_on_call(3, real))
     with pytest.raises(KeyboardInterrupt):
         image_stats(images, detections, root, CFG, tmp_path / "cache", QualityReport())
     shards = list((tmp_path / "cache").glob("shard-*.parquet"))

@@ -6,6 +6,7 @@ import pytest
 
 from data import QualityReport, index_landsat, read_patch
 from features.landsat_summary import landsat_summary, usable_pixels
+from tests.conftest import Payload, killed_on_call
 
 
 def first_site(root):
@@ -20,15 +21,6 @@ def test_clean_tree_pairs_every_date(root):
     assert index["date"].dtype == "datetime64[ns]"
     bands, qa = read_patch(*index.iloc[0][["multispectral", "pixelqa"]])
     assert bands.shape == (24, 24, 9) and qa.shape == (24, 24)
-
-
-class Payload:
-    """Unpickling this would create a file: proof that code ran."""
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def test_pickled_npy_is_refused_without_running_code(root, tmp_path):
@@ -161,15 +153,8 @@ def test_site_summaries_are_cached_and_an_interrupted_run_resumes(root, tmp_path
                           index=pd.Index([f"im{s}" for s in sites], name="image_id"))
     cfg = dict(max_cloud_confidence=1, max_cirrus_confidence=1, centre_window=9, min_clear_share=0.1,
                band_resolution=1, nearest_window_days=60, n_jobs=1)
-    real, calls = module.site_summary, []
-
-    def killed_at_the_third_site(*args):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed mid-run")
-        return real(*args)
-
-    monkeypatch.setattr(module, "site_summary", killed_at_the_third_site)
+    real = module.site_summary
+    monkeypatch.setattr(module, "site_summary", killed_on_call(3, real))
     with pytest.raises(KeyboardInterrupt):
         landsat_summary(images, index, cfg, tmp_path / "cache", QualityReport())
     assert len(list((tmp_path / "cache").glob("shard-*.parquet"))) == 2

@@ -11,10 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import TINY
+from tests.conftest import TINY, copy_project
 
-REPO = Path(__file__).resolve().parents[1]
-CODE = ["pipeline.py", "dvc.yaml", "params.yaml", "data", "features", "models", "sample", "stages"]
 
 
 def run(cmd, cwd):
@@ -39,9 +37,7 @@ def repro_with(work, section: str, key: str, value) -> set[str]:
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     work = tmp_path_factory.mktemp("repo")
-    for name in CODE:
-        src = REPO / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    copy_project(work)
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["sample"].update(TINY, train_locations=6, images=300, bad_clock_locations=1)
     params["train"].update(max_rounds=40, cv_folds=2)
