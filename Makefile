@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# PyTorch's CPU build, wherever pip finds it: PyPI's torch of the same version pulls several GB of CUDA
+# libraries. This extra index serves CPU wheels (2.13.0+cpu, which `torch==2.13.0` accepts); a machine
+# whose pip configuration already offers a CPU wheel (find-links) takes that. `make TORCH_INDEX=` leaves
+# only your pip configuration; point it at a mirror of CPU wheels if the default is out of reach.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # DVC stage commands say `python`: make it the project's environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
@@ -12,6 +17,8 @@ env: $(STAMP)
 
 $(STAMP): requirements.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c constraints.txt torch
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	touch $(STAMP)
 

@@ -73,7 +73,7 @@ def main() -> None:
         for row in index.itertuples():  # warm the page cache for both contenders alike
             read_patch(row.multispectral, row.pixelqa)[0].sum()
         t0 = time.perf_counter()
-        values, _ = site_summary(index, CFG)
+        values, _, _ = site_summary(index, CFG)
         t1 = time.perf_counter()
         share, medians = reference(index)
         t2 = time.perf_counter()

@@ -9,6 +9,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from data.images import ImageError, jpeg_size
+from data.io import json_bytes
 from data.quality import DataError, QualityReport
 
 log = logging.getLogger(__name__)
@@ -17,6 +19,7 @@ TRAIN_JSON = "metadata/iwildcam2020_train_annotations.json"
 TEST_JSON = "metadata/iwildcam2020_test_information.json"
 IMAGE_KEYS = ("id", "width", "height", "file_name", "location", "datetime",
               "seq_id", "seq_num_frames", "frame_num")
+OPTIONAL_KEYS = ("width", "height")  # the JPEG header has them too
 SPLITS = {"train": TRAIN_JSON, "test": TEST_JSON}
 
 
@@ -24,9 +27,7 @@ def read_json(path: str | os.PathLike) -> dict:
     """Parse a json file; a missing or malformed file is a DataError naming it."""
     path = Path(path)
     try:
-        return orjson.loads(path.read_bytes())
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: file not found") from e
+        return orjson.loads(json_bytes(path))
     except orjson.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from e
 
@@ -97,7 +98,7 @@ def load_split(root: Path, split: str, report: QualityReport, valid_years: tuple
     doc = read_json(path)
     records = _require_list(doc, "images", path)
     images = pd.DataFrame.from_records(records)
-    missing = [k for k in IMAGE_KEYS if k not in images.columns]
+    missing = [k for k in IMAGE_KEYS if k not in images.columns and k not in OPTIONAL_KEYS]
     if missing and len(images):
         raise DataError(f"{path}: images lack required keys {missing}")
     images = images.reindex(columns=list(IMAGE_KEYS))
@@ -113,12 +114,9 @@ def load_split(root: Path, split: str, report: QualityReport, valid_years: tuple
 
     for col in ("location", "seq_num_frames", "frame_num"):
         images[col] = _int_column(images, col, path)
-    for col in ("width", "height"):
+    for col in OPTIONAL_KEYS:
         size = pd.to_numeric(images[col], errors="coerce")
-        bad = ~(size > 0)
-        report.skip_many(f"image {col} missing or not positive (set to NA)",
-                         [f"{path.name}: image {i}" for i in images.loc[bad, "id"]])
-        images[col] = size.where(~bad).astype("Int64")
+        images[col] = size.where(size > 0).astype("Int64")
     images["seq_id"] = images["seq_id"].astype(str)
     images = images.set_index("id").rename_axis("image_id")
     images["datetime_raw"] = images["datetime"].astype("string")
@@ -134,12 +132,32 @@ def load_split(root: Path, split: str, report: QualityReport, valid_years: tuple
                      [f"{split}/{f} (image {i})" for i, f in images.loc[safe & ~present, "file_name"].items()])
     images["file_name"] = images["file_name"].astype("string")
     images["file_ok"] = present
+    _sizes_from_headers(images, root / split, path.name, report)
     images.insert(0, "split", split)
 
     annotations = pd.DataFrame.from_records(doc.get("annotations") or [],
                                             columns=["id", "image_id", "category_id"])
     report.count_read(f"{split} annotations", len(annotations))
     return images, annotations, _categories(doc, path)
+
+
+def _sizes_from_headers(images: pd.DataFrame, folder: Path, where: str, report: QualityReport) -> None:
+    """Width and height from the JPEG header where the metadata lacks them (or gives one not positive)."""
+    lacking = images["width"].isna() | images["height"].isna()
+    sizes, unread = {}, []
+    for i, f in images.loc[lacking & images["file_ok"], "file_name"].items():
+        try:
+            sizes[i] = jpeg_size(folder / f)
+        except ImageError as e:
+            unread.append(f"{where}: image {i} ({e.reason})")
+    if sizes:
+        ids = list(sizes)
+        images.loc[ids, ["width", "height"]] = np.array(list(sizes.values()), dtype=np.int64)
+    report.skip_many("image width/height missing or not positive (read from the JPEG header)",
+                     [f"{where}: image {i}" for i in sizes])
+    unreadable = images.index[lacking & ~images["file_ok"]]
+    report.skip_many("image width/height missing or not positive, JPEG header unreadable (left NA)",
+                     unread + [f"{where}: image {i} (file not read)" for i in unreadable])
 
 
 def _labels(annotations: pd.DataFrame, images: pd.DataFrame, categories: pd.DataFrame,

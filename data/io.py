@@ -1,4 +1,5 @@
-"""Atomic output writers: a crashed or killed stage never leaves a half-written file behind."""
+"""File I/O of the stages: json input as Windows tools write it too, and atomic output writers, so a crashed
+or killed stage never leaves a half-written file behind."""
 from __future__ import annotations
 
 import json
@@ -8,6 +9,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
+
+from data.quality import DataError
+
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
+def json_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of a json file without the UTF-8 byte-order mark that Windows tools write; a missing file
+    is a DataError naming it."""
+    try:
+        return Path(path).read_bytes().removeprefix(UTF8_BOM)
+    except (FileNotFoundError, IsADirectoryError) as e:
+        raise DataError(f"{path}: file not found") from e
 
 
 @contextmanager

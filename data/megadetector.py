@@ -1,4 +1,9 @@
-"""MegaDetector batch results as one row per box, boxes normalised to [0, 1] of the frame."""
+"""MegaDetector batch results as one row per box, boxes normalised to [0, 1] of the frame.
+
+Two forms of the file are read: the competition's (each image keyed by `id`, boxes in pixels or [0, 1]) and
+the one MegaDetector itself writes (format 1.1+: keyed by `file`, a path relative to the folder it ran on,
+with `failure` for images it could not read), which is what users who run MegaDetector themselves hold.
+"""
 from __future__ import annotations
 
 import gc
@@ -15,6 +20,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from data.io import json_bytes
 from data.quality import DataError, QualityReport
 
 log = logging.getLogger(__name__)
@@ -33,9 +39,11 @@ class _Detection(msgspec.Struct, gc=False):
 
 
 class _Entry(msgspec.Struct, gc=False):
-    id: str
+    id: str | None = None
+    file: str | None = None
     detections: list[_Detection] | None = None
     max_detection_conf: float | None = None
+    failure: str | None = None
 
 
 class _Results(msgspec.Struct):
@@ -49,21 +57,22 @@ _ENTRY_INDEX = re.compile(r"\$\.images\[(\d+)\]")
 
 def _decode(path: Path) -> _Results:
     """Typed, validating parse; a malformed record is a DataError naming the image it belongs to."""
+    raw = json_bytes(path)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: file not found") from e
-    try:
-        return _DECODER.decode(raw)
+        results = _DECODER.decode(raw)
     except msgspec.ValidationError as e:
         where = _ENTRY_INDEX.search(str(e))
         image = "?"
         if where:
             entry = orjson.loads(raw)["images"][int(where[1])]
-            image = entry.get("id", "?") if isinstance(entry, dict) else "?"
+            image = entry.get("id", entry.get("file", "?")) if isinstance(entry, dict) else "?"
         raise DataError(f"{path}: image {image!r} has a malformed record ({e})") from e
     except msgspec.DecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e})") from e
+    unnamed = next((k for k, e in enumerate(results.images) if e.id is None and e.file is None), None)
+    if unnamed is not None:
+        raise DataError(f"{path}: image record #{unnamed} has neither 'id' nor 'file'")
+    return results
 
 
 @contextmanager
@@ -76,8 +85,9 @@ def _gc_paused():
         gc.enable()
 
 
-def _flatten(results: _Results) -> tuple[list[str], np.ndarray, list, np.ndarray, np.ndarray]:
-    """Per-image ids and box counts, and per-box category/bbox/conf, flattened by C-level iteration."""
+def _flatten(results: _Results) -> tuple[list[str | None], np.ndarray, list, np.ndarray, np.ndarray]:
+    """Per-image ids (None where keyed by file) and box counts, and per-box category/bbox/conf, flattened
+    by C-level iteration."""
     ids = [e.id for e in results.images]
     dets = [e.detections or () for e in results.images]
     counts = np.fromiter(map(len, dets), dtype=np.int64, count=len(dets))
@@ -86,6 +96,42 @@ def _flatten(results: _Results) -> tuple[list[str], np.ndarray, list, np.ndarray
     conf = np.fromiter(map(attrgetter("conf"), boxes), dtype=np.float64, count=len(boxes))
     bbox = np.fromiter(chain.from_iterable(map(attrgetter("bbox"), boxes)), dtype=np.float64, count=4 * len(boxes))
     return ids, counts, category, bbox.reshape(-1, 4), conf
+
+
+def match_files(files: list[str], images: pd.DataFrame) -> tuple[list[str | None], list[bool]]:
+    """The image id each MegaDetector `file` path names: the image whose `split/file_name`, else whose
+    `file_name`, the path ends with (whole path components, case-insensitive, either slash), and whether the
+    match was ambiguous (two images fit equally well: none is taken)."""
+    by_suffix: dict[str, list[str]] = {}
+    for image_id, split, name in zip(images.index, images["split"], images["file_name"].astype(str)):
+        for key in (name.lower(), f"{split}/{name}".lower()):
+            by_suffix.setdefault(key, []).append(image_id)
+    ids, ambiguous = [], []
+    for file in files:
+        parts = file.replace("\\", "/").lower().split("/")
+        found = next((by_suffix[k] for k in ("/".join(parts[i:]) for i in range(len(parts))) if k in by_suffix),
+                     [])
+        ids.append(found[0] if len(found) == 1 else None)
+        ambiguous.append(len(found) > 1)
+    return ids, ambiguous
+
+
+def _entry_ids(results: _Results, ids: list[str | None], images: pd.DataFrame, report: QualityReport
+               ) -> tuple[list[str], np.ndarray]:
+    """Image ids of every entry: its `id`, or the image its `file` names ("file:<path>" where none does);
+    and which entries' file fits several images."""
+    keyed_by_file = [k for k, i in enumerate(ids) if i is None]
+    report.note("detector file keys", "file (MegaDetector batch output)" if keyed_by_file else "id (competition)")
+    ambiguous = np.zeros(len(ids), dtype=bool)
+    if not keyed_by_file:
+        return ids, ambiguous
+    files = [results.images[k].file for k in keyed_by_file]
+    matched, several = match_files(files, images)
+    ambiguous[keyed_by_file] = several
+    ids = list(ids)
+    for k, f, image_id in zip(keyed_by_file, files, matched):
+        ids[k] = image_id if image_id is not None else f"file:{f}"
+    return ids, ambiguous
 
 
 def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: QualityReport
@@ -100,6 +146,8 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
     with _gc_paused():
         results = _decode(path)
         ids, counts, category, bbox, conf = _flatten(results)
+        ids, ambiguous = _entry_ids(results, ids, images, report)
+        failures = [(k, e.failure) for k, e in enumerate(results.images) if e.failure is not None]
         names = results.detection_categories
         del results
 
@@ -117,10 +165,16 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
     dup = entry_ids.duplicated()
     report.skip_many("duplicate detector entry (later entry skipped)", list(entry_ids[dup]))
     unknown = position < 0
-    report.skip_many("detector entry for an image not in the metadata", list(entry_ids[unknown & ~dup]))
-    keep_entry = ~dup & ~unknown
+    report.skip_many("detector entry whose file fits several images (entry skipped)",
+                     list(entry_ids[ambiguous & ~dup]))
+    report.skip_many("detector entry for an image not in the metadata", list(entry_ids[unknown & ~dup & ~ambiguous]))
+    failed = np.zeros(len(ids), dtype=bool)
+    failed[[k for k, _ in failures]] = True
+    report.skip_many("image MegaDetector could not process ('failure' entry: detector features NA)",
+                     [f"image {ids[k]}: {why}" for k, why in failures if not unknown[k] and not dup[k]])
+    keep_entry = ~dup & ~unknown & ~failed
     detected = np.zeros(len(images), dtype=bool)
-    detected[position[keep_entry]] = True
+    detected[position[~dup & ~unknown]] = True
     report.skip_many("image missing from the detector file (detector features NA)", list(images.index[~detected]))
 
     factor, values = pd.factorize(np.asarray(category, dtype=object))

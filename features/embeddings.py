@@ -24,10 +24,9 @@ import torch
 from joblib import Parallel, delayed
 
 from data import ImageError, QualityReport, image_path, read_image, report_unreadable
-from data.cache import KEY, ShardCache, digest, file_identity, source_digest
+from data.cache import KEY, ShardCache, code_digest, digest, file_identity
 from data.embeddings import load_embeddings
-from data.images import REDUCED_FLAGS
-from models import backbones, efficientnet_lite
+from data.images import REDUCTIONS, JpegPolicy, metadata_size
 from models.backbones import Backbone, build_backbone
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,8 @@ VIEWS = ("frame", "crop", "seq_crop")
 class Views(NamedTuple):
     frame: np.ndarray | None  # RGB uint8 (S, S, 3)
     crops: np.ndarray         # RGB uint8 (k, S, S, 3), k may be 0
-    error: str | None
+    error: str | None         # why the image could not be used
+    problem: str | None       # a decoding error the image was kept despite
 
 
 def square_crop(image: np.ndarray, box: tuple[float, float, float, float], margin: float, size: int
@@ -60,25 +60,26 @@ def square_crop(image: np.ndarray, box: tuple[float, float, float, float], margi
     return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
 
 
-def decode_reduction(width: float, height: float, boxes: list[tuple], margin: float, size: int) -> int:
-    """Largest JPEG reduction keeping the frame's short side and every crop's side at least `size` pixels."""
-    if pd.isna(width) or pd.isna(height):
-        return 1
+def decode_reduction(width: int, height: int, boxes: list[tuple], margin: float, size: int) -> int:
+    """Largest JPEG reduction keeping the frame's short side and every crop's side at least `size` pixels
+    (width and height are the full size, read from the JPEG header)."""
     needed = [min(width, height)] + [max(b[2] * width, b[3] * height) * (1 + 2 * margin) for b in boxes]
     smallest = min(needed)
-    return max((f for f in REDUCED_FLAGS if smallest / f >= size), default=1)
+    return max((f for f in REDUCTIONS if smallest / f >= size), default=1)
 
 
-def image_views(item: dict, size: int, margin: float) -> Views:
+def image_views(item: dict, size: int, margin: float, policy: JpegPolicy = JpegPolicy()) -> Views:
     """Decode one image (reduced) and cut its frame and crop views; errors become a reason, not an exception."""
+    no_crops = np.empty((0, size, size, 3), np.uint8)
     try:
-        reduction = decode_reduction(item["width"], item["height"], item["boxes"], margin, size)
-        image = read_image(item["path"], reduction)
+        image, _, _, problem = read_image(
+            item["path"], lambda w, h: decode_reduction(w, h, item["boxes"], margin, size),
+            (item["width"], item["height"]), policy)
     except ImageError as e:
-        return Views(None, np.empty((0, size, size, 3), np.uint8), str(e).split(": ", 1)[-1])
+        return Views(None, no_crops, e.reason, None)
     frame = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
     crops = [cv2.cvtColor(square_crop(image, b, margin, size), cv2.COLOR_BGR2RGB) for b in item["boxes"]]
-    return Views(frame, np.stack(crops) if crops else np.empty((0, size, size, 3), np.uint8), None)
+    return Views(frame, np.stack(crops) if crops else no_crops, None, problem)
 
 
 def prefetched(fn: Callable, items: Iterable, workers: int, ahead: int) -> Iterator:
@@ -130,30 +131,32 @@ def _stack(column: pd.Series, dim: int) -> np.ndarray:
 _LOADED: dict[str, Backbone] = {}  # per process: a Dask worker loads each backbone once
 
 
-def _embed_chunk(chunk: list[tuple[str, dict]], load_backbone: Callable[[], Backbone], model_id: str, cfg: dict
-                 ) -> pd.DataFrame:
+def _embed_chunk(chunk: list[tuple[str, dict]], load_backbone: Callable[[], Backbone], model_id: str, cfg: dict,
+                 policy: JpegPolicy) -> pd.DataFrame:
     """Frame and mean crop embeddings of one chunk of images (one cache shard). Runs in this process or
     on a Dask worker; decoding runs ahead of inference in a thread pool."""
     if model_id not in _LOADED:
         _LOADED[model_id] = load_backbone()
     backbone, batch = _LOADED[model_id], cfg["batch_size"]
     torch.set_num_threads(cfg["threads"])
-    decoded = prefetched(lambda it: image_views(it, backbone.input_size, cfg["crop_margin"]),
+    decoded = prefetched(lambda it: image_views(it, backbone.input_size, cfg["crop_margin"], policy),
                          (it for _, it in chunk), cfg["decode_workers"], ahead=2 * batch)
-    frames, crops, reasons = [], [], []
+    frames, crops, reasons, problems = [], [], [], []
     for _ in range(0, len(chunk), batch):
         views = list(islice(decoded, batch))
         f, c = _embed_group(backbone, views, batch)
         frames += f
         crops += c
         reasons += [v.error for v in views]
-    return pd.DataFrame({"frame": frames, "crop": crops, "error": reasons, KEY: [k for k, _ in chunk]},
+        problems += [v.problem for v in views]
+    return pd.DataFrame({"frame": frames, "crop": crops, "error": reasons, "problem": problems,
+                         KEY: [k for k, _ in chunk]},
                         index=pd.Index([it["image_id"] for _, it in chunk], name="image_id"))
 
 
 def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict,
-                       load_backbone: Callable[[], Backbone], cache_dir: str | Path, report: QualityReport
-                       ) -> tuple[np.ndarray, np.ndarray]:
+                       load_backbone: Callable[[], Backbone], cache_dir: str | Path, report: QualityReport,
+                       policy: JpegPolicy = JpegPolicy()) -> tuple[np.ndarray, np.ndarray]:
     """(frame, crop) embedding arrays aligned with `images` (NaN where unreadable or no crop).
 
     Chunks run through joblib: in this process by default, on a Dask cluster inside
@@ -164,13 +167,12 @@ def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str
     report.note("backbone", backbone.model_id)
     boxes = crop_boxes(detections, cfg["crops_top_k"], cfg["crop_min_conf"])
     readable = images[images["file_ok"]]
-    code = source_digest(__file__, backbones.__file__, efficientnet_lite.__file__)
     view_params = (backbone.model_id, backbone.input_size, cfg["crops_top_k"], cfg["crop_min_conf"],
-                   cfg["crop_margin"], code)
-    items = [{"image_id": i, "path": str(image_path(root, s, f)), "width": w, "height": h,
-              "boxes": boxes.get(i, [])}
+                   cfg["crop_margin"], policy, code_digest(__file__))
+    items = [{"image_id": i, "path": str(image_path(root, s, f)), "width": metadata_size(w),
+              "height": metadata_size(h), "boxes": boxes.get(i, [])}
              for i, s, f, w, h in readable[["split", "file_name", "width", "height"]].itertuples()]
-    keys = [digest(view_params, file_identity(it["path"]), it["boxes"]) for it in items]
+    keys = [digest(view_params, file_identity(it["path"]), it["boxes"], it["width"], it["height"]) for it in items]
     cache = ShardCache(cache_dir)
     cached = cache.load(set(keys))
     done = set(cached.get(KEY, ()))
@@ -179,13 +181,14 @@ def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str
              len(todo), backbone.device, backbone.model_id)
     size = cfg["chunk_images"]
     jobs = Parallel(n_jobs=1, return_as="generator")(
-        delayed(_embed_chunk)(todo[i:i + size], load_backbone, backbone.model_id, cfg)
+        delayed(_embed_chunk)(todo[i:i + size], load_backbone, backbone.model_id, cfg, policy)
         for i in range(0, len(todo), size))
-    computed, n_fresh = cache.add_each(cached, jobs, len(todo), "embeddings", "img", ["frame", "crop", "error"])
+    computed, n_fresh = cache.add_each(cached, jobs, len(todo), "embeddings", "img",
+                                       ["frame", "crop", "error", "problem"])
     report.count_read("images computed", n_fresh)
     report.count_read("images from cache", len(cached))
     computed = computed.reindex(images.index)
-    report_unreadable(report, images, computed["error"])
+    report_unreadable(report, images, computed["error"], computed["problem"])
     return _stack(computed["frame"], backbone.dim), _stack(computed["crop"], backbone.dim)
 
 
@@ -211,12 +214,12 @@ def embedding_table(images: pd.DataFrame, frame: np.ndarray, crop: np.ndarray) -
     return pd.DataFrame(np.hstack(list(blocks.values())), index=images.index, columns=columns)
 
 
-def embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict,
-               cache_dir: str | Path, report: QualityReport) -> pd.DataFrame:
+def embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict, cache_dir: str | Path,
+               report: QualityReport, policy: JpegPolicy = JpegPolicy()) -> pd.DataFrame:
     """The embedding family for every image: computed by the configured backbone, or imported."""
     if cfg["backbone"] == "parquet":
         frame, crop = imported_embeddings(images, cfg["import_file"], report)
     else:
         frame, crop = compute_embeddings(images, detections, root, cfg, partial(build_backbone, cfg), cache_dir,
-                                         report)
+                                         report, policy)
     return embedding_table(images, frame, crop)

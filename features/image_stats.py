@@ -17,7 +17,8 @@ from joblib import Parallel, delayed
 from skimage.feature import local_binary_pattern
 
 from data import ImageError, QualityReport, image_path, read_image, reduction_for, report_unreadable
-from data.cache import KEY, ShardCache, digest, file_identity, source_digest
+from data.images import JpegPolicy, metadata_size
+from data.cache import KEY, ShardCache, code_digest, digest, file_identity
 
 log = logging.getLogger(__name__)
 
@@ -63,17 +64,19 @@ def frame_stats(image: np.ndarray, box: tuple | None) -> dict[str, float]:
     return out
 
 
-def sequence_stats(frames: list[dict], short_side: int) -> list[dict]:
-    """Statistics of each frame of one sequence; `frames` have image_id, path, width, height, box."""
+def sequence_stats(frames: list[dict], short_side: int, policy: JpegPolicy) -> list[dict]:
+    """Statistics of each frame of one sequence; `frames` have image_id, path, width, height (metadata's,
+    may be NA), box."""
     decoded, rows = {}, []
     for f in frames:
-        row = {"image_id": f["image_id"], "error": None}
+        row = {"image_id": f["image_id"], "error": None, "problem": None}
         try:
-            image = read_image(f["path"], reduction_for(f["width"], f["height"], short_side))
+            image, _, _, row["problem"] = read_image(f["path"], lambda w, h: reduction_for(w, h, short_side),
+                                                     (f["width"], f["height"]), policy)
             decoded[f["image_id"]] = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
             row.update(frame_stats(image, f["box"]))
         except ImageError as e:
-            row["error"] = str(e).split(": ", 1)[-1]
+            row["error"] = e.reason
         rows.append(row)
     shapes = {g.shape for g in decoded.values()}
     if len(decoded) >= 2 and len(shapes) == 1:
@@ -89,9 +92,9 @@ def sequence_stats(frames: list[dict], short_side: int) -> list[dict]:
     return rows
 
 
-def _chunk_stats(work: list[tuple[str, list[dict]]], short_side: int) -> pd.DataFrame:
-    rows = [dict(r, **{KEY: key}) for key, frames in work for r in sequence_stats(frames, short_side)]
-    return pd.DataFrame(rows).set_index("image_id").reindex(columns=COLUMNS + ["error", KEY])
+def _chunk_stats(work: list[tuple[str, list[dict]]], short_side: int, policy: JpegPolicy) -> pd.DataFrame:
+    rows = [dict(r, **{KEY: key}) for key, frames in work for r in sequence_stats(frames, short_side, policy)]
+    return pd.DataFrame(rows).set_index("image_id").reindex(columns=COLUMNS + ["error", "problem", KEY])
 
 
 def top_boxes(detections: pd.DataFrame, min_conf: float) -> pd.Series:
@@ -101,18 +104,19 @@ def top_boxes(detections: pd.DataFrame, min_conf: float) -> pd.Series:
     return pd.Series(list(zip(sure["x"], sure["y"], sure["w"], sure["h"])), index=sure.index.astype(str), dtype=object)
 
 
-def image_stats(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict,
-                cache_dir: str | Path, report: QualityReport) -> pd.DataFrame:
+def image_stats(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict, cache_dir: str | Path,
+                report: QualityReport, policy: JpegPolicy = JpegPolicy()) -> pd.DataFrame:
     """One row per image; unreadable images get NA and a counted report entry."""
     boxes = top_boxes(detections, cfg["box_min_conf"])
     readable = images[images["file_ok"]]
-    code = source_digest(__file__)
+    code = code_digest(__file__)
     work = []
     for seq_id, seq in readable.sort_values(["seq_id", "frame_num"]).groupby("seq_id", sort=False):
-        frames = [{"image_id": i, "path": str(image_path(root, s, f)), "width": int(w), "height": int(h),
-                   "box": boxes.get(i)}
+        frames = [{"image_id": i, "path": str(image_path(root, s, f)), "width": metadata_size(w),
+                   "height": metadata_size(h), "box": boxes.get(i)}
                   for i, s, f, w, h in seq[["split", "file_name", "width", "height"]].itertuples()]
-        key = digest(code, cfg["short_side"], [(file_identity(f["path"]), f["box"]) for f in frames])
+        key = digest(code, cfg["short_side"], policy, [(file_identity(f["path"]), f["box"], f["width"], f["height"])
+                                                       for f in frames])
         work.append((key, frames))
 
     cache = ShardCache(cache_dir)
@@ -123,11 +127,11 @@ def image_stats(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path
     size = cfg["chunk_sequences"]
     chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
     jobs = Parallel(n_jobs=cfg["n_jobs"], return_as="generator")(
-        delayed(_chunk_stats)(chunk, cfg["short_side"]) for chunk in chunks)
+        delayed(_chunk_stats)(chunk, cfg["short_side"], policy) for chunk in chunks)
     computed, n_fresh = cache.add_each(cached, jobs, sum(len(f) for c in chunks for _, f in c), "image_stats",
-                                       "img", COLUMNS + ["error"])
+                                       "img", COLUMNS + ["error", "problem"])
     report.count_read("images computed", n_fresh)
     report.count_read("images from cache", len(cached))
     computed = computed.reindex(images.index)
-    report_unreadable(report, images, computed["error"])
+    report_unreadable(report, images, computed["error"], computed["problem"])
     return computed[COLUMNS].astype(np.float32)

@@ -15,11 +15,12 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from data import BANDS, QualityReport, read_patch
-from data.cache import KEY, ShardCache, digest, file_identity, source_digest
+from data.cache import KEY, ShardCache, code_digest, digest, file_identity
 
 log = logging.getLogger(__name__)
 
 FILL, CLEAR, WATER, SHADOW, SNOW, CLOUD = (1 << b for b in range(6))
+TERRAIN_OCCLUSION = 1 << 10
 INDICES = {"ndvi": ("nir", "red"), "ndwi": ("green", "nir"), "nbr": ("nir", "swir2")}
 BAND_INDEX = {name: i for i, name in enumerate(BANDS)}
 REGIONS = ("patch", "centre")
@@ -27,9 +28,10 @@ INDEX_RESOLUTION = 1e-3  # spectral indices lie in [-1, 1]; quantiles to a thous
 
 
 def usable_pixels(qa: np.ndarray, max_cloud_confidence: int, max_cirrus_confidence: int = 3) -> np.ndarray:
-    """Pixels that are not fill, cloud, cloud shadow or snow, within the cloud and cirrus confidence limits."""
+    """Pixels that are not fill, cloud, cloud shadow, snow or terrain-occluded, within the cloud and cirrus
+    confidence limits."""
     qa = qa.astype(np.uint16, copy=False)
-    bad = (qa & (FILL | SHADOW | SNOW | CLOUD)) != 0
+    bad = (qa & (FILL | SHADOW | SNOW | CLOUD | TERRAIN_OCCLUSION)) != 0
     return ~bad & (((qa >> 6) & 3) <= max_cloud_confidence) & (((qa >> 8) & 3) <= max_cirrus_confidence)
 
 
@@ -104,16 +106,21 @@ def feature_names() -> list[str]:
     return names + ["clear_dates"]
 
 
-def site_summary(site_index: pd.DataFrame, cfg: dict) -> tuple[np.ndarray, pd.DataFrame]:
-    """(the site's feature vector in `feature_names()` order, per-date centre NDVI of clear acquisitions)."""
+def site_summary(site_index: pd.DataFrame, cfg: dict) -> tuple[np.ndarray, pd.DataFrame, int]:
+    """(the site's feature vector in `feature_names()` order, per-date centre NDVI of clear acquisitions,
+    pixels whose bands hold NaN: float patches mark missing data so, and they count as fill)."""
     bands_q = {r: StreamingQuantiles(len(BANDS), cfg["band_resolution"]) for r in REGIONS}
     indices_q = {r: StreamingQuantiles(len(INDICES), INDEX_RESOLUTION) for r in REGIONS}
     ndvi_by_quarter = {r: [StreamingQuantiles(1, INDEX_RESOLUTION) for _ in range(4)] for r in REGIONS}
     shares = {r: [] for r in REGIONS}
-    dated, clear_dates = [], 0
+    dated, clear_dates, nan_pixels = [], 0, 0
     for ms_path, qa_path, date in site_index[["multispectral", "pixelqa", "date"]].itertuples(index=False):
         bands, qa = read_patch(ms_path, qa_path)
         usable = usable_pixels(np.asarray(qa), cfg["max_cloud_confidence"], cfg["max_cirrus_confidence"])
+        if bands.dtype.kind == "f":
+            nan = np.isnan(bands).any(axis=2)
+            nan_pixels += int(nan.sum())
+            usable &= ~nan
         window = _centre(*usable.shape, cfg["centre_window"])
         for region, (b, u) in (("patch", (bands, usable)), ("centre", (bands[window], usable[window]))):
             share = float(u.mean())
@@ -137,7 +144,7 @@ def site_summary(site_index: pd.DataFrame, cfg: dict) -> tuple[np.ndarray, pd.Da
         values += [q.quantiles([.5])[0, 0] for q in ndvi_by_quarter[region]]
         values.append(float(np.mean(shares[region])) if shares[region] else np.nan)
     values.append(clear_dates)
-    return np.asarray(values, np.float64), pd.DataFrame(dated, columns=["date", "ndvi"])
+    return np.asarray(values, np.float64), pd.DataFrame(dated, columns=["date", "ndvi"]), nan_pixels
 
 
 def _nearest_ndvi(images: pd.DataFrame, per_date: pd.DataFrame, window_days: float) -> pd.DataFrame:
@@ -161,16 +168,16 @@ def _nearest_ndvi(images: pd.DataFrame, per_date: pd.DataFrame, window_days: flo
 
 def _site_row(site: int, site_index: pd.DataFrame, cfg: dict, key: str) -> pd.DataFrame:
     """One site's summary as a cache row: the feature vector and its clear dates (days since 1970) and NDVI."""
-    values, dated = site_summary(site_index, cfg)
+    values, dated, nan_pixels = site_summary(site_index, cfg)
     days = dated["date"].to_numpy().astype("datetime64[D]").astype(np.int64)
     return pd.DataFrame({"values": [values], "days": [days], "ndvi": [dated["ndvi"].to_numpy(np.float64)],
-                         KEY: [key]}, index=pd.Index([site], name="site"))
+                         "nan_pixels": [nan_pixels], KEY: [key]}, index=pd.Index([site], name="site"))
 
 
 def _site_summaries(groups: dict[int, pd.DataFrame], cfg: dict, cache_dir: str | Path, report: QualityReport
                     ) -> pd.DataFrame:
     """Cache rows of every site, computing (in parallel, or on Dask) only sites whose files or params changed."""
-    code = source_digest(__file__)
+    code = code_digest(__file__)
     settings = {k: v for k, v in sorted(cfg.items()) if k != "n_jobs"}
     keys = {s: digest(code, settings, [file_identity(p) for p in g["multispectral"]] +
                       [file_identity(p) for p in g["pixelqa"]]) for s, g in groups.items()}
@@ -181,7 +188,8 @@ def _site_summaries(groups: dict[int, pd.DataFrame], cfg: dict, cache_dir: str |
     log.info("landsat_summary: %d sites, %d cached, %d to compute", len(groups), len(groups) - len(todo), len(todo))
     jobs = Parallel(n_jobs=cfg["n_jobs"], return_as="generator")(
         delayed(_site_row)(s, groups[s], cfg, keys[s]) for s in todo)  # one shard per site
-    rows, n_fresh = cache.add_each(cached, jobs, len(todo), "landsat_summary", "site", ["values", "days", "ndvi"])
+    rows, n_fresh = cache.add_each(cached, jobs, len(todo), "landsat_summary", "site",
+                                    ["values", "days", "ndvi", "nan_pixels"])
     report.count_read("Landsat sites computed", n_fresh)
     report.count_read("Landsat sites from cache", len(cached))
     return rows
@@ -207,6 +215,8 @@ def landsat_summary(images: pd.DataFrame, landsat_index: pd.DataFrame, cfg: dict
                      [f"site {s}" for s in sites if s not in groups])
     report.skip_many("camera site without a clear-enough acquisition (features NA)",
                      [f"site {s}" for s in jobs if per_site.loc[s, "clear_dates"] == 0])
+    for site, n in rows["nan_pixels"].items():
+        report.skip("Landsat pixel with NaN bands (treated as fill)", f"site {site}", int(n))
     report.count_read("Landsat sites summarised", len(jobs))
     report.count_read("Landsat clear acquisitions (centre window)", len(per_date))
     out = per_site.reindex(images["location"].to_numpy())

@@ -15,13 +15,14 @@ import torch
 from torch import nn
 
 from data.cache import source_digest
+from data.quality import DataError
 from models import efficientnet_lite
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-class BackboneError(ValueError):
-    """A backbone that cannot be built as configured."""
+class BackboneError(DataError):
+    """A backbone that cannot be built as configured (a weights file that does not fit, a missing library)."""
 
 
 def resolve_device(device: str) -> torch.device:

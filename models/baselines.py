@@ -23,11 +23,16 @@ def majority_class(y_fit: pd.Series, n: int) -> np.ndarray:
     return np.full(n, int(y_fit.mode().iloc[0]))
 
 
-def detector_only(top_conf: pd.Series, y_fit: pd.Series, threshold: float) -> np.ndarray:
+def detector_only(top_conf: pd.Series, y_fit: pd.Series, threshold: float) -> tuple[np.ndarray, list[int]]:
     """Empty if no box reaches the threshold (or the image is not in the detector file), else the most
-    common non-empty training class: the rule many camera-trap projects start with."""
-    animal = int(y_fit[y_fit != EMPTY].mode().iloc[0])
-    return np.where(top_conf.fillna(0).to_numpy() >= threshold, animal, EMPTY)
+    common non-empty training class: the rule many camera-trap projects start with. As (probabilities,
+    classes): the training classes plus "empty", which the rule says even where no training image is
+    labelled empty (many projects drop empties before labelling)."""
+    animals = y_fit[y_fit != EMPTY]
+    animal = int(animals.mode().iloc[0]) if len(animals) else EMPTY
+    predicted = np.where(top_conf.fillna(0).to_numpy() >= threshold, animal, EMPTY)
+    classes = sorted({int(c) for c in y_fit.unique()} | {EMPTY})
+    return one_hot(predicted, classes), classes
 
 
 def linear_probe(x_fit: pd.DataFrame, y_fit: pd.Series, x_val: pd.DataFrame, class_weight: str, seed: int

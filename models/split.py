@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import GroupShuffleSplit
+from sklearn.model_selection import GroupKFold, GroupShuffleSplit
 
 
 def holdout_locations(locations: pd.Series, fraction: float, seed: int) -> list[int]:
@@ -11,3 +11,9 @@ def holdout_locations(locations: pd.Series, fraction: float, seed: int) -> list[
     splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
     _, held = next(splitter.split(np.zeros(len(locations)), groups=locations.to_numpy()))
     return sorted(int(v) for v in set(locations.iloc[held]))
+
+
+def location_folds(groups: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit rows, validation rows) of `n_folds` folds, each location's rows in one validation fold only:
+    tuning measures what the held-out evaluation measures, unseen cameras."""
+    return list(GroupKFold(n_splits=n_folds).split(np.zeros(len(groups)), groups=groups))

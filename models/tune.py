@@ -1,11 +1,13 @@
 """Optuna tuning of LightGBM on location-grouped folds, pruned on LightGBM's per-iteration validation loss.
 
 The study lives in an Optuna storage (SQLite by default), named after everything that defines it
-(search space, fixed params, folds, data shape), so an interrupted run resumes where it stopped and
+(search space, fixed params, fold count, and the content of the training matrix, labels and groups), so an
+interrupted run resumes where it stopped, any change to a feature value starts a new study, and
 `optuna-dashboard <storage>` shows it. `n_trials` is the study's target: trials already finished count.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from pathlib import Path
@@ -14,10 +16,10 @@ import lightgbm as lgb
 import numpy as np
 import optuna
 import pandas as pd
-from sklearn.model_selection import GroupKFold
 
 from data.cache import digest
 from models.lgbm import lgb_params, sample_weights
+from models.split import location_folds
 
 log = logging.getLogger(__name__)
 # Optuna labels DaskStorage experimental; the README says so once instead of a warning per call
@@ -54,8 +56,7 @@ def cross_validate(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, pa
     The first fold reports every iteration to the pruner; all folds stop early.
     """
     losses, rounds = [], []
-    folds = GroupKFold(n_splits=cfg["cv_folds"]).split(features, y, groups)
-    for k, (fit, val) in enumerate(folds):
+    for k, (fit, val) in enumerate(location_folds(groups, cfg["cv_folds"])):
         train = lgb.Dataset(features.iloc[fit], y[fit], weight=sample_weights(y[fit], cfg["class_weight"]))
         valid = lgb.Dataset(features.iloc[val], y[val], reference=train)
         callbacks = [lgb.early_stopping(cfg["early_stopping_rounds"], verbose=False)]
@@ -84,12 +85,24 @@ def study_storage(url: str | None, client=None):
     return DaskStorage(url, client=client)
 
 
-def study_for(features: pd.DataFrame, cfg: dict, seed: int, pruning: bool, storage) -> optuna.Study:
+def data_digest(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray) -> str:
+    """Hash of what the trials are tuned on: every feature value with its row and column names, the labels
+    and the location groups (which, with the fold count, decide the folds)."""
+    h = hashlib.sha256()
+    h.update(repr(list(features.columns)).encode())
+    h.update(pd.util.hash_pandas_object(features, index=True).to_numpy().tobytes())
+    h.update(np.ascontiguousarray(np.asarray(y, np.int64)).tobytes())
+    h.update(pd.util.hash_pandas_object(pd.Series(np.asarray(groups)).astype(str), index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def study_for(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: dict, seed: int, pruning: bool,
+              storage) -> optuna.Study:
     """Create or resume the study that this data, space and config define. Whether it exists is asked
     first rather than tried, so a DaskStorage scheduler does not log a duplicate-study error."""
     name = "lightgbm-" + digest(cfg["search_space"], cfg["fixed"], cfg["cv_folds"], cfg["class_weight"],
                                 cfg["max_rounds"], cfg["early_stopping_rounds"], seed, pruning,
-                                list(features.columns), len(features))[:12]
+                                data_digest(features, y, groups))[:12]
     sampler, pruner = optuna.samplers.TPESampler(seed=seed), _pruner(pruning)
     if storage is not None and name in optuna.get_all_study_names(storage):
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
@@ -129,7 +142,7 @@ def tune(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: dict, n
     locally, so the study's path (not the objective of any given params) differs from a local run."""
     pruning = cfg["tune"]["pruning"] if pruning is None else pruning
     storage = study_storage(cfg["tune"]["storage"], client)
-    study = study_for(features, cfg, seed, pruning, storage)
+    study = study_for(features, y, groups, cfg, seed, pruning, storage)
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
                                                         optuna.trial.TrialState.PRUNED)]
     remaining = max(cfg["tune"]["n_trials"] - len(finished), 0)

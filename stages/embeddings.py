@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from data import QualityReport
+from data.images import JpegPolicy
 from data.io import write_parquet
 from features.embeddings import embeddings
 from stages.common import FEATURES, CACHE, compute_backend, table, write_quality
@@ -13,6 +14,6 @@ def run(params: dict) -> None:
         cfg = dict(cfg, threads=compute["threads_per_worker"])
     with compute_backend(compute):
         vectors = embeddings(table("images"), table("detections"), params["data"]["root"], cfg,
-                             CACHE / "embeddings", report)
+                             CACHE / "embeddings", report, JpegPolicy.from_params(params["jpeg"]))
     write_parquet(vectors, FEATURES / "embeddings.parquet")
     write_quality("embeddings", report)

@@ -54,8 +54,7 @@ def run(params: dict) -> None:
     majority = baselines.majority_class(y_fit, len(y_val))
     record("majority_class", baselines.one_hot(majority, fit_classes), fit_classes, 0.0)
     top_conf = pd.read_parquet(FEATURES / "detector_stats.parquet")["top_conf"].reindex(x_val_images.index)
-    rule = baselines.detector_only(top_conf, y_fit, cfg["detector_threshold"])
-    record("detector_only", baselines.one_hot(rule, fit_classes), fit_classes, 0.0)
+    record("detector_only", *baselines.detector_only(top_conf, y_fit, cfg["detector_threshold"]), 0.0)
     (proba, classes), seconds = timed(baselines.linear_probe, x_fit, y_fit, x_val, weight, seed)
     record("logistic_regression", per_image(proba), classes, seconds)
     for name, prefixes in [(f, (f"{f}__",)) for f in FAMILIES] + list(EMBEDDING_VIEWS.items()):

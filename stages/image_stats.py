@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from data import QualityReport
+from data.images import JpegPolicy
 from data.io import write_parquet
 from features.image_stats import image_stats
 from stages.common import FEATURES, CACHE, compute_backend, table, write_quality
@@ -11,6 +12,6 @@ def run(params: dict) -> None:
     report = QualityReport()
     with compute_backend(params["compute"]):
         stats = image_stats(table("images"), table("detections"), params["data"]["root"], params["image_stats"],
-                            CACHE / "image_stats", report)
+                            CACHE / "image_stats", report, JpegPolicy.from_params(params["jpeg"]))
     write_parquet(stats, FEATURES / "image_stats.parquet")
     write_quality("image_stats", report)

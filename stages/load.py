@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from data import QualityReport, index_landsat, load_detections, load_metadata
+from data import DataError, QualityReport, index_landsat, load_detections, load_metadata
+from data.coco import TRAIN_JSON
 from data.io import write_parquet
 from stages.common import TABLES, write_quality
 
@@ -13,6 +14,10 @@ def run(params: dict) -> None:
     root = Path(params["data"]["root"])
     report = QualityReport()
     images, labels, categories = load_metadata(root, report, tuple(params["data"]["valid_years"]))
+    if labels.empty:
+        write_quality("load", report)
+        raise DataError(f"{root / TRAIN_JSON}: no train image has a usable label ({report.read['train annotations']} "
+                        f"annotations read, skips in reports/quality/load.json); a model needs labelled train images")
     detections, detector_images = load_detections(root, images, report)
     landsat_index = index_landsat(root, report)
     for name, df in (("images", images), ("labels", labels), ("categories", categories),

@@ -12,7 +12,7 @@ from models.reduce import EmbeddingPCA
 from models.split import holdout_locations
 from models.tune import tune
 from stages.common import (HOLDOUT_MODEL, FINAL_MODEL, HOLDOUT_PCA, FINAL_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS,
-                           compute_backend, labelled_train)
+                           OPTUNA, compute_backend, labelled_train)
 
 log = logging.getLogger("stages.train")
 
@@ -21,6 +21,7 @@ def run(params: dict) -> None:
     """Tune on location-grouped folds of the non-held-out locations; fit the best params there (for
     evaluation) and on all train locations (for the submission)."""
     cfg = params["train"]
+    OPTUNA.mkdir(parents=True, exist_ok=True)  # declared in dvc.yaml even when the storage is elsewhere
     features, labels, rows = labelled_train()
     held = holdout_locations(rows["location"], params["split"]["holdout_fraction"], params["split"]["seed"])
     fit_rows = ~rows["location"].isin(held)

@@ -1,11 +1,15 @@
 """Fixtures: a tiny dataset written by the sample generator in the real formats, copied per test to mutate."""
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
+from PIL import Image
 
 from data import QualityReport, load_detections, load_metadata
 from sample.generate import generate
@@ -76,3 +80,39 @@ class Payload:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
+
+
+def camera_jpeg(bgr: np.ndarray, *, trailer: bytes = b"", orientation: int | None = None, progressive: bool = False,
+                restart_rows: int = 0) -> bytes:
+    """A JPEG as camera-trap firmware writes it: an EXIF block with maker and model (and an orientation tag
+    if given), optionally progressive or with restart markers, and `trailer` bytes after the end-of-image
+    marker (maker text, padding), which cameras append and every decoder ignores."""
+    params = [cv2.IMWRITE_JPEG_QUALITY, 92, cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive)]
+    if restart_rows:
+        params += [cv2.IMWRITE_JPEG_RST_INTERVAL, restart_rows]
+    body = cv2.imencode(".jpg", bgr, params)[1].tobytes()
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "RECONYX", "HC600 HYPERFIRE"
+    if orientation is not None:
+        exif[0x0112] = orientation
+    with_exif = io.BytesIO()
+    Image.open(io.BytesIO(body)).save(with_exif, "JPEG", exif=exif.tobytes(), quality="keep")
+    return with_exif.getvalue() + trailer
+
+
+def corrupt_body(data: bytes) -> bytes:
+    """The same file with bytes in the middle of its entropy-coded data overwritten, markers left intact
+    (as a flaky SD card leaves it): it still has every marker and ends in FF D9."""
+    damaged = bytearray(data)
+    middle = len(damaged) // 2
+    for k in range(middle, middle + 64, 3):
+        damaged[k] = 0x5A if damaged[k] != 0x5A else 0x3C
+    return bytes(damaged)
+
+
+def with_header_size(data: bytes, width: int, height: int) -> bytes:
+    """The same file with the frame header (SOF0/SOF2) claiming another size: a flipped bit does that."""
+    damaged = bytearray(data)
+    sof = max(data.find(b"\xff\xc0"), data.find(b"\xff\xc2"))
+    damaged[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(damaged)

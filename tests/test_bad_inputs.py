@@ -1,6 +1,8 @@
-"""The bad-input corpus: every defect of the foundation issue at once, in real-format files, through the
-whole pipeline. Each is counted exactly once where it is met, every good row comes through, and nothing
-about the good rows differs from the same data without the defects."""
+"""The bad-input corpus: every defect at once, in real-format files, through the whole pipeline. Each is
+counted exactly once where it is met, every good row comes through, and nothing about the good rows differs
+from the same data without the defects. Odd but valid files as real cameras and tools write them (bytes
+after the end-of-image marker, metadata without image sizes, a byte-order mark) are no defect: they come
+through unchanged and uncounted, or counted as repaired."""
 import json
 import shutil
 import subprocess
@@ -13,7 +15,8 @@ import pytest
 import yaml
 
 from sample.generate import generate
-from tests.conftest import DETECTOR_JSON, REPO, TEST_JSON, TINY, TRAIN_JSON, Payload, copy_project, read, write
+from tests.conftest import (DETECTOR_JSON, REPO, TEST_JSON, TINY, TRAIN_JSON, Payload, copy_project, corrupt_body,
+                            read, with_header_size, write)
 
 STAGES = ["load", "detector_stats", "sequence_timing", "landsat_summary", "image_stats", "embeddings", "join",
           "train", "evaluate", "predict"]
@@ -28,9 +31,13 @@ EXPECTED_LOAD = {
     "Landsat npy holds Python objects (pickle refused)": 1,
     "Landsat multispectral not HxWx9 numeric": 2,
     "Landsat date without a valid multispectral + pixelqa pair": 3,
+    "image width/height missing or not positive (read from the JPEG header)": 1,
 }
-EXPECTED_IMAGES = {"image not readable: truncated JPEG (no end-of-image marker)": 1,
+EXPECTED_IMAGES = {"image not readable: truncated JPEG (the image data ends early)": 1,
+                   "image not readable: JPEG header size over jpeg.max_megapixels": 1,
+                   "image not readable: JPEG decoded with errors": 1,
                    "image not readable: missing or unsafe file_name (see load report)": 2}
+UNREADABLE = ["truncated", "missing", "traversal", "huge_header", "corrupt_body"]
 
 
 def damage(root: Path, marker: Path) -> dict[str, str]:
@@ -40,10 +47,17 @@ def damage(root: Path, marker: Path) -> dict[str, str]:
     labelled = {a["image_id"] for a in train["annotations"]}
     pool = [im for im in train["images"] if im["id"] in detected and im["id"] in labelled]
     names = ["truncated", "missing", "bad_datetime", "box_out_of_frame", "not_in_detector", "traversal",
-             "duplicate", "unknown_category"]
+             "duplicate", "unknown_category", "huge_header", "corrupt_body", "camera_trailer", "no_size"]
     victims = dict(zip(names, pool[::3]))
     jpeg = root / "train" / victims["truncated"]["file_name"]
     jpeg.write_bytes(jpeg.read_bytes()[:300])
+    jpeg = root / "train" / victims["huge_header"]["file_name"]
+    jpeg.write_bytes(with_header_size(jpeg.read_bytes(), 65000, 65000))  # would need 12 GB to decode
+    jpeg = root / "train" / victims["corrupt_body"]["file_name"]
+    jpeg.write_bytes(corrupt_body(jpeg.read_bytes()))
+    jpeg = root / "train" / victims["camera_trailer"]["file_name"]
+    jpeg.write_bytes(jpeg.read_bytes() + b"RECONYX HC600\x00\x00\x00 ")   # valid: decodes fully
+    del victims["no_size"]["width"], victims["no_size"]["height"]
     (root / "train" / victims["missing"]["file_name"]).unlink()
     victims["bad_datetime"]["datetime"] = "2019-13-45 99:99:99"
     victims["traversal"]["file_name"] = "../../metadata/" + Path(TRAIN_JSON).name
@@ -51,6 +65,7 @@ def damage(root: Path, marker: Path) -> dict[str, str]:
     train["annotations"].append({"id": "unknown-cat", "image_id": victims["unknown_category"]["id"],
                                  "category_id": 4242})
     write(root, TRAIN_JSON, train)
+    (root / TRAIN_JSON).write_bytes(b"\xef\xbb\xbf" + (root / TRAIN_JSON).read_bytes())  # as Windows tools save it
     entry = next(d for d in detector["images"] if d["id"] == victims["box_out_of_frame"]["id"])
     entry["detections"].append({"category": "1", "conf": 0.9, "bbox": [1.5, 1.5, 0.1, 0.1]})
     detector["images"] = [d for d in detector["images"] if d["id"] != victims["not_in_detector"]["id"]]
@@ -113,8 +128,9 @@ def test_good_rows_all_come_through_unchanged(corpus):
     clean, bad = runs["clean"], runs["bad"]
     images_clean, images_bad = tables(clean, "images"), tables(bad, "images")
     assert images_bad.index.equals(images_clean.index)  # the duplicate record is dropped, nothing else
-    untouched = images_clean.index.difference(list(victims.values()))
-    pd.testing.assert_frame_equal(images_bad.loc[untouched], images_clean.loc[untouched])
+    untouched = images_clean.index.difference([victims[k] for k in
+                                               ("missing", "bad_datetime", "traversal", "duplicate")])
+    pd.testing.assert_frame_equal(images_bad.loc[untouched], images_clean.loc[untouched])  # no_size: from header
     assert not images_bad.loc[victims["traversal"], "file_ok"] and not images_bad.loc[victims["missing"], "file_ok"]
     assert pd.isna(images_bad.loc[victims["bad_datetime"], "datetime"])
 
@@ -132,10 +148,17 @@ def test_good_rows_all_come_through_unchanged(corpus):
     table_bad = pd.read_parquet(bad / "artifacts/features/feature_table.parquet")
     assert table_bad.index.equals(images_clean.index)
     emb = [c for c in table_bad.columns if c.startswith("embeddings__frame_emb_")]
-    unreadable = [victims["truncated"], victims["missing"], victims["traversal"]]
+    unreadable = [victims[k] for k in UNREADABLE]
     assert table_bad.loc[unreadable, emb].isna().all().all()
-    readable = images_clean.index.difference(unreadable)
+    readable = images_clean.index.difference(unreadable)  # camera_trailer and no_size among them
     np.testing.assert_allclose(table_bad.loc[readable, emb], table_clean.loc[readable, emb], rtol=1e-4, atol=1e-4)
+    # image statistics compare frames with their burst (motion) and use detector boxes: sequences without a
+    # damaged frame or detector entry, and the two valid oddities, come through unchanged
+    damaged = [victims[k] for k in set(victims) - {"camera_trailer", "no_size"}]
+    calm = images_clean.index[~images_clean["seq_id"].isin(images_clean.loc[damaged, "seq_id"])]
+    assert {victims["camera_trailer"], victims["no_size"]} <= set(calm)
+    stats = [c for c in table_bad.columns if c.startswith("image_stats__")]
+    np.testing.assert_allclose(table_bad.loc[calm, stats], table_clean.loc[calm, stats], rtol=1e-5)
 
     test_ids = [im["id"] for im in read(bad.parent / "bad", TEST_JSON)["images"]]
     submission = pd.read_csv(bad / "reports/submission.csv", dtype={"Id": str})

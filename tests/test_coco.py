@@ -119,3 +119,43 @@ def test_missing_metadata_file_is_an_error(root):
     (root / TEST_JSON).unlink()
     with pytest.raises(DataError, match="file not found"):
         load(root)
+
+
+def test_json_with_a_byte_order_mark_loads_as_without(root):
+    clean = load(root)[0]
+    for rel in (TRAIN_JSON, TEST_JSON):
+        path = root / rel
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    images, _, _, report = load(root)
+    pd.testing.assert_frame_equal(images, clean)
+    assert report.counts == {}
+
+
+def test_image_size_missing_from_the_metadata_is_read_from_the_jpeg_header(root):
+    clean = load(root)[0]
+    doc = read(root, TRAIN_JSON)
+    for im in doc["images"][:3]:
+        del im["width"], im["height"]
+    doc["images"][3]["width"] = 0
+    unreadable = doc["images"][4]
+    del unreadable["height"]
+    write(root, TRAIN_JSON, doc)
+    (root / "train" / unreadable["file_name"]).write_bytes(b"\xff\xd8\xff")  # cut inside the header
+    images, _, _, report = load(root)
+    assert report.counts["image width/height missing or not positive (read from the JPEG header)"] == 4
+    assert report.counts["image width/height missing or not positive, JPEG header unreadable (left NA)"] == 1
+    fixed = [im["id"] for im in doc["images"][:4]]
+    pd.testing.assert_frame_equal(images.loc[fixed], clean.loc[fixed])
+    assert pd.isna(images.loc[unreadable["id"], "height"]) and images.loc[unreadable["id"], "width"] == 160
+
+
+def test_metadata_without_any_width_or_height_key_loads_from_headers(root):
+    clean = load(root)[0]
+    for rel in (TRAIN_JSON, TEST_JSON):
+        doc = read(root, rel)
+        for im in doc["images"]:
+            del im["width"], im["height"]
+        write(root, rel, doc)
+    images, _, _, report = load(root)
+    pd.testing.assert_frame_equal(images, clean)
+    assert report.counts == {"image width/height missing or not positive (read from the JPEG header)": len(images)}

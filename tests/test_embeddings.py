@@ -84,7 +84,6 @@ def test_decode_reduction_keeps_frame_and_crops_above_input_size():
     assert decode_reduction(1920, 1080, [(0.1, 0.1, 0.5, 0.5)], 0.15, 224) == 4
     assert decode_reduction(1920, 1080, [(0.1, 0.1, 0.05, 0.05)], 0.15, 224) == 1  # a small, far animal
     assert decode_reduction(640, 360, [], 0.15, 224) == 1
-    assert decode_reduction(pd.NA, 360, [], 0.15, 224) == 1
 
 
 def test_crop_boxes_keep_the_top_k_above_min_conf():
@@ -103,6 +102,9 @@ def test_views_of_a_real_sample_image(root):
             "boxes": boxes[image_id]}
     views = image_views(item, 64, 0.15)
     assert views.error is None and views.frame.shape == (64, 64, 3) and views.crops.shape[0] == len(boxes[image_id])
+    unsized = image_views(dict(item, width=np.nan, height=np.nan), 64, 0.15)  # the JPEG header gives the size
+    np.testing.assert_array_equal(unsized.frame, views.frame)
+    np.testing.assert_array_equal(unsized.crops, views.crops)
 
 
 def test_bad_images_get_nan_and_a_counted_reason(root, tmp_path, lite):
@@ -116,7 +118,7 @@ def test_bad_images_get_nan_and_a_counted_reason(root, tmp_path, lite):
     report = QualityReport()
     frame, crop = compute_embeddings(images, detections, root, CFG, lambda: lite, tmp_path / "cache", report)
     assert np.isnan(frame[:2]).all() and not np.isnan(frame[2:]).any()
-    assert report.counts["image not readable: truncated JPEG (no end-of-image marker)"] == 1
+    assert report.counts["image not readable: truncated JPEG (the image data ends early)"] == 1
     assert report.counts["image not readable: missing or unsafe file_name (see load report)"] == 1
     has_crop = images.index.isin(crop_boxes(detections, 2, 0.3).index)
     assert not np.isnan(crop[2:][has_crop[2:]]).any() and np.isnan(crop[~has_crop]).all()

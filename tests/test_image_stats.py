@@ -47,7 +47,7 @@ def test_bad_images_are_counted_not_fatal(root, tmp_path):
     stats = image_stats(images, detections, root, CFG, tmp_path / "cache", report)
     assert stats.loc[victims].isna().all().all()
     assert stats.drop(victims)["brightness"].notna().all()
-    assert report.counts["image not readable: truncated JPEG (no end-of-image marker)"] == 1
+    assert report.counts["image not readable: truncated JPEG (the image data ends early)"] == 1
     assert report.counts["image not readable: missing or unsafe file_name (see load report)"] == 1
 
 

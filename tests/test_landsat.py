@@ -84,6 +84,7 @@ def test_garbage_file_and_bad_names_are_counted(root):
     (480, 3, False),   # cloud, high confidence: the cloud bit masks it whatever the limit
     (386, 1, False),   # clear bit but medium cloud confidence
     (386, 2, True),
+    (322 | 1 << 10, 1, False),  # clear but occluded by terrain
 ])
 def test_pixelqa_bits(qa, max_conf, usable):
     assert usable_pixels(np.array([[qa]], np.uint16), max_conf)[0, 0] == usable
@@ -125,6 +126,30 @@ def test_summary_masks_clouds_and_reports_sites_without_data(tmp_path):
     assert np.isnan(summary.loc["c", "ndvi_nearest"])           # nothing within 30 days
     assert summary.loc["d"].isna().all()
     assert report.counts["camera site without Landsat files (features NA)"] == 1
+
+
+def test_nan_in_float_bands_is_treated_as_fill_and_counted(tmp_path):
+    site = tmp_path / "iwildcam_rs_npy" / "iwc_007"
+    site.mkdir(parents=True)
+    bands = np.zeros((4, 4, 9), np.float32)
+    bands[..., 3], bands[..., 4] = 0.1, 0.3                  # reflectance as floats: NDVI 0.5
+    bands[0, :, 4] = np.nan                                  # a row the sensor did not see
+    bands[1, 0, 3] = 0.9                                     # one bright red pixel that stays
+    write_date(site, "2015-03-01", bands, np.full((4, 4), 322, np.uint16))
+    report = QualityReport()
+    images = pd.DataFrame({"location": [7], "datetime": pd.to_datetime(["2015-03-02"])},
+                          index=pd.Index(["a"], name="image_id"))
+    cfg = dict(CFG, band_resolution=0.001)
+    summary = landsat_summary(images, index_landsat(tmp_path, report), cfg, tmp_path / "cache", report)
+    assert report.counts["Landsat pixel with NaN bands (treated as fill)"] == 4
+    assert summary.loc["a", "patch_clear_share"] == pytest.approx(12 / 16)
+    assert summary.loc["a", "patch_nir_median"] == pytest.approx(0.3)
+    assert summary.loc["a", "patch_ndvi_median"] == pytest.approx(0.5)
+    assert summary.loc["a", "ndvi_nearest"] == pytest.approx(0.5)
+    report = QualityReport()  # a rerun from the cache still counts them
+    landsat_summary(images, index_landsat(tmp_path, report), cfg, tmp_path / "cache", report)
+    assert report.read["Landsat sites from cache"] == 1
+    assert report.counts["Landsat pixel with NaN bands (treated as fill)"] == 4
 
 
 def test_streaming_quantiles_equal_numpy_on_the_grid_and_near_it_off():

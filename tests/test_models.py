@@ -3,11 +3,10 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from sklearn.model_selection import GroupKFold
 
 from models import baselines, lgbm
 from models.metrics import classification_metrics, smooth_by_sequence
-from models.split import holdout_locations
+from models.split import holdout_locations, location_folds
 from models.tune import cross_validate, tune
 
 CFG = dict(class_weight="balanced", cv_folds=3, max_rounds=30, early_stopping_rounds=5,
@@ -27,15 +26,21 @@ def toy(n=240, seed=0):
     return x, y, rng.integers(0, 12, n)
 
 
-def test_holdout_and_folds_never_share_a_location():
+def test_holdout_takes_a_quarter_of_the_locations_whole_and_seeded():
     locations = pd.Series(np.random.default_rng(1).integers(0, 30, 600))
     held = holdout_locations(locations, 0.25, seed=3)
-    assert 0 < len(held) < 30
-    fit = locations[~locations.isin(held)]
-    assert set(fit).isdisjoint(held)
-    for train, val in GroupKFold(n_splits=3).split(fit, groups=fit.to_numpy()):
-        assert set(fit.iloc[train]).isdisjoint(set(fit.iloc[val]))
-    assert holdout_locations(locations, 0.25, seed=3) == held  # seeded
+    assert len(held) == 8 and set(held) <= set(locations)  # ceil(0.25 x 30) whole locations
+    assert holdout_locations(locations, 0.25, seed=3) == held
+    assert holdout_locations(locations, 0.25, seed=4) != held
+
+
+def test_tuning_folds_validate_each_location_once_and_never_fit_on_it():
+    groups = np.random.default_rng(1).integers(0, 22, 500)
+    folds = location_folds(groups, 3)
+    validated = np.concatenate([val for _, val in folds])
+    assert len(folds) == 3 and sorted(validated) == list(range(500))  # every row validated exactly once
+    for fit, val in folds:
+        assert set(groups[fit]).isdisjoint(groups[val]) and len(set(groups[val])) >= 22 // 3
 
 
 def test_model_text_file_reloads_and_predicts_identically(tmp_path):
@@ -93,8 +98,19 @@ def test_sequence_smoothing_gives_every_frame_the_sequence_mean():
 def test_detector_only_rule():
     y_fit = pd.Series([0, 0, 0, 24, 24, 7])
     top = pd.Series([0.9, 0.2, np.nan, 0.5])
-    assert baselines.detector_only(top, y_fit, 0.5).tolist() == [24, 0, 0, 24]
+    proba, classes = baselines.detector_only(top, y_fit, 0.5)
+    assert classes == [0, 7, 24] and np.asarray(classes)[proba.argmax(axis=1)].tolist() == [24, 0, 0, 24]
     assert baselines.majority_class(y_fit, 2).tolist() == [0, 0]
+
+
+def test_detector_only_rule_without_any_empty_training_image():
+    """Many projects drop empties before labelling: the rule still says "empty" below the threshold."""
+    y_fit = pd.Series([24, 24, 7])
+    top = pd.Series([0.9, 0.2])
+    proba, classes = baselines.detector_only(top, y_fit, 0.5)
+    assert classes == [0, 7, 24] and np.asarray(classes)[proba.argmax(axis=1)].tolist() == [24, 0]
+    m = classification_metrics(np.array([24, 7]), proba, classes, np.array(["a", "b"]))
+    assert m["accuracy"] == 0.5
 
 
 def test_hist_gradient_boosting_baseline_ignores_columns_empty_in_training():
@@ -102,3 +118,23 @@ def test_hist_gradient_boosting_baseline_ignores_columns_empty_in_training():
     x["never_seen"] = np.nan  # e.g. a Landsat quarter without a clear scene at any training camera
     proba, classes = baselines.hist_gradient_boosting(x, pd.Series(y), x, {"num_leaves": 7}, 10, "none", 0)
     assert proba.shape == (len(x), 3) and classes == [0, 1, 2]
+
+
+def test_a_value_only_change_to_the_training_data_starts_a_new_study(tmp_path):
+    """Same columns and rows, other values (e.g. a new crop margin): the old study's best params and loss
+    say nothing about these features, so its trials must not be reused."""
+    x, y, groups = toy()
+    cfg = dict(CFG, tune=dict(CFG["tune"], storage=f"sqlite:///{tmp_path}/s.db"))
+    _, _, first = tune(x, y, groups, cfg, 3, seed=0)
+    _, _, again = tune(x, y, groups, cfg, 3, seed=0)
+    assert again.study_name == first.study_name and len(again.trials) == 2  # nothing new to run
+    shifted = x.assign(a=x["a"] + np.random.default_rng(5).normal(0, 0.5, len(x)))
+    _, _, changed = tune(shifted, y, groups, cfg, 3, seed=0)
+    assert changed.study_name != first.study_name and len(changed.trials) == 2
+    assert changed.best_value != first.best_value
+    relabelled, regrouped = y.copy(), groups.copy()
+    relabelled[:5] = (relabelled[:5] + 1) % 3
+    regrouped[:5] = (regrouped[:5] + 1) % 12
+    names = {tune(x, relabelled, groups, cfg, 3, seed=0)[2].study_name,
+             tune(x, y, regrouped, cfg, 3, seed=0)[2].study_name}
+    assert len(names | {first.study_name}) == 3

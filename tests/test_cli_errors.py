@@ -1,0 +1,61 @@
+"""Errors meant for a person: a stage stops with one line naming the file and the record (exit status 1),
+the traceback only on request; a dataset no model can learn from is refused at the first stage that can
+tell, with a sentence saying what is missing."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from tests.conftest import DETECTOR_JSON, TRAIN_JSON, copy_project, read, write
+
+
+@pytest.fixture
+def work(root, tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    copy_project(project)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["root"] = str(root)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    return project
+
+
+def stage(work, name, **env) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "pipeline.py", name], cwd=work, capture_output=True, text=True,
+                          env=dict(os.environ, **env))
+
+
+def test_input_error_is_one_line_naming_file_and_record(work, root):
+    doc = read(root, DETECTOR_JSON)
+    doc["images"][2]["detections"] = [{"category": "1", "conf": "high", "bbox": [0.1, 0.1, 0.2, 0.2]}]
+    write(root, DETECTOR_JSON, doc)
+    done = stage(work, "load")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("load: error: ") and "iwildcam2020_megadetector_results.json" in last
+    assert doc["images"][2]["id"] in last and "conf" in last
+    shown = stage(work, "load", CAMTRAP_TRACEBACK="1")
+    assert shown.returncode == 1 and "Traceback" in shown.stderr and "DataError" in shown.stderr
+
+
+def test_missing_metadata_file_is_one_line(work, root):
+    (root / TRAIN_JSON).unlink()
+    done = stage(work, "load")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1] == f"load: error: {root / TRAIN_JSON}: file not found"
+
+
+def test_no_labelled_train_image_is_refused_at_load_with_what_is_missing(work, root):
+    doc = read(root, TRAIN_JSON)
+    for annotation in doc["annotations"]:
+        annotation["category_id"] = 4242  # a category the file does not list
+    write(root, TRAIN_JSON, doc)
+    done = stage(work, "load")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "no train image has a usable label" in done.stderr and "a model needs labelled train images" in done.stderr
+    quality = json.loads((work / "reports/quality/load.json").read_text())  # the reasons, for the person
+    assert quality["skipped"]["annotation with unknown category id"] == len(doc["annotations"])
+    assert not (work / "artifacts/tables/labels.parquet").exists()

@@ -1,0 +1,69 @@
+"""Keys that decide reuse come from the imports: every DVC stage lists exactly the project modules it runs,
+and an edit to any module a cached family imports, however indirectly, recomputes that family."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from data.cache import code_files
+from tests.conftest import REPO, copy_project
+
+STAGE_MODULES = sorted(p.stem for p in (REPO / "stages").glob("*.py") if p.stem not in {"__init__", "common"})
+
+
+def test_code_files_follow_imports_through_package_reexports():
+    files = code_files(REPO / "stages/image_stats.py")
+    # `from data import read_image` is data/images.py, not the whole data package
+    assert "data/images.py" in files and "data/quality.py" in files and "features/image_stats.py" in files
+    assert "data/megadetector.py" not in files and "data/__init__.py" not in files
+    assert "models/efficientnet_lite.py" in code_files(REPO / "stages/embeddings.py")  # via models/backbones.py
+
+
+@pytest.mark.parametrize("stage", STAGE_MODULES)
+def test_dvc_stage_lists_exactly_the_code_it_imports(stage):
+    declared = {d for d in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["deps"]
+                if d.endswith(".py")}
+    imported = set(code_files(REPO / "pipeline.py", REPO / f"stages/{stage}.py"))
+    assert declared == imported, f"dvc.yaml {stage}: missing {imported - declared}, extra {declared - imported}"
+
+
+def test_code_digest_changes_with_a_module_imported_two_levels_down(tmp_path):
+    copy_project(tmp_path)
+
+    def digest() -> str:
+        return subprocess.run([sys.executable, "-c", "from data.cache import code_digest; "
+                               "print(code_digest('features/image_stats.py'))"],
+                              cwd=tmp_path, check=True, capture_output=True, text=True).stdout
+
+    before = digest()
+    assert digest() == before
+    quality = tmp_path / "data/quality.py"  # features/image_stats -> data/images -> data/quality
+    quality.write_text(quality.read_text() + "\n# an edit\n")
+    assert digest() != before
+
+
+def _stage(work: Path, name: str) -> dict:
+    subprocess.run([sys.executable, "pipeline.py", name], cwd=work, check=True, capture_output=True)
+    return json.loads((work / f"reports/quality/{name}.json").read_text())["read"]
+
+
+@pytest.mark.parametrize("family, edited, computed", [
+    ("image_stats", "data/images.py", "images computed"),
+    ("embeddings", "data/images.py", "images computed"),
+    ("landsat_summary", "data/landsat.py", "Landsat sites computed"),
+])
+def test_editing_a_data_module_a_family_reads_recomputes_its_cache(pristine_root, tmp_path, family, edited,
+                                                                   computed):
+    copy_project(tmp_path)
+    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    params["data"]["root"] = str(pristine_root)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    _stage(tmp_path, "load")
+    first = _stage(tmp_path, family)[computed]
+    assert first > 0 and _stage(tmp_path, family).get(computed, 0) == 0  # a rerun reuses the cache
+    module = tmp_path / edited
+    module.write_text(module.read_text() + "\n# an edit that could change results\n")
+    assert _stage(tmp_path, family)[computed] == first
