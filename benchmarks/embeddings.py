@@ -1,16 +1,19 @@
-"""Benchmark: JPEG decode and end-to-end embedding throughput on full-HD camera-trap-sized frames.
+"""Benchmark: JPEG decode, forward pass and end-to-end embedding throughput on full-HD camera-trap frames.
 
 Run by hand: `.venv/bin/python benchmarks/embeddings.py [--images 256] [--threads 2]`. Writes 1920x1080
 JPEGs (a natural photo upscaled, with sensor noise, quality 90, like trail-camera output), then in one run
 times:
   decode   full-size decode vs DCT-reduced 1/4 (what the stage uses for a 224 px input), and our checked
            decode (read_image: header checks, libjpeg warnings caught) against OpenCV's unchecked
-           IMREAD_REDUCED_COLOR_4 of the same files;
+           IMREAD_REDUCED_COLOR_4 of the same files; and the stage's decode + view cutting alone, on its
+           `decode_workers` threads, to say whether decoding or inference bounds the stage;
+  forward  the network alone on batches of 32 views: PyTorch (channels_last) and ONNX Runtime;
   naive    the reference a notebook would write: full decode, resize, NCHW float batches, one thread
            decoding between batches, default memory layout;
-  stage    our stage's path (compute_embeddings): reduced decode in a thread pool running ahead of
-           batched channels_last inference; whole-frame view only, then with one detector crop per image.
-Asserts the naive and stage embeddings agree (same network, different decode path: loose tolerance).
+  stage    our stage (compute_embeddings) with runtime torch and runtime onnxruntime, for the whole frame
+           and for frame + one detector crop; then onnxruntime with flipped views, and Lite2 (260 px).
+Asserts the naive and stage embeddings agree (same network, different decode path: loose tolerance) and
+that ONNX Runtime gives PyTorch's features.
 """
 from __future__ import annotations
 
@@ -29,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data import QualityReport, read_image  # noqa: E402
-from features.embeddings import compute_embeddings  # noqa: E402
+from features.embeddings import compute_embeddings, image_views, prefetched  # noqa: E402
 from models.backbones import build_backbone  # noqa: E402
 
 WIDTH, HEIGHT = 1920, 1080
@@ -66,7 +69,7 @@ def time_opencv_reduced(paths: list[Path]) -> float:
 
 def naive(paths: list[Path], backbone, batch_size: int) -> tuple[np.ndarray, float]:
     """Full decode, resize, NCHW contiguous batches, decoding and inference taking turns."""
-    network = backbone.network.to(memory_format=torch.contiguous_format)
+    network = backbone.network.network.to(memory_format=torch.contiguous_format)
     started, out = time.perf_counter(), []
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
@@ -75,8 +78,36 @@ def naive(paths: list[Path], backbone, batch_size: int) -> tuple[np.ndarray, flo
             x = (torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2).float() - 127.0) / 128.0
             out.append(network(x.contiguous()).numpy())
     rate = len(paths) / (time.perf_counter() - started)
-    backbone.network.to(memory_format=torch.channels_last)
+    backbone.network.network.to(memory_format=torch.channels_last)
     return np.concatenate(out), rate
+
+
+def decode_only(images: pd.DataFrame, root: Path, boxes: list, size: int, workers: int) -> float:
+    """Images/s of the stage's decode and view cutting alone, on its thread pool."""
+    items = [{"path": str(root / "train" / f), "width": WIDTH, "height": HEIGHT, "boxes": boxes}
+             for f in images["file_name"]]
+    started = time.perf_counter()
+    for _ in prefetched(lambda it: image_views(it, size, 0.15), items, workers, ahead=64):
+        pass
+    return len(items) / (time.perf_counter() - started)
+
+
+def forward_only(backbone, batch_size: int, repeats: int = 6) -> float:
+    views = np.random.default_rng(0).integers(0, 256, (batch_size, backbone.input_size, backbone.input_size, 3),
+                                              dtype=np.uint8)
+    backbone.embed(views, batch_size)  # warm up
+    started = time.perf_counter()
+    for _ in range(repeats):
+        backbone.embed(views, batch_size)
+    return repeats * batch_size / (time.perf_counter() - started)
+
+
+def stage(images: pd.DataFrame, boxes: pd.DataFrame, root: Path, cfg: dict, backbone, name: str
+          ) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    frame, _ = compute_embeddings(images, boxes, root, cfg, lambda: backbone, root / f"cache_{name}",
+                                  QualityReport())
+    return frame, len(images) / (time.perf_counter() - started)
 
 
 def main() -> None:
@@ -89,33 +120,60 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = dict(backbone="efficientnet_lite0", weights_file=None, device="cpu", threads=args.threads,
                decode_workers=2, batch_size=args.batch_size, crops_top_k=1, crop_min_conf=0.3, crop_margin=0.15,
-               chunk_images=256)
-    backbone = build_backbone(cfg)
+               chunk_images=256, flip=False, runtime="torch")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        torch_lite0 = build_backbone(cfg)
+        onnx_lite0 = build_backbone(dict(cfg, runtime="onnxruntime"), root / "onnx")
+        onnx_lite2 = build_backbone(dict(cfg, runtime="onnxruntime", backbone="efficientnet_lite2"), root / "onnx")
         images = build(root, args.images, args.seed)
         paths = [root / "train" / f for f in images["file_name"]]
-        time_decode(paths[:8], 1)  # warm up the page cache and OpenCV
+        time_decode(paths[:8], 1)  # warm up the page cache and the decoders
         full, reduced, opencv = time_decode(paths, 1), time_decode(paths, 4), time_opencv_reduced(paths)
-        naive_emb, naive_rate = naive(paths, backbone, args.batch_size)
+        box = (0.3, 0.3, 0.25, 0.35)
+        decode_frame = decode_only(images, root, [], 224, cfg["decode_workers"])
+        decode_crop = decode_only(images, root, [box], 224, cfg["decode_workers"])
+        forward = {name: forward_only(b, args.batch_size) for name, b in
+                   (("torch", torch_lite0), ("onnxruntime", onnx_lite0), ("onnxruntime lite2", onnx_lite2))}
+        naive_emb, naive_rate = naive(paths, torch_lite0, args.batch_size)
         no_boxes = pd.DataFrame({"image_id": pd.Series([], dtype=str), "conf": [], "x": [], "y": [], "w": [], "h": []})
-        started = time.perf_counter()
-        frame, _ = compute_embeddings(images, no_boxes, root, cfg, lambda: backbone, root / "cache_frame",
-                                      QualityReport())
-        frame_rate = len(images) / (time.perf_counter() - started)
-        one_box = pd.DataFrame({"image_id": images.index, "conf": 0.9, "x": 0.3, "y": 0.3, "w": 0.25, "h": 0.35})
-        started = time.perf_counter()
-        compute_embeddings(images, one_box, root, cfg, lambda: backbone, root / "cache_crop", QualityReport())
-        crop_rate = len(images) / (time.perf_counter() - started)
-    cosine = (frame * naive_emb).sum(1) / np.linalg.norm(frame, axis=1) / np.linalg.norm(naive_emb, axis=1)
-    assert cosine.min() > 0.95, cosine.min()
-    print(f"{args.images} JPEGs {WIDTH}x{HEIGHT}, torch threads {args.threads}, batch {args.batch_size}")
-    print(f"decode  full {full:7.1f} img/s   reduced 1/4 {reduced:7.1f} img/s   ratio {reduced / full:5.1f}x")
-    print(f"decode  OpenCV reduced 1/4 (unchecked) {opencv:7.1f} img/s   checked/unchecked {reduced / opencv:5.2f}x")
-    print(f"naive   whole frame          {naive_rate:7.1f} img/s")
-    print(f"stage   whole frame          {frame_rate:7.1f} img/s   ratio {frame_rate / naive_rate:5.1f}x vs naive")
-    print(f"stage   frame + 1 crop       {crop_rate:7.1f} img/s")
-    print(f"embeddings agree with the naive path: cosine min {cosine.min():.4f}")
+        one_box = pd.DataFrame({"image_id": images.index, "conf": 0.9, "x": box[0], "y": box[1], "w": box[2],
+                                "h": box[3]})
+        rates, frames = {}, {}
+        for runtime, backbone in (("torch", torch_lite0), ("onnxruntime", onnx_lite0)):
+            run_cfg = dict(cfg, runtime=runtime)
+            frames[runtime], rates[(runtime, "frame")] = stage(images, no_boxes, root, run_cfg, backbone, runtime)
+            _, rates[(runtime, "crop")] = stage(images, one_box, root, run_cfg, backbone, runtime + "_crop")
+        onnx_cfg = dict(cfg, runtime="onnxruntime")
+        _, flip_rate = stage(images, one_box, root, dict(onnx_cfg, flip=True), onnx_lite0, "flip")
+        _, lite2_rate = stage(images, one_box, root, dict(onnx_cfg, backbone="efficientnet_lite2"), onnx_lite2,
+                              "lite2")
+
+    def cos(a, b):
+        return ((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).min()
+    assert cos(frames["torch"], naive_emb) > 0.95 and cos(frames["onnxruntime"], frames["torch"]) > 0.9999
+    print(f"{args.images} JPEGs {WIDTH}x{HEIGHT}, {args.threads} inference threads, batch {args.batch_size}, "
+          f"{cfg['decode_workers']} decode threads")
+    print(f"decode   full {full:7.1f} img/s   reduced 1/4 {reduced:7.1f} img/s   ratio {reduced / full:5.1f}x")
+    print(f"decode   OpenCV reduced 1/4 (unchecked) {opencv:7.1f} img/s   checked/unchecked {reduced / opencv:5.2f}x")
+    print(f"decode   stage views on its threads: frame {decode_frame:7.1f} img/s   frame + crop "
+          f"{decode_crop:7.1f} img/s")
+    for name, rate in forward.items():
+        print(f"forward  {name:<18} {rate:7.1f} views/s (batch {args.batch_size})")
+    print(f"naive    whole frame                 {naive_rate:7.1f} img/s")
+    for (runtime, view), rate in rates.items():
+        what = "whole frame" if view == "frame" else "frame + 1 crop"
+        print(f"stage    {runtime:<11} {what:<15} {rate:7.1f} img/s   ratio {rate / naive_rate:5.1f}x vs naive")
+    print(f"stage    onnxruntime / torch: frame {rates[('onnxruntime', 'frame')] / rates[('torch', 'frame')]:4.2f}x"
+          f"   frame + crop {rates[('onnxruntime', 'crop')] / rates[('torch', 'crop')]:4.2f}x")
+    print(f"stage    onnxruntime flip    frame + 1 crop  {flip_rate:7.1f} img/s   "
+          f"cost {rates[('onnxruntime', 'crop')] / flip_rate:4.2f}x the unflipped time")
+    print(f"stage    onnxruntime lite2   frame + 1 crop  {lite2_rate:7.1f} img/s (260 px)")
+    bound = "decoding" if decode_crop < forward["onnxruntime"] / 2 else "inference"
+    print(f"bound    frame + crop needs 2 forward passes per image: inference alone allows "
+          f"{forward['onnxruntime'] / 2:6.1f} img/s, decoding {decode_crop:6.1f} img/s -> {bound} bounds the stage")
+    print(f"agreement: naive vs stage cosine min {cos(frames['torch'], naive_emb):.4f}, "
+          f"onnxruntime vs torch {cos(frames['onnxruntime'], frames['torch']):.7f}")
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 Per image: the frame's pooled features, the mean over its top-k detector crops (each padded to a square
 with a margin around the box, then resized, so the animal keeps its shape), and the mean crop embedding
-of its sequence, which carries the animal into frames where the detector missed it. JPEGs are decoded
-reduced to just above the network's input size in a thread pool that runs ahead of batched inference.
+of its sequence, which carries the animal into frames where the detector missed it. Optionally every view
+is also embedded mirrored and the two averaged, so the embedding does not depend on the animal's heading.
+JPEGs are decoded reduced to just above the network's input size in a thread pool that runs ahead of
+batched inference.
 Results are cached per image in chunks, so an interrupted run resumes and new images are all that a
 rerun computes. Embeddings can also be imported from a parquet file computed elsewhere (e.g. on a GPU).
 """
@@ -103,15 +105,22 @@ def crop_boxes(detections: pd.DataFrame, top_k: int, min_conf: float) -> pd.Seri
     return boxes.groupby(level=0, sort=False).agg(list)
 
 
-def _embed_group(backbone: Backbone, views: list[Views], batch_size: int) -> tuple[list, list]:
+def _embed(backbone: Backbone, views: np.ndarray, batch_size: int, flip: bool) -> np.ndarray:
+    """Embeddings of (N, S, S, 3) views; with `flip`, the mean of the views' and their mirror images'."""
+    if not flip:
+        return backbone.embed(views, batch_size)
+    return (backbone.embed(views, batch_size) + backbone.embed(views[:, :, ::-1], batch_size)) / 2
+
+
+def _embed_group(backbone: Backbone, views: list[Views], batch_size: int, flip: bool) -> tuple[list, list]:
     """Frame embedding and mean crop embedding (None where absent) of each image of a group."""
     ok = [v.frame is not None for v in views]
-    frames = iter(backbone.embed(np.stack([v.frame for v in views if v.frame is not None]), batch_size)
+    frames = iter(_embed(backbone, np.stack([v.frame for v in views if v.frame is not None]), batch_size, flip)
                   if any(ok) else ())
     counts = np.array([len(v.crops) for v in views])
     crop_means = [None] * len(views)
     if counts.any():
-        crop_emb = backbone.embed(np.concatenate([v.crops for v in views]), batch_size)
+        crop_emb = _embed(backbone, np.concatenate([v.crops for v in views]), batch_size, flip)
         starts = np.cumsum(counts) - counts
         has = np.flatnonzero(counts)
         sums = np.add.reduceat(crop_emb, starts[has], axis=0)  # crops of one image are contiguous
@@ -144,7 +153,7 @@ def _embed_chunk(chunk: list[tuple[str, dict]], load_backbone: Callable[[], Back
     frames, crops, reasons, problems = [], [], [], []
     for _ in range(0, len(chunk), batch):
         views = list(islice(decoded, batch))
-        f, c = _embed_group(backbone, views, batch)
+        f, c = _embed_group(backbone, views, batch, cfg["flip"])
         frames += f
         crops += c
         reasons += [v.error for v in views]
@@ -165,10 +174,11 @@ def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str
     backbone = load_backbone()
     _LOADED[backbone.model_id] = backbone
     report.note("backbone", backbone.model_id)
+    report.note("runtime", backbone.runtime)
     boxes = crop_boxes(detections, cfg["crops_top_k"], cfg["crop_min_conf"])
     readable = images[images["file_ok"]]
-    view_params = (backbone.model_id, backbone.input_size, cfg["crops_top_k"], cfg["crop_min_conf"],
-                   cfg["crop_margin"], policy, code_digest(__file__))
+    view_params = (backbone.model_id, backbone.runtime, backbone.input_size, cfg["crops_top_k"],
+                   cfg["crop_min_conf"], cfg["crop_margin"], cfg["flip"], policy, code_digest(__file__))
     items = [{"image_id": i, "path": str(image_path(root, s, f)), "width": metadata_size(w),
               "height": metadata_size(h), "boxes": boxes.get(i, [])}
              for i, s, f, w, h in readable[["split", "file_name", "width", "height"]].itertuples()]
@@ -220,6 +230,7 @@ def embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path,
     if cfg["backbone"] == "parquet":
         frame, crop = imported_embeddings(images, cfg["import_file"], report)
     else:
-        frame, crop = compute_embeddings(images, detections, root, cfg, partial(build_backbone, cfg), cache_dir,
+        frame, crop = compute_embeddings(images, detections, root, cfg,
+                                         partial(build_backbone, cfg, Path(cache_dir) / "onnx"), cache_dir,
                                          report, policy)
     return embedding_table(images, frame, crop)

