@@ -104,9 +104,11 @@ def _orientation(data: bytes) -> int:
     return value if value in ORIENT else 1
 
 
-def _read(path: str | os.PathLike) -> bytes:
+def _read(path: str | os.PathLike, limit: int = -1) -> bytes:
+    """The file's bytes (its first `limit` bytes if given), which must start as a JPEG does."""
     try:
-        data = Path(path).read_bytes()
+        with open(path, "rb") as f:
+            data = f.read(limit)
     except (FileNotFoundError, IsADirectoryError) as e:
         raise ImageError(path, "file missing") from e
     if not data.startswith(b"\xff\xd8"):
@@ -115,30 +117,28 @@ def _read(path: str | os.PathLike) -> bytes:
 
 
 def _header(data: bytes, path: str | os.PathLike) -> tuple[int, int, int]:
-    """(width, height) of the upright image and its EXIF orientation, from the JPEG header alone."""
+    """(width, height) as stored and the EXIF orientation, from the JPEG header alone."""
     try:
         height, width, _, _ = simplejpeg.decode_jpeg_header(data, strict=False)
     except (ValueError, KeyError) as e:  # KeyError: simplejpeg on a header cut short
         if b"\xff\xda" not in data:  # no start of scan: the file ends inside its header
             raise ImageError(path, TRUNCATED) from e
         raise ImageError(path, "undecodable JPEG header", str(e)) from e
-    orientation = _orientation(data)
-    return (height, width, orientation) if orientation >= 5 else (width, height, orientation)
+    return width, height, _orientation(data)
+
+
+def _upright(width: int, height: int, orientation: int) -> tuple[int, int]:
+    """Width and height once the EXIF orientation is applied (5-8 turn the image a quarter)."""
+    return (height, width) if orientation >= 5 else (width, height)
 
 
 def jpeg_size(path: str | os.PathLike) -> tuple[int, int]:
     """(width, height) of a JPEG file from its header, without decoding pixels (nor, mostly, reading them)."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(HEADER_BYTES)
-    except OSError as e:
-        raise ImageError(path, "file missing") from e
-    if not head.startswith(b"\xff\xd8"):
-        raise ImageError(path, "not a JPEG")
-    try:
-        return _header(head, path)[:2]
+        header = _header(_read(path, HEADER_BYTES), path)
     except ImageError:  # header segments longer than the first block
-        return _header(_read(path), path)[:2]
+        header = _header(_read(path), path)
+    return _upright(*header)
 
 
 def _check_size(path, width: int, height: int, expected: tuple | None, policy: JpegPolicy) -> None:
@@ -168,10 +168,11 @@ def read_image(path: str | os.PathLike, reduction: int | Callable[[int, int], in
     header over the size limit or inconsistent with the `expected` (metadata) width and height,
     truncated, or decoded with errors (unless the policy keeps those, then `problem` says so)."""
     data = _read(path)
-    width, height, orientation = _header(data, path)
+    header = _header(data, path)
+    stored, orientation = header[:2], header[2]
+    width, height = _upright(*header)
     _check_size(path, width, height, expected, policy)
     factor = reduction(width, height) if callable(reduction) else reduction
-    stored = (height, width) if orientation >= 5 else (width, height)
     problem = None
     try:
         image = _decode(data, stored, factor, strict=True)
@@ -204,7 +205,7 @@ def report_unreadable(report: QualityReport, images: pd.DataFrame, reasons: pd.S
     report.skip_many("image not readable: missing or unsafe file_name (see load report)",
                      list(images.index[~images["file_ok"]]))
     reasons = reasons.dropna()
-    for why, ids in reasons.groupby(reasons).groups.items():
-        report.skip_many(f"image not readable: {why}", list(ids))
+    for reason, ids in reasons.groupby(reasons).groups.items():
+        report.skip_many(f"image not readable: {reason}", list(ids))
     report.skip_many("image used although its JPEG decoded with errors (jpeg.keep_decoded_with_errors)",
                      [f"{i}: {p}" for i, p in problems.dropna().items()])
