@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from data import QualityReport, load_detections, load_metadata
@@ -51,6 +55,21 @@ def copy_project(dest: Path) -> None:
     for name in CODE:
         src = REPO / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
+
+
+def project_reading(root: Path, dest: Path) -> Path:
+    """The project's code and params in `dest`, its `data.root` pointing at the dataset in `root`."""
+    copy_project(dest)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params["data"]["root"] = str(root)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params))
+    return dest
+
+
+def run_stage(work: Path, name: str, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+    """`python pipeline.py <name>` in `work`, its output captured; `env` adds environment variables."""
+    return subprocess.run([sys.executable, "pipeline.py", name], cwd=work, check=check, capture_output=True,
+                          text=True, env=dict(os.environ, **env))
 
 
 def load_tables(root: Path) -> tuple:

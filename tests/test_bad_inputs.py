@@ -5,8 +5,6 @@ after the end-of-image marker, metadata without image sizes, a byte-order mark) 
 through unchanged and uncounted, or counted as repaired."""
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import yaml
 
 from sample.generate import generate
 from tests.conftest import (DETECTOR_JSON, REPO, TEST_JSON, TINY, TRAIN_JSON, Payload, copy_project, corrupt_body,
-                            read, with_header_size, write)
+                            read, run_stage, with_header_size, write)
 
 STAGES = ["load", "detector_stats", "sequence_timing", "landsat_summary", "image_stats", "embeddings", "join",
           "train", "evaluate", "predict"]
@@ -86,7 +84,7 @@ def run_pipeline(work: Path, root: Path) -> None:
     params["train"]["tune"].update(n_trials=3, storage=None)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     for stage in STAGES:
-        subprocess.run([sys.executable, "pipeline.py", stage], cwd=work, check=True, capture_output=True)
+        run_stage(work, stage)
 
 
 @pytest.fixture(scope="module")

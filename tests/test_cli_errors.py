@@ -2,30 +2,20 @@
 the traceback only on request; a dataset no model can learn from is refused at the first stage that can
 tell, with a sentence saying what is missing."""
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-import yaml
 
-from tests.conftest import DETECTOR_JSON, TRAIN_JSON, copy_project, read, write
+from tests.conftest import DETECTOR_JSON, TRAIN_JSON, project_reading, read, run_stage, write
 
 
 @pytest.fixture
 def work(root, tmp_path):
-    project = tmp_path / "project"
-    project.mkdir()
-    copy_project(project)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    params["data"]["root"] = str(root)
-    (project / "params.yaml").write_text(yaml.safe_dump(params))
-    return project
+    (tmp_path / "project").mkdir()
+    return project_reading(root, tmp_path / "project")
 
 
-def stage(work, name, **env) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "pipeline.py", name], cwd=work, capture_output=True, text=True,
-                          env=dict(os.environ, **env))
+def stage(work, name, **env):
+    return run_stage(work, name, check=False, **env)
 
 
 def test_input_error_is_one_line_naming_file_and_record(work, root):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from data.cache import code_files
-from tests.conftest import REPO, copy_project
+from tests.conftest import REPO, copy_project, project_reading, run_stage
 
 STAGE_MODULES = sorted(p.stem for p in (REPO / "stages").glob("*.py") if p.stem not in {"__init__", "common"})
 
@@ -46,7 +46,7 @@ def test_code_digest_changes_with_a_module_imported_two_levels_down(tmp_path):
 
 
 def _stage(work: Path, name: str) -> dict:
-    subprocess.run([sys.executable, "pipeline.py", name], cwd=work, check=True, capture_output=True)
+    run_stage(work, name)
     return json.loads((work / f"reports/quality/{name}.json").read_text())["read"]
 
 
@@ -57,10 +57,7 @@ def _stage(work: Path, name: str) -> dict:
 ])
 def test_editing_a_data_module_a_family_reads_recomputes_its_cache(pristine_root, tmp_path, family, edited,
                                                                    computed):
-    copy_project(tmp_path)
-    params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["data"]["root"] = str(pristine_root)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    project_reading(pristine_root, tmp_path)
     _stage(tmp_path, "load")
     first = _stage(tmp_path, family)[computed]
     assert first > 0 and _stage(tmp_path, family).get(computed, 0) == 0  # a rerun reuses the cache

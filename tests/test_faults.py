@@ -14,14 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import TINY, copy_project
+from tests.conftest import TINY, copy_project, run_stage
 
 OUTPUT = Path("artifacts/features/embeddings.parquet")
 CACHE = Path("artifacts/cache/embeddings")
-
-
-def stage(work: Path, name: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "pipeline.py", name], cwd=work, check=True, capture_output=True, text=True)
 
 
 def set_param(work: Path, section: str, key: str, value) -> None:
@@ -37,8 +33,8 @@ def work(tmp_path) -> Path:
     params["sample"].update(TINY, train_locations=6, images=300)
     params["embeddings"].update(chunk_images=8, batch_size=8)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    stage(tmp_path, "sample")
-    stage(tmp_path, "load")
+    run_stage(tmp_path, "sample")
+    run_stage(tmp_path, "load")
     return tmp_path
 
 
@@ -47,7 +43,7 @@ def shards(work: Path) -> set[Path]:
 
 
 def test_sigterm_mid_embeddings_keeps_old_output_and_rerun_resumes(work):
-    stage(work, "embeddings")
+    run_stage(work, "embeddings")
     before = hashlib.md5((work / OUTPUT).read_bytes()).hexdigest()
     old_shards = shards(work)
 
@@ -66,11 +62,11 @@ def test_sigterm_mid_embeddings_keeps_old_output_and_rerun_resumes(work):
     leftovers = [p for d in (work / CACHE, (work / OUTPUT).parent) for p in d.iterdir() if p.name.endswith(".tmp")]
     assert leftovers == []
 
-    resumed = stage(work, "embeddings")
+    resumed = run_stage(work, "embeddings")
     cached = int(re.search(r"embeddings: \d+ images, (\d+) cached", resumed.stderr)[1])
     assert cached == finished * 8
     result = pd.read_parquet(work / OUTPUT)
 
     shutil.rmtree(work / CACHE)
-    stage(work, "embeddings")
+    run_stage(work, "embeddings")
     np.testing.assert_allclose(result.to_numpy(), pd.read_parquet(work / OUTPUT).to_numpy(), rtol=1e-5, atol=1e-5)
