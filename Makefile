@@ -11,7 +11,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # DVC stage commands say `python`: make it the project's environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test env clean-env
+.PHONY: repro test rehearse env clean-env
 
 env: $(STAMP)
 
@@ -28,6 +28,11 @@ repro: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# The whole pipeline at iWildCam 2020's real shape (about 1 h on 2 cores, ~25 GB of disk under
+# benchmarks/out/rehearsal): writes reports/scale.json. See benchmarks/rehearse.py.
+rehearse: $(STAMP)
+	$(BIN)/python benchmarks/rehearse.py
 
 clean-env:
 	rm -rf $(VENV)

@@ -28,9 +28,9 @@ from features.image_stats import image_stats  # noqa: E402
 from features.landsat_summary import landsat_summary  # noqa: E402
 from models import lgbm  # noqa: E402
 from models.backbones import build_backbone  # noqa: E402
-from models.reduce import EmbeddingPCA  # noqa: E402
+from models.reduce import EmbeddingPCA, FeatureFile  # noqa: E402
 from models.tune import tune  # noqa: E402
-from stages.common import compute_backend, labelled_train, table  # noqa: E402
+from stages.common import FEATURE_TABLE, compute_backend, labelled_train, table  # noqa: E402
 
 DASK = {"backend": "dask", "address": "", "workers": 2, "threads_per_worker": 1}
 
@@ -73,8 +73,10 @@ def main() -> None:
     for a, b in zip(results["dask"]["embeddings"][0], results["local"]["embeddings"][0]):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
-    features, labels, rows = labelled_train()
-    features = EmbeddingPCA.fit(features, params["train"]["pca_components"], 0).transform(features)
+    labels, rows = labelled_train()
+    table_file = FeatureFile(FEATURE_TABLE)
+    features = EmbeddingPCA.fit_file(table_file, labels.index, params["train"]["pca_components"], 0).transform_file(
+        table_file, labels.index)
     classes = sorted(int(c) for c in labels.unique())
     cfg = dict(params["train"], tune=dict(params["train"]["tune"], n_trials=args.trials, storage=None))
     y, groups = lgbm.encode(labels, classes), rows["location"].to_numpy()

@@ -106,11 +106,11 @@ class ShardCache:
     def load(self, keys: set[str]) -> pd.DataFrame:
         """Cached rows whose key is in `keys` (the newest shard wins if a key was computed twice)."""
         shards = sorted(self.folder.glob("shard-*.parquet"), key=lambda p: p.stat().st_mtime_ns)
-        frames = [pd.read_parquet(p) for p in shards]
-        frames = [f[f[KEY].isin(keys)] for f in frames if len(f)]
+        frames = [f for f in (pd.read_parquet(p) for p in shards) if len(f)]
         if not frames:
             return pd.DataFrame()
-        rows = pd.concat(frames)
+        rows = pd.concat(frames)  # then one lookup: one per shard was shards x keys (20 min at 280k images)
+        rows = rows[rows[KEY].isin(keys)]
         return rows[~rows.index.duplicated(keep="last")]
 
     def add(self, rows: pd.DataFrame) -> None:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from data.quality import DataError
 
@@ -19,25 +21,39 @@ VIEWS = ("frame", "crop")
 COLUMN_RE = re.compile(r"^(?P<view>frame|crop)_emb_(?P<k>\d+)$")
 
 
-def load_embeddings(path: str | Path, known_ids: pd.Index) -> pd.DataFrame:
-    """Frame (and crop) embedding blocks of the file, float32, indexed by image id; DataError if the file
-    has duplicate or unknown image ids, or blocks with missing, extra or mismatched dimensions."""
+def float_block(path: str | Path, columns: list[str]) -> np.ndarray:
+    """(rows, len(columns)) float32 of these parquet columns, read column by column: a 1280-wide block of
+    280k rows is 1.4 GB, and pandas would hold the file's other blocks too."""
+    read = pq.read_table(path, columns=columns)
+    out = np.empty((read.num_rows, len(columns)), np.float32)
+    for j, c in enumerate(columns):
+        out[:, j] = read.column(c).to_numpy()
+    return out
+
+
+def load_embeddings(path: str | Path, known_ids: pd.Index) -> tuple[pd.Index, np.ndarray, np.ndarray | None]:
+    """(image ids, frame block, crop block or None) of the file, float32, one view in memory at a time;
+    DataError if the file has duplicate or unknown image ids, or blocks with missing, extra or mismatched
+    dimensions."""
     try:
-        table = pd.read_parquet(path)
-    except (OSError, ValueError) as e:
+        schema = pq.read_schema(path)
+    except (OSError, ValueError, pa.ArrowException) as e:
         raise DataError(f"{path}: cannot read embeddings parquet ({e})") from e
-    if "image_id" in table.columns:
-        table = table.set_index("image_id")
-    table.index = table.index.astype(str)
-    duplicated = table.index[table.index.duplicated()]
+    index_columns = (schema.pandas_metadata or {}).get("index_columns", [])
+    id_column = "image_id" if "image_id" in schema.names else next(
+        (c for c in index_columns if isinstance(c, str)), None)
+    if id_column is None:
+        raise DataError(f"{path}: no image_id column or index")
+    ids = pd.Index(pq.read_table(path, columns=[id_column]).column(0).to_pandas()).astype(str)
+    duplicated = ids[ids.duplicated()]
     if len(duplicated):
         raise DataError(f"{path}: {len(duplicated)} duplicate image ids, e.g. {list(duplicated[:3])}")
-    unknown = table.index.difference(known_ids)
+    unknown = ids.difference(known_ids)
     if len(unknown):
         raise DataError(f"{path}: {len(unknown)} image ids not in the metadata, e.g. {list(unknown[:3])}")
     dims = {}
     for view in VIEWS:
-        ks = sorted(int(m["k"]) for c in table.columns if (m := COLUMN_RE.match(str(c))) and m["view"] == view)
+        ks = sorted(int(m["k"]) for c in schema.names if (m := COLUMN_RE.match(str(c))) and m["view"] == view)
         if ks != list(range(len(ks))):
             raise DataError(f"{path}: {view}_emb columns are not numbered 0..d-1 without gaps")
         dims[view] = len(ks)
@@ -45,9 +61,9 @@ def load_embeddings(path: str | Path, known_ids: pd.Index) -> pd.DataFrame:
         raise DataError(f"{path}: no frame_emb_* columns")
     if dims["crop"] not in (0, dims["frame"]):
         raise DataError(f"{path}: {dims['crop']} crop_emb columns but {dims['frame']} frame_emb columns")
-    columns = [f"{v}_emb_{k}" for v in VIEWS for k in range(dims[v])]
-    block = table[columns]
-    not_numeric = [c for c in columns if not np.issubdtype(block[c].dtype, np.number)]
+    columns = {v: [f"{v}_emb_{k}" for k in range(dims[v])] for v in VIEWS}
+    not_numeric = [c for cols in columns.values() for c in cols
+                   if not (pa.types.is_floating(schema.field(c).type) or pa.types.is_integer(schema.field(c).type))]
     if not_numeric:
         raise DataError(f"{path}: non-numeric embedding columns, e.g. {not_numeric[:3]}")
-    return block.astype(np.float32)
+    return ids, float_block(path, columns["frame"]), float_block(path, columns["crop"]) if dims["crop"] else None

@@ -39,6 +39,26 @@ def atomic_path(path: str | os.PathLike):
             os.unlink(tmp)
 
 
+def file_inventory(root: str | os.PathLike, folders: tuple[str, ...]) -> pd.DataFrame:
+    """Every file under `root`/<folder> (recursively, links not followed): relative path, size and
+    modification time in ns, sorted by path, so the table is the same bytes while no file changes."""
+    rows = []
+    stack = [Path(root) / f for f in folders]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_file(follow_symlinks=False):
+                st = entry.stat(follow_symlinks=False)
+                rows.append((os.path.relpath(entry.path, root), st.st_size, st.st_mtime_ns))
+    table = pd.DataFrame(rows, columns=["path", "size", "mtime_ns"]).astype({"size": "int64", "mtime_ns": "int64"})
+    return table.sort_values("path", ignore_index=True)
+
+
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp)

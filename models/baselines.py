@@ -9,6 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from models import lgbm
+
 EMPTY = 0
 
 
@@ -43,6 +45,15 @@ def linear_probe(x_fit: pd.DataFrame, y_fit: pd.Series, x_val: pd.DataFrame, cla
                                              class_weight="balanced" if class_weight == "balanced" else None))
     model.fit(x_fit, y_fit)
     return model.predict_proba(x_val), [int(c) for c in model.classes_]
+
+
+def lightgbm_multiclass(x_fit: pd.DataFrame, y_fit: pd.Series, x_val: pd.DataFrame, params: dict, rounds: int,
+                        class_weight: str, seed: int) -> tuple[np.ndarray, list[int]]:
+    """The model this pipeline had before the re-ranker: one multiclass LightGBM (one tree per class per
+    round), at the re-ranker's tuned params and rounds."""
+    classes = sorted(int(c) for c in y_fit.unique())
+    booster = lgbm.fit(x_fit, y_fit, params, rounds, seed, class_weight, classes)
+    return lgbm.predict_proba(booster, x_val), classes
 
 
 def hist_gradient_boosting(x_fit: pd.DataFrame, y_fit: pd.Series, x_val: pd.DataFrame, params: dict, rounds: int,

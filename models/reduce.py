@@ -11,8 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 from sklearn.decomposition import PCA
 
+from data.embeddings import float_block
 from data.io import atomic_path
 
 BLOCK_RE = re.compile(r"^(?P<block>.+)_emb_(?P<k>\d+)$")  # e.g. embeddings__frame_emb_17
@@ -27,6 +29,36 @@ def embedding_blocks(columns: pd.Index) -> dict[str, list[str]]:
     return {b: [c for _, c in sorted(cols)] for b, cols in blocks.items()}
 
 
+class FeatureFile:
+    """The joined feature table, read for chosen rows one embedding block at a time: at iWildCam's shape
+    its 280k rows x 3,840 embedding columns are 4.3 GB of float32, which the PCA never needs at once."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = path
+        schema = pq.read_schema(path)
+        self.index_name = schema.pandas_metadata["index_columns"][0]
+        columns = pd.Index([n for n in schema.names if n != self.index_name])
+        self.blocks = embedding_blocks(columns)
+        in_blocks = {c for cols in self.blocks.values() for c in cols}
+        self.plain_columns = [c for c in columns if c not in in_blocks]
+        self.ids = pd.Index(pq.read_table(path, columns=[self.index_name]).column(0).to_pandas())
+
+    def positions(self, ids: pd.Index) -> np.ndarray:
+        positions = self.ids.get_indexer(ids)
+        if (positions < 0).any():
+            raise KeyError(f"{self.path}: {(positions < 0).sum()} image ids not in the feature table")
+        return positions
+
+    def plain(self, ids: pd.Index) -> pd.DataFrame:
+        """The columns outside embedding blocks, for `ids`, in that order."""
+        frame = pq.read_table(self.path, columns=[self.index_name, *self.plain_columns]).to_pandas()
+        return frame.iloc[self.positions(ids)]
+
+    def block(self, columns: list[str], positions: np.ndarray) -> np.ndarray:
+        """(rows, len(columns)) float32 of one block at these row positions."""
+        return float_block(self.path, columns)[positions]
+
+
 class EmbeddingPCA:
     def __init__(self, means: dict[str, np.ndarray], components: dict[str, np.ndarray]) -> None:
         self.means, self.components = means, components
@@ -34,9 +66,20 @@ class EmbeddingPCA:
     @classmethod
     def fit(cls, features: pd.DataFrame, n_components: int, seed: int) -> "EmbeddingPCA":
         """One PCA per block, on the rows where that block is present (a view can be absent: no crop)."""
+        return cls._fit(embedding_blocks(features.columns), lambda cols: features[cols].to_numpy(np.float32),
+                        n_components, seed)
+
+    @classmethod
+    def fit_file(cls, table: FeatureFile, ids: pd.Index, n_components: int, seed: int) -> "EmbeddingPCA":
+        """`fit` on the rows `ids` of the feature table, one block in memory at a time."""
+        positions = table.positions(ids)
+        return cls._fit(table.blocks, lambda cols: table.block(cols, positions), n_components, seed)
+
+    @classmethod
+    def _fit(cls, blocks: dict[str, list[str]], read, n_components: int, seed: int) -> "EmbeddingPCA":
         means, components = {}, {}
-        for block, cols in embedding_blocks(features.columns).items():
-            x = features[cols].to_numpy(np.float32)
+        for block, cols in blocks.items():
+            x = read(cols)
             x = x[~np.isnan(x).any(axis=1)]
             k = min(n_components, *x.shape)
             if k == 0:
@@ -45,16 +88,25 @@ class EmbeddingPCA:
             means[block], components[block] = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
         return cls(means, components)
 
+    def _project(self, block: str, x: np.ndarray, index: pd.Index) -> pd.DataFrame:
+        return pd.DataFrame((x - self.means[block]) @ self.components[block].T, index=index,
+                            columns=[f"{block}_pc_{j}" for j in range(len(self.components[block]))])
+
     def transform(self, features: pd.DataFrame) -> pd.DataFrame:
         """Embedding blocks replaced by their components `<block>_pc_<j>` (NaN where the view is absent);
         a block the PCA was not fitted on (absent from training) is dropped."""
         blocks = embedding_blocks(features.columns)
         parts = [features.drop(columns=[c for cols in blocks.values() for c in cols])]
-        for block, cols in blocks.items():
-            if block in self.means:
-                x = features[cols].to_numpy(np.float32) - self.means[block]
-                parts.append(pd.DataFrame(x @ self.components[block].T, index=features.index,
-                                          columns=[f"{block}_pc_{j}" for j in range(len(self.components[block]))]))
+        parts += [self._project(block, features[cols].to_numpy(np.float32), features.index)
+                  for block, cols in blocks.items() if block in self.means]
+        return pd.concat(parts, axis=1)
+
+    def transform_file(self, table: FeatureFile, ids: pd.Index) -> pd.DataFrame:
+        """`transform` of the rows `ids` of the feature table, one block in memory at a time."""
+        positions = table.positions(ids)
+        parts = [table.plain(ids)]
+        parts += [self._project(block, table.block(cols, positions), parts[0].index)
+                  for block, cols in table.blocks.items() if block in self.means]
         return pd.concat(parts, axis=1)
 
     def save(self, path: str | Path) -> None:

@@ -245,7 +245,7 @@ def _detector_entry(image_id: str, boxes: list, width: int, height: int, normali
     return {"id": image_id, "max_detection_conf": dets[0]["conf"] if dets else 0.0, "detections": dets}
 
 
-def _write_landsat(root: Path, loc: Location, rng: np.random.Generator, cfg: dict) -> int:
+def write_landsat(root: Path, loc: Location, rng: np.random.Generator, cfg: dict) -> int:
     """Write one site's patch per acquisition date: multispectral, pixelqa and radsatqa npy files."""
     size = cfg["landsat_size"]
     site = root / "iwildcam_rs_npy" / f"iwc_{loc.id:03d}"
@@ -340,23 +340,23 @@ def generate(out: str | Path, cfg: dict) -> dict:
         {"id": i, "name": n} for i, n in EXTRA_CATEGORIES]
     categories.sort(key=lambda c: c["id"])
     info = {"version": "embedded-sample", "description": "iWildCam 2020 format sample", "year": 2020}
-    _write_json(out / "metadata/iwildcam2020_train_annotations.json",
+    write_json(out / "metadata/iwildcam2020_train_annotations.json",
                 {"info": info, "images": meta["train"]["images"], "categories": categories,
                  "annotations": meta["train"]["annotations"]})
-    _write_json(out / "metadata/iwildcam2020_test_information.json",
+    write_json(out / "metadata/iwildcam2020_test_information.json",
                 {"info": info, "images": meta["test"]["images"], "categories": categories})
-    _write_json(out / "metadata/iwildcam2020_megadetector_results.json",
+    write_json(out / "metadata/iwildcam2020_megadetector_results.json",
                 {"info": {"detector": "megadetector_v3 (simulated)", "format_version": "1.0"},
                  "detection_categories": {"1": "animal", "2": "person"}, "images": detector_images})
     (out / "sample_submission.csv").write_text(
         "Id,Category\n" + "".join(f"{im['id']},0\n" for im in meta["test"]["images"]))
 
     without = {loc.id for loc in rng.choice(locations, size=cfg["sites_without_landsat"], replace=False)}
-    dates = sum(_write_landsat(out, loc, np.random.default_rng([cfg["seed"], loc.id, 1]), cfg)
+    dates = sum(write_landsat(out, loc, np.random.default_rng([cfg["seed"], loc.id, 1]), cfg)
                 for loc in tqdm(locations, desc="sample: Landsat sites", unit="site") if loc.id not in without)
     return {"train_images": len(meta["train"]["images"]), "test_images": len(meta["test"]["images"]),
             "locations": len(locations), "landsat_site_dates": dates}
 
 
-def _write_json(path: Path, obj: dict) -> None:
+def write_json(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, indent=1))

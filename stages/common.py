@@ -21,9 +21,11 @@ REPORTS = Path("reports")
 QUALITY = REPORTS / "quality"
 FAMILIES = ("detector_stats", "sequence_timing", "landsat_summary", "image_stats", "embeddings")
 CACHE = Path("artifacts/cache")
+DATA_FOLDERS = ("train", "test", "iwildcam_rs_npy")  # under data.root: listed by `inventory`, not hashed by DVC
+FILES_TABLE = TABLES / "files.parquet"
 FEATURE_TABLE = FEATURES / "feature_table.parquet"
-HOLDOUT_MODEL = MODELS / "holdout_lightgbm.txt"
-FINAL_MODEL = MODELS / "final_lightgbm.txt"
+HOLDOUT_MODEL = MODELS / "holdout_reranker.txt"  # + .proposer.npz, .classes.json
+FINAL_MODEL = MODELS / "final_reranker.txt"
 HOLDOUT_PCA = MODELS / "holdout_embedding_pca.npz"
 FINAL_PCA = MODELS / "final_embedding_pca.npz"
 SPLIT_FILE = MODELS / "split.json"
@@ -42,12 +44,12 @@ def write_quality(stage: str, report: QualityReport) -> None:
     write_json(report.to_dict(), QUALITY / f"{stage}.json")
 
 
-def labelled_train() -> tuple[pd.DataFrame, pd.Series, pd.DataFrame]:
-    """Features, labels and image rows (location, seq_id) of the labelled train images."""
+def labelled_train() -> tuple[pd.Series, pd.DataFrame]:
+    """Labels and image rows (location, seq_id) of the labelled train images. Their features are read
+    from the feature table a block at a time (models.reduce.FeatureFile): at full scale it is 4.5 GB."""
     images, labels = table("images"), table("labels")["category_id"]
-    features = pd.read_parquet(FEATURE_TABLE)
     ids = labels.index.intersection(images.index[images["split"] == "train"])
-    return features.loc[ids], labels.loc[ids], images.loc[ids]
+    return labels.loc[ids], images.loc[ids]
 
 
 @contextmanager

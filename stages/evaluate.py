@@ -9,12 +9,13 @@ import numpy as np
 import pandas as pd
 
 from data.io import write_json
-from models import baselines, lgbm, sequence_rows
+from models import baselines, sequence_rows
 from models.metrics import classification_metrics, smooth_by_sequence
-from models.reduce import EmbeddingPCA
+from models.reduce import EmbeddingPCA, FeatureFile
+from models.rerank import Reranker
 from models.report_plots import write_plots
 from stages.common import (FEATURES, REPORTS, FAMILIES, HOLDOUT_MODEL, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS,
-                           PLOTS, FIGURES, table, labelled_train)
+                           PLOTS, FIGURES, FEATURE_TABLE, table, labelled_train)
 
 log = logging.getLogger("stages.evaluate")
 # the embeddings family split by view: whole frame (scene) against detector crops (animal)
@@ -25,8 +26,8 @@ EMBEDDING_VIEWS = {"embeddings_frame": ("embeddings__frame_",),
 def run(params: dict) -> None:
     """Metrics on the held-out locations for the chosen model and every baseline beside it."""
     cfg, train_cfg = params["evaluate"], params["train"]
-    features, labels, rows = labelled_train()
-    features = EmbeddingPCA.load(HOLDOUT_PCA).transform(features)
+    labels, rows = labelled_train()
+    features = EmbeddingPCA.load(HOLDOUT_PCA).transform_file(FeatureFile(FEATURE_TABLE), labels.index)
     held = json.loads(SPLIT_FILE.read_text())["holdout_locations"]
     is_held = rows["location"].isin(held).to_numpy()
     tuned = json.loads(BEST_PARAMS.read_text())
@@ -37,6 +38,7 @@ def run(params: dict) -> None:
     # models learn on the same rows as the tuned one (images or sequences); metrics are per image
     seq_fit = rows.loc[~is_held, "seq_id"].to_numpy()
     x_fit, y_fit = sequence_rows.to_rows(x_fit, seq_fit, unit), sequence_rows.row_labels(y_fit, seq_fit, unit)
+    y_val_rows = sequence_rows.row_labels(labels[is_held], seq_val, unit).to_numpy()
     x_val_images, x_val = x_val, sequence_rows.to_rows(x_val, seq_val, unit)
 
     def per_image(proba: np.ndarray) -> np.ndarray:
@@ -51,36 +53,54 @@ def run(params: dict) -> None:
         return out, time.perf_counter() - started
 
     fit_classes = sorted(int(c) for c in y_fit.unique())
+    groups_fit = sequence_rows.row_groups(rows.loc[~is_held, "location"], seq_fit, unit)
     majority = baselines.majority_class(y_fit, len(y_val))
     record("majority_class", baselines.one_hot(majority, fit_classes), fit_classes, 0.0)
     top_conf = pd.read_parquet(FEATURES / "detector_stats.parquet")["top_conf"].reindex(x_val_images.index)
     record("detector_only", *baselines.detector_only(top_conf, y_fit, cfg["detector_threshold"]), 0.0)
-    (proba, classes), seconds = timed(baselines.linear_probe, x_fit, y_fit, x_val, weight, seed)
-    record("logistic_regression", per_image(proba), classes, seconds)
+    # multiclass models grow one tree (or weight vector) per class: past the limit they would not fit the
+    # budget, and are skipped with the reason
+    row_classes = len(x_fit) * len(fit_classes)
+    too_big = (f"skipped: {len(x_fit):,} rows x {len(fit_classes)} classes = {row_classes:,} > "
+               f"evaluate.multiclass_max_row_classes ({cfg['multiclass_max_row_classes']:,})")
+    multiclass = {
+        "logistic_regression": lambda: baselines.linear_probe(x_fit, y_fit, x_val, weight, seed),
+        "lightgbm_multiclass": lambda: baselines.lightgbm_multiclass(x_fit, y_fit, x_val, tuned["params"],
+                                                                     tuned["rounds"], weight, seed),
+        "hist_gradient_boosting": lambda: baselines.hist_gradient_boosting(x_fit, y_fit, x_val, tuned["params"],
+                                                                           tuned["rounds"], weight, seed)}
+    for name, fit_predict in multiclass.items():
+        if row_classes > cfg["multiclass_max_row_classes"]:
+            results[name] = {"skipped": too_big}
+            continue
+        (proba, classes), seconds = timed(fit_predict)
+        record(name, per_image(proba), classes, seconds)
     for name, prefixes in [(f, (f"{f}__",)) for f in FAMILIES] + list(EMBEDDING_VIEWS.items()):
         cols = [c for c in features.columns if c.startswith(prefixes)]
         if cols:
-            booster, seconds = timed(lgbm.fit, x_fit[cols], y_fit, tuned["params"], tuned["rounds"], seed, weight,
-                                     fit_classes)
-            record(f"lightgbm_{name}_only", per_image(lgbm.predict_proba(booster, x_val[cols])), fit_classes, seconds)
-    booster, classes = lgbm.load(HOLDOUT_MODEL)
-    proba = per_image(lgbm.predict_proba(booster, x_val))
-    record("lightgbm_all_families", proba, classes, tuned["fit_seconds"])
+            model, seconds = timed(Reranker.fit, x_fit[cols], y_fit, groups_fit, fit_classes, tuned["params"],
+                                   tuned["rounds"], train_cfg, seed)
+            record(f"reranker_{name}_only", per_image(model.predict_proba(x_val[cols])), fit_classes, seconds)
+    model = Reranker.load(HOLDOUT_MODEL)
+    classes = model.classes
+    proba = per_image(model.predict_proba(x_val))
+    record("reranker_all_families", proba, classes, tuned["fit_seconds"])
     smoothed = smooth_by_sequence(proba, seq_val)
-    record("lightgbm_all_families_sequence_smoothed", smoothed, classes, tuned["fit_seconds"])
-    (proba_hgb, hgb_classes), seconds = timed(baselines.hist_gradient_boosting, x_fit, y_fit, x_val, tuned["params"],
-                                              tuned["rounds"], weight, seed)
-    record("hist_gradient_boosting", per_image(proba_hgb), hgb_classes, seconds)
+    record("reranker_all_families_sequence_smoothed", smoothed, classes, tuned["fit_seconds"])
 
-    chosen = "lightgbm_all_families_sequence_smoothed" if cfg["smoothing"] else "lightgbm_all_families"
-    metrics = dict(results[chosen], model=chosen, holdout_locations=len(held),
+    chosen = "reranker_all_families_sequence_smoothed" if cfg["smoothing"] else "reranker_all_families"
+    metrics = dict(results[chosen], model=chosen, holdout_locations=len(held), candidates=model.k,
+                   candidate_recall=model.candidate_recall(x_val, y_val_rows),
                    unseen_classes=sorted(set(int(c) for c in y_val) - set(classes)))
     per_class = metrics.pop("per_class")
     summary = {name: {k: v for k, v in m.items() if k != "per_class"} for name, m in results.items()}
     for name, m in summary.items():
-        log.info("evaluate: %-42s accuracy %.3f  macro-F1 %.3f", name, m["accuracy"], m["macro_f1"])
+        if "skipped" in m:
+            log.info("evaluate: %-42s %s", name, m["skipped"])
+        else:
+            log.info("evaluate: %-42s accuracy %.3f  macro-F1 %.3f", name, m["accuracy"], m["macro_f1"])
     write_json(metrics, REPORTS / "metrics.json")
     write_json(summary, REPORTS / "baselines.json")
     predicted = np.asarray(classes)[(smoothed if cfg["smoothing"] else proba).argmax(axis=1)]
     names = table("categories")["name"]
-    write_plots(y_val, predicted, per_class, booster, names, PLOTS, FIGURES)
+    write_plots(y_val, predicted, per_class, model.booster, names, PLOTS, FIGURES)

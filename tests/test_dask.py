@@ -17,7 +17,7 @@ from features.embeddings import compute_embeddings
 from features.image_stats import image_stats
 from features.landsat_summary import landsat_summary
 from models.backbones import build_backbone
-from models.tune import cross_validate, tune
+from models.tune import cross_validate, tune, tuning_data
 from stages.common import compute_backend
 from tests.conftest import load_tables
 from tests.test_models import CFG as TUNE_CFG, toy
@@ -85,7 +85,7 @@ def test_tuning_trials_share_one_study_and_score_as_locally(client):
     done = [t for t in study.trials if t.value is not None]
     assert len(done) == 6 and len({tuple(sorted(t.params.items())) for t in done}) == 6
     for t in done[:3]:  # the objective of given params does not depend on where it ran
-        loss, _ = cross_validate(x, y, groups, dict(cfg["fixed"], **t.params), cfg, 3, 0)
+        loss, _ = cross_validate(tuning_data(x, y, groups, cfg, 3), dict(cfg["fixed"], **t.params), cfg, 0)
         assert loss == pytest.approx(t.value, rel=1e-9)
     assert params["num_threads"] == 1 and rounds >= 1
 

@@ -6,15 +6,16 @@ import pytest
 
 from models import baselines, lgbm
 from models.metrics import classification_metrics, smooth_by_sequence
+from models.rerank import LOG_FLOOR, Proposer, Reranker, candidates, proposer_columns
 from models.split import holdout_locations, location_folds
-from models.tune import cross_validate, tune
+from models.tune import cross_validate, tune, tuning_data, tuning_rows
 
-CFG = dict(class_weight="balanced", cv_folds=3, max_rounds=30, early_stopping_rounds=5,
+CFG = dict(class_weight="balanced", cv_folds=3, max_rounds=30, early_stopping_rounds=5, candidates=2,
            fixed={"num_threads": 1, "verbose": -1},
            search_space={"learning_rate": {"low": 0.05, "high": 0.3, "log": True},
                          "num_leaves": {"low": 3, "high": 15, "int": True},
                          "max_bin": {"choices": [31, 63]}},
-           tune={"n_trials": 2, "timeout_s": 60, "pruning": True, "storage": None})
+           tune={"n_trials": 2, "timeout_s": 60, "pruning": True, "storage": None, "max_rows": None})
 
 
 def toy(n=240, seed=0):
@@ -70,7 +71,7 @@ def test_pruning_stops_a_trial_from_lightgbm_iterations():
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))  # any loss prunes
     trial = study.ask()
     with pytest.raises(optuna.TrialPruned, match="iteration 0"):
-        cross_validate(x, y, groups, {"num_threads": 1, "verbose": -1}, CFG, 3, 0, trial)
+        cross_validate(tuning_data(x, y, groups, CFG, 3), {"num_threads": 1, "verbose": -1}, CFG, 0, trial)
 
 
 def test_metrics_on_a_hand_built_case():
@@ -149,3 +150,96 @@ def test_the_key_order_of_the_search_space_changes_neither_the_study_nor_its_tri
     assert second.study_name == first.study_name
     assert [t.params for t in second.trials] == [t.params for t in first.trials]
     assert [t.value for t in second.trials] == [t.value for t in first.trials]
+
+
+def long_tail(n=1500, n_classes=40, seed=0):
+    """Many classes with a long tail: the last ones have one or two rows at one camera."""
+    rng = np.random.default_rng(seed)
+    freq = 1 / np.arange(1, n_classes + 1) ** 1.5
+    y = rng.choice(n_classes, n, p=freq / freq.sum())
+    y[:n_classes] = np.arange(n_classes)  # every class at least once
+    centres = rng.normal(0, 1.5, (n_classes, 6))
+    x = pd.DataFrame(centres[y] + rng.normal(0, 1, (n, 6)), columns=[f"a__{i}" for i in range(3)] +
+                     [f"b__{i}" for i in range(3)])
+    x.iloc[::7, 0] = np.nan
+    return x, pd.Series(np.arange(100, 100 + n_classes)[y]), rng.integers(0, 15, n)
+
+
+def test_proposer_scores_classes_it_saw_and_floors_the_others():
+    x, y, _ = long_tail()
+    codes = (y - 100).to_numpy()
+    proposer = Proposer.fit(x.to_numpy(np.float32), codes, 45, balanced=True)
+    lp = proposer.log_proba(x.to_numpy(np.float32))
+    assert lp.shape == (len(x), 45) and np.allclose(np.exp(lp[:, :40]).sum(axis=1), 1, atol=1e-4)
+    assert (lp[:, 40:] == LOG_FLOOR).all()  # classes 40..44 never seen
+    # separable centres: the true class is among the top 5 of 40 for most rows; frequency priors (not
+    # balanced) trade the rare classes' recall for accuracy, above the majority class's 42%
+    assert (candidates(lp, 5) == codes[:, None]).any(axis=1).mean() > 0.9
+    frequency = Proposer.fit(x.to_numpy(np.float32), codes, 45, balanced=False).log_proba(x.to_numpy(np.float32))
+    assert (frequency.argmax(axis=1) == codes).mean() > 0.7 > (lp.argmax(axis=1) == codes).mean()
+
+
+def test_proposer_on_features_without_any_spread_scores_by_prior_alone():
+    """A family can be constant over a fold's rows (a site-level feature at few cameras): no crash."""
+    y = np.array([0, 0, 1, 2, 2, 2])
+    lp = Proposer.fit(np.ones((6, 3), np.float32), y, 3, balanced=False).log_proba(np.ones((2, 3), np.float32))
+    np.testing.assert_allclose(np.exp(lp[0]), [2 / 6, 1 / 6, 3 / 6], rtol=1e-5)
+
+
+def test_candidates_are_the_top_k_likeliest_first_and_deterministic_on_ties():
+    lp = np.log(np.array([[.1, .5, .2, .2], [.25, .25, .25, .25]]))
+    assert candidates(lp, 3).tolist() == [[1, 2, 3], [0, 1, 2]]
+    assert candidates(lp, 9).shape == (2, 4)
+
+
+def test_one_proposer_per_family_only_when_there_are_several():
+    assert proposer_columns(["a__x", "b__y", "a__z"]) == {"all": [0, 1, 2], "a": [0, 2], "b": [1]}
+    assert proposer_columns(["a__x", "a__z"]) == {"all": [0, 1]}
+
+
+def test_reranker_on_a_long_tail_predicts_candidates_only_and_reloads_identically(tmp_path):
+    x, y, groups = long_tail()
+    classes = sorted(y.unique())
+    cfg = dict(CFG, candidates=5)
+    model = Reranker.fit(x, y, groups, classes, {"num_threads": 1, "num_leaves": 7}, 30, cfg, seed=0)
+    proba = model.predict_proba(x)
+    assert proba.shape == (len(x), 40) and np.allclose(proba.sum(axis=1), 1)
+    assert ((proba > 0).sum(axis=1) <= 5).all()  # classes outside the 5 candidates get nothing
+    # balanced class weights: fewer rows right than by frequency, but more than the majority class gets
+    assert (np.asarray(classes)[proba.argmax(axis=1)] == y).mean() > y.value_counts(normalize=True).iloc[0]
+    assert 0.85 < model.candidate_recall(x, y.to_numpy()) <= 1
+    model.save(tmp_path / "m.txt")
+    assert (tmp_path / "m.txt").read_text().startswith("tree")  # LightGBM's text format, no pickle
+    loaded = Reranker.load(tmp_path / "m.txt")
+    assert loaded.classes == classes and set(loaded.proposers) == {"all", "a", "b"}
+    np.testing.assert_array_equal(loaded.predict_proba(x), proba)
+    # a class seen once (one camera) is still a class the model can propose and score
+    rare = y.value_counts().index[-1]
+    assert (y == rare).sum() <= 2 and rare in loaded.classes
+
+
+def test_tuning_subsample_takes_whole_locations_and_is_seeded():
+    groups = np.repeat(np.arange(20), 50)
+    rows = tuning_rows(groups, 300, seed=1)
+    assert 300 <= rows.sum() < 350 and rows.sum() % 50 == 0  # whole locations, just past the target
+    assert (tuning_rows(groups, 300, seed=1) == rows).all() and (tuning_rows(groups, 300, seed=2) != rows).any()
+    assert tuning_rows(groups, None, seed=1).all() and tuning_rows(groups, 5000, seed=1).all()
+
+
+def test_the_tuning_objective_is_the_log_loss_of_the_reranked_probabilities():
+    """The first fold's best loss, recomputed from the fold's model outside LightGBM."""
+    x, y, groups = toy()
+    data = tuning_data(x, y, groups, CFG, 3)
+    loss, _ = cross_validate(data, {"num_threads": 1, "verbose": -1, "num_leaves": 7}, dict(CFG, cv_folds=3), 0)
+    assert 0 < loss < np.log(3)  # better than uniform over the three classes
+
+
+def test_an_edit_to_the_tuning_code_starts_a_new_study(tmp_path, monkeypatch):
+    """Trials scored by other code (other pair features, another objective) are not this study's."""
+    import models.tune
+    x, y, groups = toy()
+    cfg = dict(CFG, tune=dict(CFG["tune"], storage=f"sqlite:///{tmp_path}/s.db"))
+    _, _, first = tune(x, y, groups, cfg, 3, seed=0)
+    monkeypatch.setattr(models.tune, "code_digest", lambda module: "edited")
+    _, _, edited = tune(x, y, groups, cfg, 3, seed=0)
+    assert edited.study_name != first.study_name and len(edited.trials) == 2

@@ -1,0 +1,316 @@
+"""Full-scale rehearsal data: iWildCam 2020's shape, written in the shipped formats.
+
+What matters here is the shape the pipeline meets on a real download, not pictures: 217,959 train and
+62,894 test images from 441 and 111 cameras, bursts of frames, the real category ids with their relative
+frequencies (`iwildcam2020_categories.json`, copied from the competition metadata: 188 classes in train,
+15 of them with one or two sequences, seen at one or two cameras), a MegaDetector file with up to 100
+boxes per image (most of them low-confidence false positives), one JPEG file per image (small: the
+metadata keeps the full-HD size, as in a resized copy of the dataset) and a Landsat tree of every site at
+the real number of dates (patches scaled down). Frozen CNN embeddings are written as the parquet file that
+`embeddings.backbone: parquet` imports: vectors of the backbone's width whose class signal lives in a
+low-dimensional subspace, as in real embeddings, so that inference need not run on 280,000 images.
+
+`scale` and `camera_scale` shrink the shape for the test suite (1/100 of the images on 1/20 of the
+cameras still has 100+ classes with the real long tail).
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from joblib import Parallel, delayed
+from tqdm import tqdm
+
+from sample.generate import ACTIVITY_HOURS, write_json, write_landsat
+
+CATEGORIES = Path(__file__).with_name("iwildcam2020_categories.json")
+SHAPE = {"train_images": 217_959, "test_images": 62_894, "train_locations": 441, "test_locations": 111}
+SITES = 552
+RESOLUTIONS = ((1920, 1080), (2048, 1536))
+MEAN_FALSE_BOXES = 8.0     # low-confidence boxes per image (vegetation, rocks), a long tail up to 100
+MAX_BOXES = 100            # MegaDetector's file keeps the top 100 boxes
+LANDSAT_DATES = (39, 147, 406)  # fewest, median, most acquisition dates of a site
+
+
+@dataclass
+class Site:
+    """What `write_landsat` needs of a camera: its id and the habitat mix around it."""
+    id: int
+    habitat: np.ndarray
+
+
+def _uuids(rng: np.random.Generator, n: int) -> list[str]:
+    raw = rng.bytes(16 * n)
+    return [str(uuid.UUID(bytes=raw[16 * i:16 * i + 16], version=4)) for i in range(n)]
+
+
+def _budgets(rng: np.random.Generator, total: int, n: int) -> np.ndarray:
+    """Images per camera: log-normal sizes (a few busy cameras, many quiet ones) summing to `total`."""
+    w = rng.lognormal(0.0, 1.0, n)
+    share = w / w.sum() * (total - 3 * n)
+    base = np.floor(share).astype(int)
+    base[np.argsort(share - base)[::-1][:total - 3 * n - base.sum()]] += 1
+    return base + 3
+
+
+def _sinkhorn(m: np.ndarray, rows: np.ndarray, cols: np.ndarray, iterations: int = 50) -> np.ndarray:
+    """Scale `m` to the given row and column sums: cameras' sequence counts against classes' frequencies."""
+    for _ in range(iterations):
+        m *= (rows / np.maximum(m.sum(axis=1), 1e-12))[:, None]
+        m *= cols / np.maximum(m.sum(axis=0), 1e-12)
+    return m
+
+
+def _camera_jpegs(folder: Path, names: list[str], width: int, height: int, habitat: np.ndarray, night: np.ndarray,
+                  colours: np.ndarray, boxes: np.ndarray, seed: int) -> None:
+    """One small JPEG per image: the camera's scene, the animal as a blob of its class colour, night frames
+    grey, sensor noise."""
+    rng = np.random.default_rng(seed)
+    palette = np.array([[40, 95, 45], [90, 170, 185], [120, 120, 80]], np.float32)
+    scene = np.clip(habitat @ palette + rng.normal(0, 12, (height, width, 3)), 0, 255).astype(np.float32)
+    for name, is_night, colour, box in zip(names, night, colours, boxes):
+        img = scene + rng.normal(0, 4, (height, width, 1)).astype(np.float32)
+        if not np.isnan(box[0]):
+            x, y, w, h = box * [width, height, width, height]
+            cv2.ellipse(img, (int(x + w / 2), int(y + h / 2)), (max(int(w / 2), 1), max(int(h / 2), 1)), 0, 0, 360,
+                        colour.tolist(), -1)
+        if is_night:
+            img = np.repeat(img.mean(axis=2, keepdims=True) * 0.7, 3, axis=2)
+        ok, jpeg = cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 80])
+        (folder / name).write_bytes(jpeg.tobytes())
+
+
+def _site_landsat(root: Path, site: Site, dates: int, size: int, seed: int) -> int:
+    return write_landsat(root, site, np.random.default_rng([seed, site.id, 1]),
+                         {"landsat_size": size, "landsat_dates": [dates, dates]})
+
+
+def generate_rehearsal(out: str | Path, seed: int = 2020, scale: float = 1.0, camera_scale: float = 1.0,
+                       jpeg_divisor: int = 12, landsat_size: int = 48, embedding_dim: int = 1280,
+                       n_jobs: int = 2) -> dict:
+    """Write the rehearsal dataset under `out` (Kaggle layout, plus `embeddings.parquet` to import); return
+    counts of what was written."""
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    meta = json.loads(CATEGORIES.read_text())["categories"]
+    cats = [c for c in meta if c["count"] > 0]
+    class_ids = np.array([c["id"] for c in cats])
+    counts = np.array([c["count"] for c in cats], float)
+    n_classes = len(cats)
+    empty = int(np.flatnonzero(class_ids == 0)[0])
+    person = {i for i, c in enumerate(cats) if c["name"] in ("human", "homo sapiens")}
+
+    n_train = max(12, round(SHAPE["train_locations"] * camera_scale))
+    n_test = max(3, round(SHAPE["test_locations"] * camera_scale))
+    n_cams = n_train + n_test
+    n_images = {"train": round(SHAPE["train_images"] * scale), "test": round(SHAPE["test_images"] * scale)}
+    loc_ids = np.sort(rng.choice(SITES, n_cams, replace=False))
+    split = np.array(["train"] * n_train + ["test"] * n_test)
+    rng.shuffle(split)
+    habitat = rng.dirichlet(np.full(3, 0.6), n_cams)
+    distance = rng.uniform(0.6, 1.5, n_cams)
+    burst = rng.choice([1, 3, 5], n_cams, p=[0.3, 0.45, 0.25])
+    resolution = rng.choice(len(RESOLUTIONS), n_cams, p=[0.6, 0.4])
+    start = rng.integers(0, 5 * 365, n_cams)
+    days = rng.integers(60, 500, n_cams)
+    bad_clock = rng.random(n_cams) < 0.02
+
+    # classes: where they live, when they are active, how big and what colour they are
+    class_habitat = rng.dirichlet(np.full(3, 0.5), n_classes)
+    activity = rng.choice(list(ACTIVITY_HOURS), n_classes)
+    body = rng.lognormal(np.log(0.15), 0.5, n_classes)
+    colour = rng.integers(20, 235, (n_classes, 3))
+    group = rng.choice([1, 1, 1, 2, 4], n_classes)
+    affinity = (habitat @ class_habitat.T) ** 3 + 1e-6           # (cameras, classes)
+
+    # which training cameras saw each class: one or two for the rarest, up to all for empty
+    train_cams = np.flatnonzero(split == "train")
+    test_cams = np.flatnonzero(split == "test")
+    present = np.zeros((n_cams, n_classes), bool)
+    n_seen = np.clip(np.round(0.9 * np.sqrt(counts) * camera_scale), 1, n_train).astype(int)
+    n_seen[counts <= 2] = np.minimum(counts[counts <= 2], n_seen[counts <= 2]).astype(int)
+    for c in range(n_classes):
+        p = affinity[train_cams, c] / affinity[train_cams, c].sum()
+        present[rng.choice(train_cams, n_seen[c], replace=False, p=p), c] = True
+        present[test_cams, c] = rng.random(n_test) < n_seen[c] / n_train
+    present[:, empty] = True
+    budgets = np.zeros(n_cams, int)
+    budgets[train_cams] = _budgets(rng, n_images["train"], n_train)
+    budgets[test_cams] = _budgets(rng, n_images["test"], n_test)
+    mix = np.where(present, affinity, 0.0)
+    seqs_per_cam = budgets / np.where(burst > 1, burst * 0.9, 1)
+    mix[train_cams] = _sinkhorn(mix[train_cams], seqs_per_cam[train_cams],
+                                counts / counts.sum() * seqs_per_cam[train_cams].sum())
+    mix /= mix.sum(axis=1, keepdims=True)
+
+    # every class is in train at least once (as in the real data): one sequence at its busiest camera
+    busiest = np.where(present[train_cams], budgets[train_cams, None], -1).argmax(axis=0)
+    guaranteed = [np.flatnonzero(busiest == i) for i in range(n_train)]
+    first_seqs = {cam: guaranteed[i] for i, cam in enumerate(train_cams)}
+
+    # sequences and frames, camera by camera, until each camera's image count is reached exactly
+    frames = []  # per camera: (class per frame, seq index per frame, frame number, frames in its sequence)
+    n_seq = 0
+    for cam in range(n_cams):
+        k = int(budgets[cam] / max(burst[cam] * 0.5, 1)) + 5
+        cls = np.concatenate([first_seqs.get(cam, []), rng.choice(n_classes, k, p=mix[cam])]).astype(int)
+        k = len(cls)
+        size = np.where(rng.random(k) < 0.15, rng.integers(1, burst[cam] + 1, k), burst[cam])
+        ends = np.cumsum(size)
+        last = int(np.searchsorted(ends, budgets[cam]))
+        size, cls = size[:last + 1].copy(), cls[:last + 1]
+        size[-1] -= ends[last] - budgets[cam]
+        seq = np.repeat(np.arange(len(size)), size)
+        frame_num = np.arange(len(seq)) - np.repeat(np.cumsum(size) - size, size)
+        frames.append((np.repeat(cls, size), seq + n_seq, frame_num, np.repeat(size, size)))
+        n_seq += len(size)
+    cam_of = np.concatenate([np.full(len(f[0]), cam) for cam, f in enumerate(frames)])
+    cls_of, seq_of, frame_num, seq_frames = (np.concatenate([f[i] for f in frames]) for i in range(4))
+    n = len(cls_of)
+    image_ids, seq_uuid = _uuids(rng, n), _uuids(rng, n_seq)
+
+    # when: the sequence's day at the camera, an hour from the class's activity, one second per frame
+    seq_cam = np.zeros(n_seq, int)
+    seq_cam[seq_of] = cam_of
+    seq_cls = np.zeros(n_seq, int)
+    seq_cls[seq_of] = cls_of
+    hours = np.empty(n_seq)
+    for name, modes in ACTIVITY_HOURS.items():
+        idx = np.flatnonzero(activity[seq_cls] == name)
+        mode = rng.integers(len(modes), size=len(idx))
+        means, spreads = np.array([m for m, _ in modes])[mode], np.array([s for _, s in modes])[mode]
+        hours[idx] = rng.normal(means, spreads) % 24
+    day = start[seq_cam] + rng.uniform(0, 1, n_seq) * days[seq_cam]
+    seconds = np.round((day.astype(int) * 24 + hours) * 3600).astype(np.int64)[seq_of] + frame_num
+    epoch = datetime(2013, 1, 1)
+    stamps = [epoch + timedelta(seconds=int(s)) for s in seconds]
+    datetimes = [f"{(t - timedelta(days=40 * 365) if bad else t):%Y-%m-%d %H:%M:%S}.000"  # clock never set
+                 for t, bad in zip(stamps, bad_clock[cam_of])]
+    night = np.array([t.hour < 6 or t.hour >= 19 for t in stamps])
+
+    # MegaDetector boxes: the animals (mostly confident), then false positives (mostly not)
+    seq_group = np.where(seq_cls == empty, 0, rng.integers(1, group[seq_cls] + 1))
+    animals = seq_group[seq_of] * (rng.random(n) < 0.92)
+    false = np.minimum(rng.negative_binomial(1, 1 / (1 + MEAN_FALSE_BOXES), n), MAX_BOXES - animals)
+    per_image = animals + false
+    owner = np.repeat(np.arange(n), per_image)
+    is_animal = np.arange(len(owner)) - np.repeat(np.cumsum(per_image) - per_image, per_image) < animals[owner]
+    m = len(owner)
+    h = np.where(is_animal, body[cls_of[owner]] / distance[cam_of[owner]] * rng.uniform(0.8, 1.2, m),
+                 rng.uniform(0.03, 0.3, m))
+    w = np.clip(h * rng.uniform(0.8, 2.0, m) * 9 / 16, 0.01, 0.98)
+    h = np.clip(h, 0.01, 0.98)
+    x, y = rng.uniform(0, 1, m) * (1 - w), np.clip(rng.normal(0.55, 0.15, m), 0, 1) * (1 - h)
+    conf = np.where(is_animal, 0.97 - np.abs(rng.normal(0, 0.1, m)) - 0.12 * night[owner],
+                    rng.beta(1.2, 9.0, m))
+    conf = np.where(is_animal & (rng.random(m) < 0.05), rng.uniform(0.02, 0.2, m), conf)
+    conf = np.round(np.clip(conf, 0.005, 0.999), 3)
+    category = np.where(is_animal & np.isin(cls_of[owner], list(person)), "2", "1")
+    order = np.lexsort((-conf, owner))
+    owner, conf, category = owner[order], conf[order], category[order]
+    bbox = np.round(np.column_stack([x, y, w, h])[order], 4)
+    top_box = np.full((n, 4), np.nan)
+    first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]]) if m else np.array([], int)
+    top_animal = first[is_animal[order][first]]
+    top_box[owner[top_animal]] = bbox[top_animal]
+    starts = np.r_[0, np.cumsum(per_image)]
+    detector_images = []
+    for i in range(n):
+        dets = [{"category": str(category[j]), "conf": float(conf[j]), "bbox": bbox[j].tolist()}
+                for j in range(starts[i], starts[i + 1])]
+        detector_images.append({"id": image_ids[i], "max_detection_conf": dets[0]["conf"] if dets else 0.0,
+                                "detections": dets})
+
+    # metadata in the COCO Camera Traps layout, in the shipped file names
+    (out / "metadata").mkdir(parents=True, exist_ok=True)
+    size = np.array(RESOLUTIONS)[resolution]
+    file_names = [f"{i}.jpg" for i in image_ids]
+    images = {"train": [], "test": []}
+    annotations = []
+    rights = ("Justin Brown", "Erin Boydston", "Jeff Wilson")
+    for i in range(n):
+        cam = cam_of[i]
+        images[split[cam]].append({
+            "seq_num_frames": int(seq_frames[i]), "location": int(loc_ids[cam]), "datetime": datetimes[i],
+            "id": image_ids[i], "frame_num": int(frame_num[i]), "seq_id": seq_uuid[seq_of[i]],
+            "width": int(size[cam, 0]), "height": int(size[cam, 1]), "file_name": file_names[i],
+            "rights_holder": rights[cam % len(rights)]})
+        if split[cam] == "train":
+            annotations.append({"id": image_ids[i] + "-a", "image_id": image_ids[i],
+                                "category_id": int(class_ids[cls_of[i]])})
+    categories = [{"id": c["id"], "name": c["name"]} for c in meta]
+    info = {"version": "rehearsal", "description": "iWildCam 2020 shape rehearsal", "year": 2020}
+    write_json(out / "metadata/iwildcam2020_train_annotations.json",
+               {"info": info, "images": images["train"], "categories": categories, "annotations": annotations})
+    write_json(out / "metadata/iwildcam2020_test_information.json",
+               {"info": info, "images": images["test"], "categories": categories})
+    write_json(out / "metadata/iwildcam2020_megadetector_results.json",
+               {"info": {"detector": "megadetector_v3 (simulated)", "format_version": "1.0"},
+                "detection_categories": {"1": "animal", "2": "person"}, "images": detector_images})
+    (out / "sample_submission.csv").write_text(
+        "Id,Category\n" + "".join(f"{im['id']},0\n" for im in images["test"]))
+    del detector_images, images, annotations
+
+    # one JPEG per image, camera by camera (1/jpeg_divisor of the metadata's size)
+    for s in ("train", "test"):
+        (out / s).mkdir(parents=True, exist_ok=True)
+    by_cam = np.split(np.argsort(cam_of, kind="stable"), np.cumsum(np.bincount(cam_of, minlength=n_cams))[:-1])
+    Parallel(n_jobs=n_jobs)(
+        delayed(_camera_jpegs)(out / split[cam], [file_names[i] for i in idx], int(size[cam, 0]) // jpeg_divisor,
+                               int(size[cam, 1]) // jpeg_divisor, habitat[cam], night[idx], colour[cls_of[idx]],
+                               top_box[idx], seed * 1000 + cam)
+        for cam, idx in enumerate(tqdm(by_cam, desc="rehearsal: JPEGs", unit="camera")))
+
+    # Landsat for every site, at the real number of dates (fewest 39, median 147, most 406)
+    lo, median, hi = LANDSAT_DATES
+    site_habitat = rng.dirichlet(np.full(3, 0.6), SITES)
+    site_habitat[loc_ids] = habitat
+    site_dates = np.clip(np.round(rng.lognormal(np.log(median), 0.45, SITES)), lo, hi).astype(int)
+    sites = range(SITES) if camera_scale >= 1 else loc_ids
+    dates = Parallel(n_jobs=n_jobs)(
+        delayed(_site_landsat)(out, Site(int(s), site_habitat[s]), int(site_dates[s]), landsat_size, seed)
+        for s in tqdm(sites, desc="rehearsal: Landsat sites", unit="site"))
+
+    written = _write_embeddings(out / "embeddings.parquet", rng, image_ids, cls_of, cam_of, empty, top_box,
+                                embedding_dim)
+    return {"train_images": n_images["train"], "test_images": n_images["test"], "train_locations": n_train,
+            "test_locations": n_test, "sequences": n_seq, "train_classes": int((np.bincount(
+                cls_of[split[cam_of] == "train"], minlength=n_classes) > 0).sum()),
+            "detector_boxes": int(m), "max_boxes_per_image": int(per_image.max()), "landsat_sites": len(sites),
+            "landsat_site_dates": int(sum(dates)), "landsat_files": 3 * int(sum(dates)),
+            "embedding_rows": written}
+
+
+def _write_embeddings(path: Path, rng: np.random.Generator, image_ids: list[str], cls_of: np.ndarray,
+                      cam_of: np.ndarray, empty: int, top_box: np.ndarray, dim: int, latent: int = 64,
+                      chunk: int = 20_000) -> int:
+    """Frame vectors: the camera's scene plus a little of the animal; crop vectors (images with a confident
+    animal box only): the animal's class plus noise. Class and scene live in `latent`-dimensional
+    subspaces of the `dim`-wide space, as real CNN features concentrate in a few directions."""
+    n_classes, n_cams = int(cls_of.max()) + 1, int(cam_of.max()) + 1
+    to_class = rng.standard_normal((latent, dim), np.float32) / np.sqrt(latent)
+    to_scene = rng.standard_normal((latent, dim), np.float32) / np.sqrt(latent)
+    class_vec = rng.standard_normal((n_classes, latent), np.float32) @ to_class
+    scene_vec = rng.standard_normal((n_cams, latent), np.float32) @ to_scene
+    has_crop = ~np.isnan(top_box[:, 0]) & (cls_of != empty)
+    names = [f"frame_emb_{k}" for k in range(dim)] + [f"crop_emb_{k}" for k in range(dim)]
+    schema = pa.schema([("image_id", pa.string())] + [(c, pa.float32()) for c in names])
+    with pq.ParquetWriter(path, schema) as writer:
+        for lo in tqdm(range(0, len(image_ids), chunk), desc="rehearsal: embeddings", unit="chunk"):
+            sl = slice(lo, lo + chunk)
+            c, cam, k = cls_of[sl], cam_of[sl], len(cls_of[sl])
+            animal = (c != empty)[:, None]
+            frame = scene_vec[cam] + 0.35 * animal * class_vec[c] + rng.standard_normal((k, dim), np.float32) * 0.6
+            crop = class_vec[c] + 0.3 * scene_vec[cam] + rng.standard_normal((k, dim), np.float32) * 1.5
+            crop[~has_crop[sl]] = np.nan
+            columns = np.ascontiguousarray(np.hstack([frame, crop]).astype(np.float32).T)
+            arrays = [pa.array(image_ids[sl])] + [pa.array(column) for column in columns]
+            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
+    return len(image_ids)

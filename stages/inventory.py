@@ -1,0 +1,21 @@
+"""DVC stage `inventory` (see dvc.yaml)."""
+from __future__ import annotations
+
+import logging
+
+from data.io import file_inventory, write_parquet
+from stages.common import DATA_FOLDERS, FILES_TABLE
+
+log = logging.getLogger("stages.inventory")
+
+
+def run(params: dict) -> None:
+    """The data files' paths, sizes and modification times, as one table that the stages reading pixels or
+    Landsat patches depend on: DVC would otherwise hash every file of those folders on every `dvc repro`
+    (a real download has ~280,000 JPEGs and ~250,000 npy files). Runs on every repro (always_changed); its
+    table's bytes change only when a file is added, removed, resized or rewritten."""
+    files = file_inventory(params["data"]["root"], DATA_FOLDERS)
+    write_parquet(files, FILES_TABLE)
+    top = files["path"].str.split("/", n=1).str[0]
+    log.info("inventory: %d files, %.1f GB: %s", len(files), files["size"].sum() / 1e9,
+             ", ".join(f"{n} in {f}/" for f, n in top.value_counts().sort_index().items()))

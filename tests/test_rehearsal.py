@@ -1,0 +1,47 @@
+"""The full-scale rehearsal at 1/100 of the images on 1/20 of the cameras: the real category list's long
+tail (100+ classes in train, some seen once), the whole pipeline under DVC, and its scale report."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def rehearsal(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rehearsal")
+    subprocess.run([sys.executable, str(REPO / "benchmarks/rehearse.py"), "--scale", "0.01", "--camera-scale",
+                    "0.05", "--landsat-size", "34", "--out", str(out), "--report", str(out / "scale.json"),
+                    "--inference-images", "0", "--set", "train.tune.n_trials=4",
+                    "evaluate.multiclass_max_row_classes=100000"], check=True, capture_output=True)
+    return json.loads((out / "scale.json").read_text())
+
+
+def test_scale_report_measures_every_stage_and_a_noop_repro(rehearsal):
+    shape, stages = rehearsal["shape"], rehearsal["stages"]
+    assert shape["train_images"] == 2180 and shape["test_images"] == 629
+    assert shape["train_classes"] >= 100 and shape["max_boxes_per_image"] <= 100
+    assert set(stages) == {"inventory", "load", "detector_stats", "sequence_timing", "landsat_summary",
+                           "image_stats", "embeddings", "join", "train", "evaluate", "predict"}
+    assert all(s["wall_s"] > 0 and s["peak_rss_gb"] > 0 for s in stages.values())
+    files = stages["inventory"]["outputs"]["artifacts/tables/files.parquet"]["rows"]
+    assert files == 2180 + 629 + shape["landsat_files"]
+    assert stages["join"]["outputs"]["artifacts/features/feature_table.parquet"]["rows"] == 2180 + 629
+    assert len(rehearsal["noop_repro_s"]) == 2 and rehearsal["totals"]["train_evaluate_s"] > 0
+
+
+def test_the_model_beats_the_rules_on_held_out_cameras_despite_the_long_tail(rehearsal):
+    metrics, baselines = rehearsal["metrics"], rehearsal["baselines"]
+    assert metrics["model"] == "reranker_all_families_sequence_smoothed"
+    for rule in ("majority_class", "detector_only"):
+        assert metrics["accuracy"] > baselines[rule]["accuracy"]
+        assert metrics["macro_f1"] > baselines[rule]["macro_f1"]
+    assert metrics["n_classes"] >= 10  # classes present at the held-out cameras
+
+
+def test_multiclass_baselines_past_the_limit_are_skipped_with_the_reason(rehearsal):
+    for name in ("logistic_regression", "lightgbm_multiclass", "hist_gradient_boosting"):
+        assert "evaluate.multiclass_max_row_classes (100,000)" in rehearsal["baselines"][name]["skipped"]
+    assert "accuracy" in rehearsal["baselines"]["reranker_embeddings_only"]
