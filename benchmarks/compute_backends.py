@@ -74,9 +74,8 @@ def main() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
     labels, rows = labelled_train()
-    table_file = FeatureFile(FEATURE_TABLE)
-    features = EmbeddingPCA.fit_file(table_file, labels.index, params["train"]["pca_components"], 0).transform_file(
-        table_file, labels.index)
+    _, features = EmbeddingPCA.fit_transform_file(FeatureFile(FEATURE_TABLE), labels.index,
+                                                  params["train"]["pca_components"], 0)
     classes = sorted(int(c) for c in labels.unique())
     cfg = dict(params["train"], tune=dict(params["train"]["tune"], n_trials=args.trials, storage=None))
     y, groups = lgbm.encode(labels, classes), rows["location"].to_numpy()

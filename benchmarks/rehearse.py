@@ -74,11 +74,16 @@ def run_measured(cmd: list[str], cwd: Path, env: dict) -> dict:
             "ran": "Running stage" in output}
 
 
+def stage_outputs(stage: dict) -> list[str]:
+    """The paths a dvc.yaml stage writes (outs, metrics and plots)."""
+    return [next(iter(o)) if isinstance(o, dict) else o for key in ("outs", "metrics", "plots")
+            for o in stage.get(key, [])]
+
+
 def outputs_of(stage: dict, repo: Path) -> dict:
     """Rows and columns of each parquet the stage wrote."""
     shapes = {}
-    for out in stage.get("outs", []):
-        path = next(iter(out)) if isinstance(out, dict) else out
+    for path in stage_outputs(stage):
         if str(path).endswith(".parquet"):
             meta = pq.ParquetFile(repo / path).metadata
             shapes[path] = {"rows": meta.num_rows, "columns": meta.num_columns}
@@ -86,26 +91,24 @@ def outputs_of(stage: dict, repo: Path) -> dict:
 
 
 def copy_checkout(repo: Path, reuse: bool) -> None:
-    """This checkout's files (tracked and untracked, not ignored) in a fresh git repository at `repo`; with
-    `reuse`, copied over the last run's repository, whose outputs and dvc.lock stay."""
+    """This checkout's files (tracked and untracked, not ignored, but dvc.lock) in a fresh git repository
+    at `repo`; with `reuse`, copied over the last run's repository, whose lock and stage outputs (the
+    tracked reports/ too) stay."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=PROJECT, check=True,
                            capture_output=True).stdout.decode().split("\0")
-    if reuse and (repo / ".git").exists():  # not the lock, nor stage outputs tracked here (reports/...)
+    reuse = reuse and (repo / ".git").exists()
+    if reuse:
         stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text())["stages"].values()
-        outputs = tuple(next(iter(o)) if isinstance(o, dict) else o
-                        for st in stages for key in ("outs", "metrics", "plots") for o in st.get(key, []))
-        files = [f for f in files if f != "dvc.lock" and not f.startswith(outputs)]
-        for name in filter(None, files):
-            if (PROJECT / name).is_file():
-                (repo / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(PROJECT / name, repo / name)
-        return
-    shutil.rmtree(repo, ignore_errors=True)
+        outputs = tuple(path for stage in stages for path in stage_outputs(stage))
+        files = [f for f in files if not f.startswith(outputs)]
+    else:
+        shutil.rmtree(repo, ignore_errors=True)
     for name in filter(None, files):
         if (PROJECT / name).is_file() and name != "dvc.lock":
             (repo / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(PROJECT / name, repo / name)
-    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    if not reuse:
+        subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
 
 
 def set_params(path: Path, overrides: dict) -> dict:

@@ -49,10 +49,10 @@ class FeatureFile:
             raise KeyError(f"{self.path}: {(positions < 0).sum()} image ids not in the feature table")
         return positions
 
-    def plain(self, ids: pd.Index) -> pd.DataFrame:
-        """The columns outside embedding blocks, for `ids`, in that order."""
+    def plain(self, positions: np.ndarray) -> pd.DataFrame:
+        """The columns outside embedding blocks, at these row positions."""
         frame = pq.read_table(self.path, columns=[self.index_name, *self.plain_columns]).to_pandas()
-        return frame.iloc[self.positions(ids)]
+        return frame.iloc[positions]
 
     def block(self, columns: list[str], positions: np.ndarray) -> np.ndarray:
         """(rows, len(columns)) float32 of one block at these row positions."""
@@ -66,27 +66,33 @@ class EmbeddingPCA:
     @classmethod
     def fit(cls, features: pd.DataFrame, n_components: int, seed: int) -> "EmbeddingPCA":
         """One PCA per block, on the rows where that block is present (a view can be absent: no crop)."""
-        return cls._fit(embedding_blocks(features.columns), lambda cols: features[cols].to_numpy(np.float32),
-                        n_components, seed)
+        pca = cls({}, {})
+        for block, cols in embedding_blocks(features.columns).items():
+            pca._fit_block(block, features[cols].to_numpy(np.float32), n_components, seed)
+        return pca
 
     @classmethod
-    def fit_file(cls, table: FeatureFile, ids: pd.Index, n_components: int, seed: int) -> "EmbeddingPCA":
-        """`fit` on the rows `ids` of the feature table, one block in memory at a time."""
+    def fit_transform_file(cls, table: FeatureFile, ids: pd.Index, n_components: int, seed: int
+                           ) -> tuple["EmbeddingPCA", pd.DataFrame]:
+        """`fit` on the rows `ids` of the feature table and their `transform`, each block read once and
+        alone in memory."""
         positions = table.positions(ids)
-        return cls._fit(table.blocks, lambda cols: table.block(cols, positions), n_components, seed)
+        pca, parts = cls({}, {}), [table.plain(positions)]
+        for block, cols in table.blocks.items():
+            x = table.block(cols, positions)
+            if pca._fit_block(block, x, n_components, seed):
+                parts.append(pca._project(block, x, parts[0].index))
+        return pca, pd.concat(parts, axis=1)
 
-    @classmethod
-    def _fit(cls, blocks: dict[str, list[str]], read, n_components: int, seed: int) -> "EmbeddingPCA":
-        means, components = {}, {}
-        for block, cols in blocks.items():
-            x = read(cols)
-            x = x[~np.isnan(x).any(axis=1)]
-            k = min(n_components, *x.shape)
-            if k == 0:
-                continue
-            pca = PCA(n_components=k, svd_solver="covariance_eigh", random_state=seed).fit(x)
-            means[block], components[block] = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
-        return cls(means, components)
+    def _fit_block(self, block: str, x: np.ndarray, n_components: int, seed: int) -> bool:
+        """Fit one block's PCA on its present rows; False (block left out) if there are none."""
+        x = x[~np.isnan(x).any(axis=1)]
+        k = min(n_components, *x.shape)
+        if k == 0:
+            return False
+        pca = PCA(n_components=k, svd_solver="covariance_eigh", random_state=seed).fit(x)
+        self.means[block], self.components[block] = pca.mean_.astype(np.float32), pca.components_.astype(np.float32)
+        return True
 
     def _project(self, block: str, x: np.ndarray, index: pd.Index) -> pd.DataFrame:
         return pd.DataFrame((x - self.means[block]) @ self.components[block].T, index=index,
@@ -104,7 +110,7 @@ class EmbeddingPCA:
     def transform_file(self, table: FeatureFile, ids: pd.Index) -> pd.DataFrame:
         """`transform` of the rows `ids` of the feature table, one block in memory at a time."""
         positions = table.positions(ids)
-        parts = [table.plain(ids)]
+        parts = [table.plain(positions)]
         parts += [self._project(block, table.block(cols, positions), parts[0].index)
                   for block, cols in table.blocks.items() if block in self.means]
         return pd.concat(parts, axis=1)

@@ -30,9 +30,9 @@ def run(params: dict) -> None:
     log.info("train: %d images from %d locations; holding out %d locations (%d images)",
              fit_rows.sum(), rows.loc[fit_rows, "location"].nunique(), len(held), (~fit_rows).sum())
     unit, seqs = cfg["rows"], rows["seq_id"].to_numpy()
-    pca = EmbeddingPCA.fit_file(features, ids[fit_rows], cfg["pca_components"], cfg["seed"])
+    pca, reduced = EmbeddingPCA.fit_transform_file(features, ids[fit_rows], cfg["pca_components"], cfg["seed"])
     pca.save(HOLDOUT_PCA)
-    x_fit = sequence_rows.to_rows(pca.transform_file(features, ids[fit_rows]), seqs[fit_rows], unit)
+    x_fit = sequence_rows.to_rows(reduced, seqs[fit_rows], unit)
     y_fit = sequence_rows.row_labels(labels[fit_rows], seqs[fit_rows], unit)
     groups = sequence_rows.row_groups(rows.loc[fit_rows, "location"], seqs[fit_rows], unit)
     classes = sorted(int(c) for c in y_fit.unique())
@@ -46,9 +46,9 @@ def run(params: dict) -> None:
     fit_seconds = time.perf_counter() - started
     log.info("train: held-out model fitted in %.0f s (%d rounds)", fit_seconds, rounds)
     y_all = sequence_rows.row_labels(labels, seqs, unit)
-    pca = EmbeddingPCA.fit_file(features, ids, cfg["pca_components"], cfg["seed"])
+    pca, reduced = EmbeddingPCA.fit_transform_file(features, ids, cfg["pca_components"], cfg["seed"])
     pca.save(FINAL_PCA)
-    Reranker.fit(sequence_rows.to_rows(pca.transform_file(features, ids), seqs, unit), y_all,
+    Reranker.fit(sequence_rows.to_rows(reduced, seqs, unit), y_all,
                  sequence_rows.row_groups(rows["location"], seqs, unit), sorted(int(c) for c in y_all.unique()),
                  best, rounds, cfg, cfg["seed"]).save(FINAL_MODEL)
     write_json({"holdout_locations": held}, SPLIT_FILE)

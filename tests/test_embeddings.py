@@ -14,7 +14,7 @@ from features.embeddings import (compute_embeddings, crop_boxes, decode_reductio
                                  image_views, square_crop)
 from models import efficientnet_lite
 from models.backbones import Backbone, BackboneError, UInt8Input, build_backbone, resolve_device
-from models.reduce import EmbeddingPCA
+from models.reduce import EmbeddingPCA, FeatureFile
 from tests.conftest import killed_on_call, load_tables
 
 LITE_CFG = dict(backbone="efficientnet_lite0", weights_file=None, device="cpu")
@@ -245,6 +245,24 @@ def test_pca_is_fitted_on_training_rows_and_reloads_without_pickle(tmp_path):
     pd.testing.assert_frame_equal(EmbeddingPCA.load(tmp_path / "pca.npz").transform(features), reduced)
     plain = features[["detector_stats__n"]]  # no embedding columns: nothing to fit, nothing changed
     assert EmbeddingPCA.fit(plain, 3, 0).transform(plain).shape == (40, 1)
+
+
+def test_pca_read_from_the_feature_table_a_block_at_a_time_equals_the_in_memory_one(tmp_path):
+    rng = np.random.default_rng(1)
+    columns = [f"embeddings__frame_emb_{k}" for k in range(6)] + [f"embeddings__crop_emb_{k}" for k in range(6)]
+    features = pd.DataFrame(rng.normal(size=(40, 12)).astype(np.float32), columns=columns,
+                            index=pd.Index([f"img{i}" for i in range(40)], name="image_id"))
+    features.insert(0, "detector_stats__n", np.arange(40.0))
+    features.iloc[:5, 7:13] = np.nan
+    features.to_parquet(tmp_path / "table.parquet")
+    table, train = FeatureFile(tmp_path / "table.parquet"), features.index[::-1][:30]  # another row order
+    pca, reduced = EmbeddingPCA.fit_transform_file(table, train, n_components=3, seed=0)
+    expected = EmbeddingPCA.fit(features.loc[train], 3, 0)
+    pd.testing.assert_frame_equal(reduced, expected.transform(features.loc[train]), rtol=1e-5)
+    pd.testing.assert_frame_equal(pca.transform_file(table, features.index), expected.transform(features),
+                                  rtol=1e-5)
+    with pytest.raises(KeyError, match="1 image ids not in the feature table"):
+        table.positions(pd.Index(["img0", "elsewhere"]))
 
 
 def sample_views(root, n: int = 12) -> np.ndarray:
