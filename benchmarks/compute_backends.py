@@ -27,7 +27,7 @@ from features.embeddings import compute_embeddings  # noqa: E402
 from features.image_stats import image_stats  # noqa: E402
 from features.landsat_summary import landsat_summary  # noqa: E402
 from models import lgbm  # noqa: E402
-from models.backbones import build_backbone  # noqa: E402
+from features.backbones import build_backbone  # noqa: E402
 from models.reduce import EmbeddingPCA, FeatureFile  # noqa: E402
 from models.tune import tune  # noqa: E402
 from stages.common import FEATURE_TABLE, compute_backend, labelled_train, table  # noqa: E402
@@ -49,7 +49,7 @@ def run_stages(params: dict, images: pd.DataFrame, few: pd.DataFrame, cache: Pat
                                QualityReport())
     out["landsat_summary"] = timed(landsat_summary, images, landsat, params["landsat_summary"], cache / "landsat",
                                    QualityReport())
-    out["embeddings"] = timed(compute_embeddings, few, detections, root, emb_cfg, partial(build_backbone, emb_cfg),
+    out["embeddings"] = timed(compute_embeddings, few, detections, root, emb_cfg, partial(build_backbone, emb_cfg["backbones"][0], emb_cfg),
                               cache / "emb", QualityReport())
     return out
 

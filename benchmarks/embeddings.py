@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data import QualityReport, read_image  # noqa: E402
 from features.embeddings import compute_embeddings, image_views, prefetched  # noqa: E402
-from models.backbones import build_backbone  # noqa: E402
+from features.backbones import build_backbone  # noqa: E402
 
 WIDTH, HEIGHT = 1920, 1080
 
@@ -119,14 +119,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    cfg = dict(backbone="efficientnet_lite0", weights_file=None, device="cpu", threads=args.threads,
+    cfg = dict(weights={}, input_size=224, device="cpu", threads=args.threads,
                decode_workers=2, batch_size=args.batch_size, crops_top_k=1, crop_min_conf=0.3, crop_margin=0.15,
                chunk_images=256, flip=False, runtime="torch")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        torch_lite0 = build_backbone(cfg)
-        onnx_lite0 = build_backbone(dict(cfg, runtime="onnxruntime"), root / "onnx")
-        onnx_lite2 = build_backbone(dict(cfg, runtime="onnxruntime", backbone="efficientnet_lite2"), root / "onnx")
+        torch_lite0 = build_backbone("efficientnet_lite0", cfg)
+        onnx_lite0 = build_backbone("efficientnet_lite0", dict(cfg, runtime="onnxruntime"), root / "onnx")
+        onnx_lite2 = build_backbone("efficientnet_lite2", dict(cfg, runtime="onnxruntime"), root / "onnx")
         images = build(root, args.images, args.seed)
         paths = [root / "train" / f for f in images["file_name"]]
         time_decode(paths[:8], 1)  # warm up the page cache and the decoders
@@ -148,7 +148,7 @@ def main() -> None:
             _, rates[(key, "crop")] = stage(images, one_box, root, run_cfg, backbone, key + "_crop")
         onnx_cfg = dict(cfg, runtime="onnxruntime")
         _, flip_rate = stage(images, one_box, root, dict(onnx_cfg, flip=True), onnx_lite0, "flip")
-        _, lite2_rate = stage(images, one_box, root, dict(onnx_cfg, backbone="efficientnet_lite2"), onnx_lite2,
+        _, lite2_rate = stage(images, one_box, root, onnx_cfg, onnx_lite2,
                               "lite2")
 
     def cos(a, b):

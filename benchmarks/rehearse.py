@@ -5,7 +5,7 @@
 
 Writes the rehearsal dataset (sample/rehearsal.py; kept and reused while its settings are unchanged) under
 `--out`/data, copies this checkout's files to `--out`/repo, points data.root there and imports the generated
-embeddings (embeddings.backbone: parquet), then runs each DVC stage with `dvc repro --single-item`,
+embeddings (embeddings.backbones: [parquet]), then runs each DVC stage with `dvc repro --single-item`,
 recording its wall time, the peak resident memory of its process tree (DVC's own process excluded) and the
 size of what it wrote; then times a no-op `dvc repro`, and the real backbone's inference on a few
 thousand of the rehearsal's JPEGs. Everything goes to `--report` (reports/scale.json) and a summary table
@@ -124,24 +124,24 @@ def set_params(path: Path, overrides: dict) -> dict:
 
 
 def inference_throughput(repo: Path, params: dict, n: int) -> dict:
-    """The real backbone (params' embeddings section, backbone as in params.yaml) over the first `n`
+    """The real backbone (params' embeddings section, the first backbone of params.yaml) over the first `n`
     rehearsal images with their crops, in this process: images per second."""
     import pandas as pd
     from data import QualityReport
     from features.embeddings import compute_embeddings
-    from models.backbones import build_backbone
-    cfg = dict(params["embeddings"], backbone=yaml.safe_load((PROJECT / "params.yaml").read_text())
-               ["embeddings"]["backbone"])
+    from features.backbones import build_backbone
+    name = yaml.safe_load((PROJECT / "params.yaml").read_text())["embeddings"]["backbones"][0]
+    cfg = params["embeddings"]
     images = pd.read_parquet(repo / "artifacts/tables/images.parquet").iloc[:n]
     detections = pd.read_parquet(repo / "artifacts/tables/detections.parquet")
-    backbone = build_backbone(cfg, repo / "artifacts/cache/embeddings/onnx")
+    backbone = build_backbone(name, cfg, repo / "artifacts/cache/embeddings/onnx")
     started = time.perf_counter()
     frame, crop = compute_embeddings(images, detections, params["data"]["root"], cfg, lambda: backbone,
                                      repo / "artifacts/cache/inference_check", QualityReport())
     seconds = time.perf_counter() - started
     crops = int((~pd.isna(crop[:, 0])).sum())
     return {"images": len(images), "crops": crops, "seconds": round(seconds, 1),
-            "images_per_s": round(len(images) / seconds, 1), "backbone": cfg["backbone"],
+            "images_per_s": round(len(images) / seconds, 1), "backbone": name,
             "runtime": backbone.runtime, "threads": cfg["threads"]}
 
 
@@ -189,7 +189,7 @@ def main() -> None:
     repo = out / "repo"
     copy_checkout(repo, args.reuse)
     previous = json.loads(args.report.read_text())["stages"] if args.reuse and args.report.exists() else {}
-    overrides = {"data.root": str(data), "embeddings.backbone": "parquet",
+    overrides = {"data.root": str(data), "embeddings.backbones": ["parquet"],
                  "embeddings.import_file": str(data / "embeddings.parquet")}
     overrides.update({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)})
     params = set_params(repo / "params.yaml", overrides)

@@ -1,4 +1,7 @@
-"""Frozen CNN embeddings: the whole frame (scene, vegetation, light) and the detector's top boxes (species).
+"""Frozen CNN/ViT embeddings: the whole frame (scene, vegetation, light) and the detector's top boxes (species).
+
+Each backbone in `embeddings.backbones` is a feature family of its own (`features.backbones.family_name`),
+with its own cache, so adding one computes only it.
 
 Per image: the frame's pooled features, the mean over its top-k detector crops (each padded to a square
 with a margin around the box, then resized, so the animal keeps its shape), and the mean crop embedding
@@ -30,7 +33,7 @@ from data import ImageError, QualityReport, image_path, read_image, report_unrea
 from data.cache import KEY, ShardCache, code_digest, digest, file_identity
 from data.embeddings import load_embeddings
 from data.images import REDUCTIONS, JpegPolicy, metadata_size
-from models.backbones import Backbone, build_backbone
+from features.backbones import IMPORTED, Backbone, build_backbone, family_name
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +179,8 @@ def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str
     _LOADED[backbone.model_id] = backbone
     report.note("backbone", backbone.model_id)
     report.note("runtime", backbone.runtime)
+    if backbone.runtime_reason:
+        report.note("runtime_reason", backbone.runtime_reason)
     boxes = crop_boxes(detections, cfg["crops_top_k"], cfg["crop_min_conf"])
     readable = images[images["file_ok"]]
     view_params = (backbone.model_id, backbone.runtime, backbone.input_size, cfg["crops_top_k"],
@@ -245,13 +250,14 @@ def embedding_table(images: pd.DataFrame, frame: np.ndarray, crop: np.ndarray, c
     return pd.DataFrame(out, index=images.index, columns=columns, copy=False)
 
 
-def embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict, cache_dir: str | Path,
-               report: QualityReport, policy: JpegPolicy = JpegPolicy()) -> pd.DataFrame:
-    """The embedding family for every image: computed by the configured backbone, or imported."""
-    if cfg["backbone"] == "parquet":
+def embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, backbone: str, cfg: dict,
+               cache_dir: str | Path, report: QualityReport, policy: JpegPolicy = JpegPolicy()) -> pd.DataFrame:
+    """One backbone's family for every image: computed (cached per image in `cache_dir/<family>`, ONNX
+    exports in `cache_dir/onnx`), or imported from `cfg["import_file"]` for the backbone `parquet`."""
+    if backbone == IMPORTED:
         frame, crop = imported_embeddings(images, cfg["import_file"], report)
     else:
         frame, crop = compute_embeddings(images, detections, root, cfg,
-                                         partial(build_backbone, cfg, Path(cache_dir) / "onnx"), cache_dir,
-                                         report, policy)
+                                         partial(build_backbone, backbone, cfg, Path(cache_dir) / "onnx"),
+                                         Path(cache_dir) / family_name(backbone), report, policy)
     return embedding_table(images, frame, crop)

@@ -7,7 +7,7 @@ frequencies (`iwildcam2020_categories.json`, copied from the competition metadat
 boxes per image (most of them low-confidence false positives), one JPEG file per image (small: the
 metadata keeps the full-HD size, as in a resized copy of the dataset) and a Landsat tree of every site at
 the real number of dates (patches scaled down). Frozen CNN embeddings are written as the parquet file that
-`embeddings.backbone: parquet` imports: vectors of the backbone's width whose class signal lives in a
+`embeddings.backbones: [parquet]` imports: vectors of the backbone's width whose class signal lives in a
 low-dimensional subspace, as in real embeddings, so that inference need not run on 280,000 images.
 
 `scale` and `camera_scale` shrink the shape for the test suite (1/100 of the images on 1/20 of the

@@ -1,5 +1,7 @@
-"""DVC stage `embeddings` (see dvc.yaml)."""
+"""DVC stage `embeddings` (see dvc.yaml): one feature family per backbone in `embeddings.backbones`."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -7,21 +9,51 @@ import pyarrow.parquet as pq
 from data import QualityReport
 from data.images import JpegPolicy
 from data.io import atomic_path
+from data.quality import DataError
+from features.backbones import check_backbones, family_name
 from features.embeddings import embeddings
-from stages.common import FEATURES, CACHE, compute_backend, table, write_quality
+from stages.common import CACHE, EMBEDDINGS, QUALITY, WEIGHTS, compute_backend, table, write_quality
 
 ROW_GROUP = 32_768  # rows converted to Arrow at a time: pandas would convert the whole 4.3 GB table at once
 
 
+def weight_paths(cfg: dict) -> dict[str, Path]:
+    """The weights file or folder of each backbone that reads one from disk."""
+    paths = {name: Path(cfg["weights"][name]) for name in cfg["backbones"] if (cfg.get("weights") or {}).get(name)}
+    paths.update({name: Path(name.split(":", 1)[1]) for name in cfg["backbones"] if name.startswith("clip:")})
+    return paths
+
+
+def check_tracked(cfg: dict) -> None:
+    """Weights must lie under weights/, the folder dvc.yaml lists as a dependency, so that a new file at the
+    same path reruns the stage; a file elsewhere would be read but not tracked."""
+    tracked = WEIGHTS.absolute()
+    for name, path in weight_paths(cfg).items():
+        if not path.absolute().is_relative_to(tracked):
+            raise DataError(f"embeddings: weights of {name} at {path} are outside {WEIGHTS}/, which dvc.yaml tracks: "
+                            f"link or copy them there (ln -s {path.absolute()} {WEIGHTS}/)")
+
+
 def run(params: dict) -> None:
-    report, cfg, compute = QualityReport(), params["embeddings"], params["compute"]
+    cfg, compute = params["embeddings"], params["compute"]
+    names = check_backbones(list(cfg["backbones"]))
+    check_tracked(cfg)
     if compute["backend"] == "dask":  # each worker runs torch on its own threads, not the machine's
         cfg = dict(cfg, threads=compute["threads_per_worker"])
+    families = [family_name(n) for n in names]
+    images, detections, policy = table("images"), table("detections"), JpegPolicy.from_params(params["jpeg"])
     with compute_backend(compute):
-        vectors = embeddings(table("images"), table("detections"), params["data"]["root"], cfg,
-                             CACHE / "embeddings", report, JpegPolicy.from_params(params["jpeg"]))
-    schema = pa.Schema.from_pandas(vectors.iloc[:0])
-    with atomic_path(FEATURES / "embeddings.parquet") as tmp, pq.ParquetWriter(tmp, schema) as writer:
-        for lo in range(0, len(vectors), ROW_GROUP):
-            writer.write_table(pa.Table.from_pandas(vectors.iloc[lo:lo + ROW_GROUP], schema=schema))
-    write_quality("embeddings", report)
+        for name, family in zip(names, families):
+            report = QualityReport()
+            vectors = embeddings(images, detections, params["data"]["root"], name, cfg, CACHE / "embeddings", report,
+                                 policy)
+            schema = pa.Schema.from_pandas(vectors.iloc[:0])
+            with atomic_path(EMBEDDINGS / f"{family}.parquet") as tmp, pq.ParquetWriter(tmp, schema) as writer:
+                for lo in range(0, len(vectors), ROW_GROUP):
+                    writer.write_table(pa.Table.from_pandas(vectors.iloc[lo:lo + ROW_GROUP], schema=schema))
+            del vectors  # at full scale one family is 4.3 GB: never hold two
+            write_quality(f"embeddings/{family}", report)
+    # the folders hold exactly the listed backbones' families: join reads every file there
+    for folder, suffix in ((EMBEDDINGS, ".parquet"), (QUALITY / "embeddings", ".json")):
+        for stale in set(folder.glob(f"*{suffix}")) - {folder / f"{f}{suffix}" for f in families}:
+            stale.unlink()

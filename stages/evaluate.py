@@ -14,13 +14,21 @@ from models.metrics import classification_metrics, smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile
 from models.rerank import Reranker
 from models.report_plots import write_plots
-from stages.common import (FEATURES, REPORTS, FAMILIES, HOLDOUT_MODEL, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS,
-                           PLOTS, FIGURES, FEATURE_TABLE, table, labelled_train)
+from stages.common import (FEATURES, REPORTS, HOLDOUT_MODEL, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, FIGURES,
+                           FEATURE_TABLE, table, labelled_train)
 
 log = logging.getLogger("stages.evaluate")
-# the embeddings family split by view: whole frame (scene) against detector crops (animal)
-EMBEDDING_VIEWS = {"embeddings_frame": ("embeddings__frame_",),
-                   "embeddings_crops": ("embeddings__crop_", "embeddings__seq_crop_")}
+
+
+def ablations(columns: pd.Index) -> dict[str, tuple[str, ...]]:
+    """Column prefixes of each single-family model: every family in the table (one per embedding
+    backbone), and each embedding family split by view: whole frame (scene) against detector crops (animal)."""
+    families = list(dict.fromkeys(str(c).split("__")[0] for c in columns))
+    rows = {f: (f"{f}__",) for f in families}
+    for f in (f for f in families if f.startswith("embeddings")):
+        rows[f"{f}_frame"] = (f"{f}__frame_",)
+        rows[f"{f}_crops"] = (f"{f}__crop_", f"{f}__seq_crop_")
+    return rows
 
 
 def run(params: dict) -> None:
@@ -75,7 +83,7 @@ def run(params: dict) -> None:
             continue
         (proba, classes), seconds = timed(fit_predict)
         record(name, per_image(proba), classes, seconds)
-    for name, prefixes in [(f, (f"{f}__",)) for f in FAMILIES] + list(EMBEDDING_VIEWS.items()):
+    for name, prefixes in ablations(features.columns).items():
         cols = [c for c in features.columns if c.startswith(prefixes)]
         if cols:
             model, seconds = timed(Reranker.fit, x_fit[cols], y_fit, groups_fit, fit_classes, tuned["params"],

@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data.io import atomic_path
-from stages.common import FEATURES, FAMILIES, FEATURE_TABLE, table
+from stages.common import EMBEDDINGS, FEATURES, FAMILIES, FEATURE_TABLE, table
 
 log = logging.getLogger("stages.join")
 
@@ -21,11 +21,14 @@ def run(params: dict) -> None:
     chosen = [f for f in FAMILIES if params["features"][f]]
     if not chosen:
         raise SystemExit("features: every family is switched off; switch at least one on")
+    # the embeddings switch brings every backbone's family the embeddings stage wrote
+    files = {f: [FEATURES / f"{f}.parquet"] for f in chosen}
+    files["embeddings"] = sorted(EMBEDDINGS.glob("*.parquet")) if "embeddings" in chosen else []
     # the index column, and pandas metadata for string column names
     skeleton = pa.Table.from_pandas(pd.DataFrame(index=images.index, columns=pd.Index([], dtype=str)))
     columns = dict(zip(skeleton.column_names, skeleton.columns))
-    for family in chosen:
-        part = pq.read_table(FEATURES / f"{family}.parquet")
+    for path in (p for f in chosen for p in files[f]):
+        family, part = path.stem, pq.read_table(path)
         index = part.schema.pandas_metadata["index_columns"][0]
         ids = pd.Index(part.column(index).to_pandas())
         if not ids.equals(images.index):

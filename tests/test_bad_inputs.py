@@ -105,7 +105,8 @@ def corpus(tmp_path_factory):
 
 
 def quality(work: Path, stage: str) -> dict:
-    return json.loads((work / f"reports/quality/{stage}.json").read_text())["skipped"]
+    report = "embeddings/embeddings_efficientnet_lite0" if stage == "embeddings" else stage
+    return json.loads((work / f"reports/quality/{report}.json").read_text())["skipped"]
 
 
 def tables(work: Path, name: str) -> pd.DataFrame:
@@ -145,7 +146,7 @@ def test_good_rows_all_come_through_unchanged(corpus):
     table_clean = pd.read_parquet(clean / "artifacts/features/feature_table.parquet")
     table_bad = pd.read_parquet(bad / "artifacts/features/feature_table.parquet")
     assert table_bad.index.equals(images_clean.index)
-    emb = [c for c in table_bad.columns if c.startswith("embeddings__frame_emb_")]
+    emb = [c for c in table_bad.columns if c.startswith("embeddings_efficientnet_lite0__frame_emb_")]
     unreadable = [victims[k] for k in UNREADABLE]
     assert table_bad.loc[unreadable, emb].isna().all().all()
     readable = images_clean.index.difference(unreadable)  # camera_trailer and no_size among them

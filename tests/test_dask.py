@@ -16,15 +16,15 @@ from data import QualityReport, index_landsat
 from features.embeddings import compute_embeddings
 from features.image_stats import image_stats
 from features.landsat_summary import landsat_summary
-from models.backbones import build_backbone
+from features.backbones import build_backbone
 from models.tune import cross_validate, tune, tuning_data
 from stages.common import compute_backend
 from tests.conftest import load_tables
 from tests.test_models import CFG as TUNE_CFG, toy
 
-EMBED_CFG = dict(backbone="efficientnet_lite0", weights_file=None, import_file=None, device="cpu", threads=1,
+EMBED_CFG = dict(backbones=["efficientnet_lite0"], weights={}, input_size=224, import_file=None, device="cpu", threads=1,
                  decode_workers=1, batch_size=8, crops_top_k=2, crop_min_conf=0.3, crop_margin=0.15, chunk_images=8,
-                 flip=False)
+                 flip=False, runtime="torch")
 STATS_CFG = dict(short_side=32, box_min_conf=0.3, chunk_sequences=4, n_jobs=2)
 LANDSAT_CFG = dict(max_cloud_confidence=1, max_cirrus_confidence=1, centre_window=9, min_clear_share=0.1,
                    band_resolution=1, nearest_window_days=60, n_jobs=2)
@@ -60,7 +60,7 @@ def test_feature_stages_on_dask_equal_local(pristine_root, tmp_path, client):
     pd.testing.assert_frame_equal(remote, local)
 
     few = images.iloc[:40]
-    load = partial(build_backbone, EMBED_CFG)
+    load = partial(build_backbone, "efficientnet_lite0", EMBED_CFG)
     local = compute_embeddings(few, detections, root, EMBED_CFG, load, tmp_path / "l_emb", QualityReport())
     remote = on_dask(compute_embeddings, few, detections, root, EMBED_CFG, load, tmp_path / "d_emb", QualityReport())
     for a, b in zip(remote, local):
@@ -94,7 +94,7 @@ def test_a_worker_killed_mid_run_is_replaced_and_the_result_unchanged(pristine_r
     root = pristine_root
     images, detections, _ = tables(root)
     images = images.iloc[:64]
-    load = partial(build_backbone, EMBED_CFG)
+    load = partial(build_backbone, "efficientnet_lite0", EMBED_CFG)
     expected = compute_embeddings(images, detections, root, EMBED_CFG, load, tmp_path / "local", QualityReport())
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster) as c:

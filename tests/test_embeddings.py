@@ -12,12 +12,12 @@ import features.embeddings as embeddings_module
 from data import DataError, QualityReport
 from features.embeddings import (compute_embeddings, crop_boxes, decode_reduction, embedding_table, embeddings,
                                  image_views, square_crop)
-from models import efficientnet_lite
-from models.backbones import Backbone, BackboneError, UInt8Input, build_backbone, resolve_device
+from features.backbones import Backbone, BackboneError, build_backbone, efficientnet_lite
+from features.backbones.runtime import UInt8Input, resolve_device
 from models.reduce import EmbeddingPCA, FeatureFile
 from tests.conftest import killed_on_call, load_tables
 
-LITE_CFG = dict(backbone="efficientnet_lite0", weights_file=None, device="cpu")
+LITE_CFG = dict(weights={}, device="cpu", runtime="torch", input_size=224)
 CFG = dict(LITE_CFG, import_file=None, threads=2, decode_workers=2, batch_size=8, crops_top_k=2,
            crop_min_conf=0.3, crop_margin=0.15, chunk_images=16, flip=False)
 TABBY, TIGER_CAT, EGYPTIAN_CAT, ESPRESSO, CUP, COFFEE_MUG = 281, 282, 285, 967, 968, 504
@@ -25,7 +25,7 @@ TABBY, TIGER_CAT, EGYPTIAN_CAT, ESPRESSO, CUP, COFFEE_MUG = 281, 282, 285, 967, 
 
 @pytest.fixture(scope="module")
 def lite() -> Backbone:
-    return build_backbone(LITE_CFG)
+    return build_backbone("efficientnet_lite0", LITE_CFG)
 
 
 def tiny_backbone() -> Backbone:
@@ -44,19 +44,21 @@ def top5(network: nn.Module, size: int, rgb: np.ndarray) -> list[int]:
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "efficientnet_lite2"])
-def test_packaged_weights_load_strictly_and_recognise_imagenet_objects(name):
+def test_packaged_weights_load_strictly_and_recognise_imagenet_objects(name, tmp_path):
     network, size = efficientnet_lite.load_pretrained(name), efficientnet_lite.VARIANTS[name].input_size
     cat = top5(network, size, skimage.data.chelsea())  # Chelsea, a tabby cat
     assert cat[0] in (TABBY, TIGER_CAT, EGYPTIAN_CAT) and {TABBY, TIGER_CAT, EGYPTIAN_CAT} <= set(cat)
     coffee = top5(network, size, skimage.data.coffee())  # an espresso in a cup
     assert coffee[0] == ESPRESSO and {CUP, COFFEE_MUG} & set(coffee)
-    backbone = build_backbone(dict(LITE_CFG, backbone=name))
+    backbone = build_backbone(name, LITE_CFG)
     assert backbone.dim == 1280 and backbone.input_size == size and backbone.model_id.startswith(f"{name}@")
 
     state = torch.load(efficientnet_lite.bundled_weights_path(name), map_location="cpu", weights_only=True)
     state.pop("_blocks.7._bn1.running_var")
-    with pytest.raises(RuntimeError, match="Missing key"):
-        efficientnet_lite.EfficientNetLite(efficientnet_lite.VARIANTS[name]).load_state_dict(state, strict=True)
+    torch.save(state, tmp_path / "lite.pth")
+    with pytest.raises(BackboneError, match=rf"backbone {name}: .*lite.pth does not fit: 1 missing keys "
+                                            r"\(_blocks.7._bn1.running_var\)"):
+        build_backbone(name, dict(LITE_CFG, weights={name: str(tmp_path / "lite.pth")}))
 
 
 def test_embedding_is_the_same_whatever_the_batch_size(lite):
@@ -185,25 +187,25 @@ def test_imported_embeddings_are_validated(root, tmp_path):
     path = tmp_path / "pulled.parquet"
     exported.iloc[:-3].to_parquet(path)
     report = QualityReport()
-    imported = embeddings(images, detections, root, dict(CFG, backbone="parquet", import_file=str(path)),
+    imported = embeddings(images, detections, root, "parquet", dict(CFG, import_file=str(path)),
                           tmp_path / "unused", report)
     pd.testing.assert_frame_equal(imported.iloc[:-3], exported.iloc[:-3])
     assert imported.iloc[-3:].isna().all().all()
     assert report.counts["image absent from the imported embeddings file"] == 3
 
-    cfg = dict(CFG, backbone="parquet", import_file=str(path))
+    cfg = dict(CFG, import_file=str(path))
     exported.rename(index={exported.index[0]: "no-such-image"}).to_parquet(path)
     with pytest.raises(DataError, match="1 image ids not in the metadata"):
-        embeddings(images, detections, root, cfg, tmp_path, QualityReport())
+        embeddings(images, detections, root, "parquet", cfg, tmp_path, QualityReport())
     pd.concat([exported, exported.iloc[:1]]).to_parquet(path)
     with pytest.raises(DataError, match="duplicate image ids"):
-        embeddings(images, detections, root, cfg, tmp_path, QualityReport())
+        embeddings(images, detections, root, "parquet", cfg, tmp_path, QualityReport())
     exported.drop(columns=["crop_emb_3"]).to_parquet(path)
     with pytest.raises(DataError, match="3 crop_emb columns but 4 frame_emb"):
-        embeddings(images, detections, root, cfg, tmp_path, QualityReport())
+        embeddings(images, detections, root, "parquet", cfg, tmp_path, QualityReport())
     exported.drop(columns=["frame_emb_1"]).to_parquet(path)
     with pytest.raises(DataError, match="not numbered 0..d-1"):
-        embeddings(images, detections, root, cfg, tmp_path, QualityReport())
+        embeddings(images, detections, root, "parquet", cfg, tmp_path, QualityReport())
 
 
 def test_backbone_and_device_choices_fail_clearly(tmp_path):
@@ -213,17 +215,17 @@ def test_backbone_and_device_choices_fail_clearly(tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(BackboneError, match="no CUDA device"):
             resolve_device("cuda")
-    with pytest.raises(BackboneError, match="weights_file"):
-        build_backbone(dict(LITE_CFG, backbone="timm:resnet18"))
+    with pytest.raises(BackboneError, match="needs a local state dict: set embeddings.weights.timm:resnet18"):
+        build_backbone("timm:resnet18", LITE_CFG)
     weights = tmp_path / "resnet18.pth"
     torch.save({"fc.weight": torch.zeros(2, 2)}, weights)
     try:
         import timm  # noqa: F401
     except ImportError:
         with pytest.raises(BackboneError, match="needs the timm package"):
-            build_backbone(dict(LITE_CFG, backbone="timm:resnet18", weights_file=str(weights)))
-    with pytest.raises(BackboneError, match="unknown embeddings.backbone"):
-        build_backbone(dict(LITE_CFG, backbone="resnet"))
+            build_backbone("timm:resnet18", dict(LITE_CFG, weights={"timm:resnet18": str(weights)}))
+    with pytest.raises(BackboneError, match="unknown backbone 'resnet' in embeddings.backbones"):
+        build_backbone("resnet", LITE_CFG)
 
 
 def test_pca_is_fitted_on_training_rows_and_reloads_without_pickle(tmp_path):
@@ -265,7 +267,7 @@ def test_pca_read_from_the_feature_table_a_block_at_a_time_equals_the_in_memory_
         table.positions(pd.Index(["img0", "elsewhere"]))
 
 
-def sample_views(root, n: int = 12) -> np.ndarray:
+def sample_views(root, n: int = 12, size: int = 224) -> np.ndarray:
     """Frame and crop views of real-format sample JPEGs, as the stage cuts them."""
     images, detections = load_tables(root)
     boxes = crop_boxes(detections, 2, 0.3)
@@ -273,7 +275,7 @@ def sample_views(root, n: int = 12) -> np.ndarray:
     for image_id in boxes.index[:n]:
         split, name = images.loc[image_id, ["split", "file_name"]]
         v = image_views({"path": str(root / split / name), "width": np.nan, "height": np.nan,
-                         "boxes": boxes[image_id]}, 224, 0.15)
+                         "boxes": boxes[image_id]}, size, 0.15)
         views += [v.frame[None], v.crops]
     return np.concatenate(views)
 
@@ -284,7 +286,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def test_onnx_runtime_gives_the_features_of_pytorch(root, tmp_path, lite):
     views = sample_views(root)
-    onnx = build_backbone(dict(LITE_CFG, runtime="onnxruntime", threads=2), tmp_path / "onnx")
+    onnx = build_backbone("efficientnet_lite0", dict(LITE_CFG, runtime="onnxruntime", threads=2), tmp_path / "onnx")
     assert onnx.runtime == "onnxruntime" and lite.runtime == "torch" and onnx.model_id == lite.model_id
     ours, reference = onnx.embed(views, 8), lite.embed(views, 8)
     assert len(views) > 20 and cosine(ours, reference).min() >= 0.9999
@@ -294,7 +296,7 @@ def test_onnx_runtime_gives_the_features_of_pytorch(root, tmp_path, lite):
 
 def test_exported_network_is_reused_and_a_failed_export_leaves_pytorch(tmp_path, monkeypatch):
     cfg = dict(LITE_CFG, runtime="onnxruntime", threads=1)
-    build_backbone(cfg, tmp_path)
+    build_backbone("efficientnet_lite0", cfg, tmp_path)
     exported = list(tmp_path.glob("*.onnx"))
     assert len(exported) == 1 and exported[0].name.startswith("efficientnet_lite0-")
     stamp = exported[0].stat().st_mtime_ns
@@ -303,10 +305,11 @@ def test_exported_network_is_reused_and_a_failed_export_leaves_pytorch(tmp_path,
         raise RuntimeError("the exporter does not support this network")
 
     monkeypatch.setattr(torch.onnx, "export", no_export)
-    again = build_backbone(cfg, tmp_path)  # from the file: the exporter is not called
+    again = build_backbone("efficientnet_lite0", cfg, tmp_path)  # from the file: the exporter is not called
     assert again.runtime == "onnxruntime" and exported[0].stat().st_mtime_ns == stamp
-    fallback = build_backbone(cfg, tmp_path / "elsewhere")
+    fallback = build_backbone("efficientnet_lite0", cfg, tmp_path / "elsewhere")
     assert fallback.runtime == "torch" and not list((tmp_path / "elsewhere").glob("*.onnx"))
+    assert fallback.runtime_reason == "does not export to ONNX: the exporter does not support this network"
 
 
 def test_flipped_views_make_the_embedding_mirror_invariant(root, lite):

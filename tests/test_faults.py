@@ -16,8 +16,8 @@ import yaml
 
 from tests.conftest import TINY, copy_project, run_stage
 
-OUTPUT = Path("artifacts/features/embeddings.parquet")
-CACHE = Path("artifacts/cache/embeddings")
+OUTPUT = Path("artifacts/features/embeddings/embeddings_efficientnet_lite0.parquet")
+CACHE = Path("artifacts/cache/embeddings/embeddings_efficientnet_lite0")
 
 
 def set_param(work: Path, section: str, key: str, value) -> None:

@@ -10,9 +10,11 @@ import lightgbm as lgb
 import optuna
 import pandas as pd
 import pytest
+import torch
 import yaml
 from sklearn.metrics import f1_score
 
+from tests.checkpoints import dinov2_hub_state, write_open_clip_folder
 from tests.conftest import TINY, copy_project
 
 
@@ -68,8 +70,9 @@ def test_repro_writes_metrics_submission_and_quality_report(repro):
                               "lightgbm_multiclass", "reranker_all_families",
                               "reranker_all_families_sequence_smoothed", "reranker_detector_stats_only",
                               "reranker_sequence_timing_only", "reranker_landsat_summary_only",
-                              "reranker_image_stats_only", "reranker_embeddings_only",
-                              "reranker_embeddings_frame_only", "reranker_embeddings_crops_only"}
+                              "reranker_image_stats_only", "reranker_embeddings_efficientnet_lite0_only",
+                              "reranker_embeddings_efficientnet_lite0_frame_only",
+                              "reranker_embeddings_efficientnet_lite0_crops_only"}
     rules = {"majority_class", "detector_only"}
     assert all(baselines[r]["fit_seconds"] == 0 for r in rules)  # nothing fitted
     assert all(m["fit_seconds"] > 0 for name, m in baselines.items() if name not in rules)
@@ -137,13 +140,13 @@ def test_editing_one_stage_module_reruns_only_that_stage_and_downstream(repro):
 def test_embeddings_reach_the_model_through_pca_fitted_per_model(repro):
     work, _ = repro
     columns = pd.read_parquet(work / "artifacts/features/feature_table.parquet").columns
-    assert sum(c.startswith("embeddings__frame_emb_") for c in columns) == 1280
+    assert sum(c.startswith("embeddings_efficientnet_lite0__frame_emb_") for c in columns) == 1280
     params = yaml.safe_load((work / "params.yaml").read_text())
     n = params["train"]["pca_components"]
     for model in ("holdout", "final"):
         names = lgb.Booster(model_file=str(work / f"artifacts/models/{model}_reranker.txt")).feature_name()
-        assert f"embeddings__crop_pc_{n - 1}" in names and not any("_emb_" in c for c in names)
-    quality = json.loads((work / "reports/quality/embeddings.json").read_text())
+        assert f"embeddings_efficientnet_lite0__crop_pc_{n - 1}" in names and not any("_emb_" in c for c in names)
+    quality = json.loads((work / "reports/quality/embeddings/embeddings_efficientnet_lite0.json").read_text())
     assert quality["notes"]["backbone"].startswith("efficientnet_lite0@")
     assert quality["notes"]["runtime"] == "onnxruntime"  # the default on the CPU, exported once
     assert len(list((work / "artifacts/cache/embeddings/onnx").glob("*.onnx"))) == 1
@@ -170,7 +173,7 @@ def test_embedding_param_change_reruns_embeddings_and_downstream_only(repro):
 
 def test_dask_backend_recomputes_the_same_features_and_trains(repro):
     work, _ = repro
-    families = ("image_stats", "embeddings", "landsat_summary")
+    families = ("image_stats", "embeddings/embeddings_efficientnet_lite0", "landsat_summary")
     local = {f: pd.read_parquet(work / f"artifacts/features/{f}.parquet") for f in families}
     shutil.rmtree(work / "artifacts/cache")  # so the Dask workers compute everything again
     params = yaml.safe_load((work / "params.yaml").read_text())
@@ -184,3 +187,45 @@ def test_dask_backend_recomputes_the_same_features_and_trains(repro):
         pd.testing.assert_frame_equal(remote, local[family], rtol=1e-4, atol=1e-4)
     metrics = json.loads((work / "reports/metrics.json").read_text())
     assert metrics["accuracy"] > json.loads((work / "reports/baselines.json").read_text())["majority_class"]["accuracy"]
+
+
+def test_added_backbones_are_families_of_their_own_and_only_they_are_computed(repro):
+    """DINOv2 (a torch-hub checkpoint at ViT-S/14's real size, run at 112 px to keep the test short) and a
+    CLIP folder (open_clip's layout, a small tower) beside EfficientNet-Lite0: each is a family with its own
+    cache, PCA blocks, proposer and ablation rows; a new file at the same weights path reruns the stage."""
+    work, _ = repro
+    torch.save(dinov2_hub_state("dinov2_vits14"), work / "weights/dinov2_vits14_pretrain.pth")
+    write_open_clip_folder(work / "weights/bioclip", layers=2, width=128, patch=16, embed_dim=64)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["compute"]["backend"] = "local"  # the Dask test before this one left it on dask
+    params["embeddings"].update(backbones=["efficientnet_lite0", "dinov2_vits14", "bioclip"], input_size=112)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    assert {"embeddings", "join", "train", "evaluate", "predict"} <= stages_run(work)
+
+    def quality(family):
+        return json.loads((work / f"reports/quality/embeddings/embeddings_{family}.json").read_text())
+    readable = pd.read_parquet(work / "artifacts/tables/images.parquet")["file_ok"].sum()
+    assert quality("efficientnet_lite0")["read"].get("images computed", 0) == 0  # all from its cache
+    for family, dim in (("dinov2_vits14", 384), ("bioclip", 64)):
+        assert quality(family)["read"]["images computed"] == readable
+        assert quality(family)["notes"]["runtime"] == "onnxruntime"
+        table = pd.read_parquet(work / f"artifacts/features/embeddings/embeddings_{family}.parquet")
+        assert table.shape[1] == 3 * dim and table.notna().any().all()
+    columns = pd.read_parquet(work / "artifacts/features/feature_table.parquet").columns
+    assert {c.split("__")[0] for c in columns if c.startswith("embeddings")} == {
+        "embeddings_efficientnet_lite0", "embeddings_dinov2_vits14", "embeddings_bioclip"}
+    names = lgb.Booster(model_file=str(work / "artifacts/models/holdout_reranker.txt")).feature_name()
+    assert "embeddings_dinov2_vits14__crop_pc_0" in names and "candidate__embeddings_bioclip_log_proba" in names
+    baselines = json.loads((work / "reports/baselines.json").read_text())
+    for family in ("efficientnet_lite0", "dinov2_vits14", "bioclip"):
+        for rows in ("", "_frame", "_crops"):
+            assert "accuracy" in baselines[f"reranker_embeddings_{family}{rows}_only"]
+
+    torch.save(dinov2_hub_state("dinov2_vits14", seed=1), work / "weights/dinov2_vits14_pretrain.pth")
+    status = json.loads(run(["dvc", "status", "--json", "embeddings"], work).stdout)
+    assert status["embeddings"] == [{"changed deps": {"weights": "modified"}}]
+    params["embeddings"]["backbones"] = ["efficientnet_lite0", "bioclip"]
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["dvc", "repro", "embeddings"], work)  # a backbone taken off the list leaves no family behind
+    assert sorted(p.name for p in (work / "artifacts/features/embeddings").iterdir()) == [
+        "embeddings_bioclip.parquet", "embeddings_efficientnet_lite0.parquet"]

@@ -44,4 +44,4 @@ def test_the_model_beats_the_rules_on_held_out_cameras_despite_the_long_tail(reh
 def test_multiclass_baselines_past_the_limit_are_skipped_with_the_reason(rehearsal):
     for name in ("logistic_regression", "lightgbm_multiclass", "hist_gradient_boosting"):
         assert "evaluate.multiclass_max_row_classes (100,000)" in rehearsal["baselines"][name]["skipped"]
-    assert "accuracy" in rehearsal["baselines"]["reranker_embeddings_only"]
+    assert "accuracy" in rehearsal["baselines"]["reranker_embeddings_parquet_only"]

