@@ -30,7 +30,7 @@ def check_tracked(cfg: dict) -> None:
     tracked = WEIGHTS.absolute()
     for name, path in weight_paths(cfg).items():
         if not path.absolute().is_relative_to(tracked):
-            raise DataError(f"embeddings: weights of {name} at {path} are outside {WEIGHTS}/, which dvc.yaml tracks: "
+            raise DataError(f"weights of {name} at {path} are outside {WEIGHTS}/, which dvc.yaml tracks: "
                             f"link or copy them there (ln -s {path.absolute()} {WEIGHTS}/)")
 
 

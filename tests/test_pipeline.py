@@ -15,18 +15,23 @@ import yaml
 from sklearn.metrics import f1_score
 
 from tests.checkpoints import dinov2_hub_state, write_open_clip_folder
-from tests.conftest import TINY, copy_project
+from tests.conftest import REPO, TINY, copy_project
 
+
+
+GIT_IDENTITY = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                for what, value in (("NAME", "test"), ("EMAIL", "test@localhost"))}
 
 
 def run(cmd, cwd):
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **GIT_IDENTITY)
     return subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True)
 
 
-def stages_run(work) -> set[str]:
-    """Run `dvc repro` and return the names of the stages it ran, but `inventory`, which runs every time."""
-    out = run(["dvc", "repro"], work).stdout
+def stages_run(work, command=("dvc", "repro")) -> set[str]:
+    """Run `dvc repro` (or `command`) and return the names of the stages it ran, but `inventory`, which runs
+    every time."""
+    out = run(list(command), work).stdout
     return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")} - {"inventory"}
 
 
@@ -196,11 +201,18 @@ def test_added_backbones_are_families_of_their_own_and_only_they_are_computed(re
     work, _ = repro
     torch.save(dinov2_hub_state("dinov2_vits14"), work / "weights/dinov2_vits14_pretrain.pth")
     write_open_clip_folder(work / "weights/bioclip", layers=2, width=128, patch=16, embed_dim=64)
+    # as a user does it: a git repository, and `dvc exp run -S` on it
+    for ignore in (".gitignore", ".dvc/.gitignore"):  # outputs, caches and downloaded weights stay out of git
+        shutil.copy(REPO / ignore, work / ignore)
+    run(["dvc", "config", "core.no_scm", "false"], work)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-q", "-m", "baseline"]):
+        run(command, work)
+    ran = stages_run(work, ["dvc", "exp", "run", "-S", "compute.backend=local",  # the Dask test left it on dask
+                            "-S", "embeddings.backbones=[efficientnet_lite0,dinov2_vits14,bioclip]",
+                            "-S", "embeddings.input_size=112"])
+    assert {"embeddings", "join", "train", "evaluate", "predict"} <= ran
     params = yaml.safe_load((work / "params.yaml").read_text())
-    params["compute"]["backend"] = "local"  # the Dask test before this one left it on dask
-    params["embeddings"].update(backbones=["efficientnet_lite0", "dinov2_vits14", "bioclip"], input_size=112)
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    assert {"embeddings", "join", "train", "evaluate", "predict"} <= stages_run(work)
+    assert params["embeddings"]["backbones"] == ["efficientnet_lite0", "dinov2_vits14", "bioclip"]
 
     def quality(family):
         return json.loads((work / f"reports/quality/embeddings/embeddings_{family}.json").read_text())
