@@ -27,10 +27,11 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import sparse
-from joblib import Parallel, delayed
 
 from data import ImageError, QualityReport, image_path, read_image, report_unreadable
-from data.cache import KEY, ShardCache, code_digest, digest, file_identity
+from infra.code_deps import code_digest
+from infra.hashing import digest, file_identity
+from infra.shard_cache import KEY, ShardCache
 from data.embeddings import load_embeddings
 from data.images import REDUCTIONS, JpegPolicy, metadata_size
 from features.backbones import IMPORTED, Backbone, build_backbone, family_name
@@ -189,20 +190,14 @@ def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str
               "height": metadata_size(h), "boxes": boxes.get(i, [])}
              for i, s, f, w, h in readable[["split", "file_name", "width", "height"]].itertuples()]
     keys = [digest(view_params, file_identity(it["path"]), it["boxes"], it["width"], it["height"]) for it in items]
-    cache = ShardCache(cache_dir)
-    cached = cache.load(set(keys))
-    done = set(cached.get(KEY, ()))
-    todo = [(k, it) for k, it in zip(keys, items) if k not in done]
-    log.info("embeddings: %d images, %d cached, %d to compute on %s with %s", len(items), len(items) - len(todo),
-             len(todo), backbone.device, backbone.model_id)
-    size = cfg["chunk_images"]
-    jobs = Parallel(n_jobs=1, return_as="generator")(
-        delayed(_embed_chunk)(todo[i:i + size], load_backbone, backbone.model_id, cfg, policy)
-        for i in range(0, len(todo), size))
-    computed, n_fresh = cache.add_each(cached, jobs, len(todo), "embeddings", "img",
-                                       ["frame", "crop", "error", "problem"])
+    log.info("embeddings: %d images on %s with %s", len(items), backbone.device, backbone.model_id)
+    computed, n_fresh, n_cached = ShardCache(cache_dir).fill(
+        list(zip(keys, items)), partial(_embed_chunk, load_backbone=load_backbone, model_id=backbone.model_id, cfg=cfg,
+                                        policy=policy),
+        chunk_size=cfg["chunk_images"], n_jobs=1, desc="embeddings", unit="img",
+        columns=["frame", "crop", "error", "problem"])
     report.count_read("images computed", n_fresh)
-    report.count_read("images from cache", len(cached))
+    report.count_read("images from cache", n_cached)
     computed = computed.reindex(images.index)
     report_unreadable(report, images, computed["error"], computed["problem"])
     return _stack(computed["frame"], backbone.dim), _stack(computed["crop"], backbone.dim)

@@ -7,20 +7,20 @@ burst), decoded reduced, run in parallel chunks and cached so a rerun computes o
 """
 from __future__ import annotations
 
-import logging
+from functools import partial
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 from skimage.feature import local_binary_pattern
 
 from data import ImageError, QualityReport, image_path, read_image, reduction_for, report_unreadable
 from data.images import JpegPolicy, metadata_size
-from data.cache import KEY, ShardCache, code_digest, digest, file_identity
+from infra.code_deps import code_digest
+from infra.hashing import digest, file_identity
+from infra.shard_cache import KEY, ShardCache
 
-log = logging.getLogger(__name__)
 
 LBP_POINTS, LBP_BINS = 8, 10  # uniform LBP with 8 neighbours has 10 codes
 CROP_SIZE = 64
@@ -119,19 +119,11 @@ def image_stats(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path
                                                        for f in frames])
         work.append((key, frames))
 
-    cache = ShardCache(cache_dir)
-    cached = cache.load({k for k, _ in work})
-    done = set(cached.get(KEY, ()))
-    todo = [w for w in work if w[0] not in done]
-    log.info("image_stats: %d sequences, %d cached, %d to compute", len(work), len(work) - len(todo), len(todo))
-    size = cfg["chunk_sequences"]
-    chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-    jobs = Parallel(n_jobs=cfg["n_jobs"], return_as="generator")(
-        delayed(_chunk_stats)(chunk, cfg["short_side"], policy) for chunk in chunks)
-    computed, n_fresh = cache.add_each(cached, jobs, sum(len(f) for c in chunks for _, f in c), "image_stats",
-                                       "img", COLUMNS + ["error", "problem"])
+    computed, n_fresh, n_cached = ShardCache(cache_dir).fill(
+        work, partial(_chunk_stats, short_side=cfg["short_side"], policy=policy), chunk_size=cfg["chunk_sequences"],
+        n_jobs=cfg["n_jobs"], desc="image_stats", unit="img", columns=COLUMNS + ["error", "problem"], size_of=len)
     report.count_read("images computed", n_fresh)
-    report.count_read("images from cache", len(cached))
+    report.count_read("images from cache", n_cached)
     computed = computed.reindex(images.index)
     report_unreadable(report, images, computed["error"], computed["problem"])
     return computed[COLUMNS].astype(np.float32)

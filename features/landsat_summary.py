@@ -7,17 +7,17 @@ acquisition nearest in time says how green the site was that season.
 """
 from __future__ import annotations
 
-import logging
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 
 from data import BANDS, QualityReport, read_patch
-from data.cache import KEY, ShardCache, code_digest, digest, file_identity
+from infra.code_deps import code_digest
+from infra.hashing import digest, file_identity
+from infra.shard_cache import KEY, ShardCache
 
-log = logging.getLogger(__name__)
 
 FILL, CLEAR, WATER, SHADOW, SNOW, CLOUD = (1 << b for b in range(6))
 TERRAIN_OCCLUSION = 1 << 10
@@ -166,8 +166,10 @@ def _nearest_ndvi(images: pd.DataFrame, per_date: pd.DataFrame, window_days: flo
     return out
 
 
-def _site_row(site: int, site_index: pd.DataFrame, cfg: dict, key: str) -> pd.DataFrame:
-    """One site's summary as a cache row: the feature vector and its clear dates (days since 1970) and NDVI."""
+def _site_row(chunk: list[tuple[str, tuple[int, pd.DataFrame]]], cfg: dict) -> pd.DataFrame:
+    """One site's summary as a cache row (a chunk is one site): the feature vector and its clear dates (days
+    since 1970) and NDVI."""
+    [(key, (site, site_index))] = chunk
     values, dated, nan_pixels = site_summary(site_index, cfg)
     days = dated["date"].to_numpy().astype("datetime64[D]").astype(np.int64)
     return pd.DataFrame({"values": [values], "days": [days], "ndvi": [dated["ndvi"].to_numpy(np.float64)],
@@ -181,17 +183,11 @@ def _site_summaries(groups: dict[int, pd.DataFrame], cfg: dict, cache_dir: str |
     settings = {k: v for k, v in sorted(cfg.items()) if k != "n_jobs"}
     keys = {s: digest(code, settings, [file_identity(p) for p in g["multispectral"]] +
                       [file_identity(p) for p in g["pixelqa"]]) for s, g in groups.items()}
-    cache = ShardCache(cache_dir)
-    cached = cache.load(set(keys.values()))
-    done = set(cached.get(KEY, ()))
-    todo = [s for s in groups if keys[s] not in done]
-    log.info("landsat_summary: %d sites, %d cached, %d to compute", len(groups), len(groups) - len(todo), len(todo))
-    jobs = Parallel(n_jobs=cfg["n_jobs"], return_as="generator")(
-        delayed(_site_row)(s, groups[s], cfg, keys[s]) for s in todo)  # one shard per site
-    rows, n_fresh = cache.add_each(cached, jobs, len(todo), "landsat_summary", "site",
-                                    ["values", "days", "ndvi", "nan_pixels"])
+    rows, n_fresh, n_cached = ShardCache(cache_dir).fill(
+        [(keys[s], (s, g)) for s, g in groups.items()], partial(_site_row, cfg=cfg), chunk_size=1,  # a shard a site
+        n_jobs=cfg["n_jobs"], desc="landsat_summary", unit="site", columns=["values", "days", "ndvi", "nan_pixels"])
     report.count_read("Landsat sites computed", n_fresh)
-    report.count_read("Landsat sites from cache", len(cached))
+    report.count_read("Landsat sites from cache", n_cached)
     return rows
 
 

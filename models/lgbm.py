@@ -8,7 +8,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from data.io import atomic_path, write_json
+from infra.atomic import atomic_path, write_json
 
 
 def sample_weights(y: np.ndarray, class_weight: str) -> np.ndarray | None:

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from sklearn.decomposition import PCA
 
 from data.embeddings import float_block
-from data.io import atomic_path
+from infra.atomic import atomic_path
 
 BLOCK_RE = re.compile(r"^(?P<block>.+)_emb_(?P<k>\d+)$")  # e.g. embeddings__frame_emb_17
 

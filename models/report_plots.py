@@ -11,7 +11,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from data.io import atomic_path, write_json, write_text  # noqa: E402
+from infra.atomic import atomic_path, write_json, write_text  # noqa: E402
 
 TOP_CLASSES = 15
 

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import sparse
 from sklearn.covariance import ledoit_wolf
 
-from data.io import atomic_path, write_json
+from infra.atomic import atomic_path, write_json
 from models.lgbm import sample_weights
 from models.split import location_folds
 

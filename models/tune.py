@@ -20,7 +20,8 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from data.cache import code_digest, digest
+from infra.code_deps import code_digest
+from infra.hashing import digest
 from models.lgbm import sample_weights
 from models.rerank import (Evidence, binary_params, candidates, out_of_fold, pair_columns, pair_dataset,
                            proposer_columns)

@@ -9,7 +9,7 @@ import pandas as pd
 from joblib import parallel_config
 
 from data import QualityReport
-from data.io import write_json
+from infra.atomic import write_json
 
 log = logging.getLogger("stages.compute")
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 
-from data.io import write_parquet
+from infra.atomic import write_parquet
 from features.detector_stats import detector_stats
 from stages.common import FEATURES, table
 

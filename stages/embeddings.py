@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 
 from data import QualityReport
 from data.images import JpegPolicy
-from data.io import atomic_path
+from infra.atomic import atomic_path
 from data.quality import DataError
 from features.backbones import check_backbones, family_name
 from features.embeddings import embeddings

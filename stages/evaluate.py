@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pandas as pd
 
-from data.io import write_json
+from infra.atomic import write_json
 from models import baselines, sequence_rows
 from models.metrics import classification_metrics, smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile

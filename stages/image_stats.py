@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from data import QualityReport
 from data.images import JpegPolicy
-from data.io import write_parquet
+from infra.atomic import write_parquet
 from features.image_stats import image_stats
 from stages.common import FEATURES, CACHE, compute_backend, table, write_quality
 

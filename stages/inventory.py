@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import logging
 
-from data.io import file_inventory, write_parquet
+from data.io import file_inventory
+from infra.atomic import write_parquet
 from stages.common import DATA_FOLDERS, FILES_TABLE
 
 log = logging.getLogger("stages.inventory")

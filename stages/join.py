@@ -7,7 +7,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.io import atomic_path
+from infra.atomic import atomic_path
 from stages.common import EMBEDDINGS, FEATURES, FAMILIES, FEATURE_TABLE, table
 
 log = logging.getLogger("stages.join")

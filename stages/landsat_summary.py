@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from data import QualityReport
-from data.io import write_parquet
+from infra.atomic import write_parquet
 from features.landsat_summary import landsat_summary
 from stages.common import CACHE, FEATURES, compute_backend, table, write_quality
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from data import DataError, QualityReport, index_landsat, load_detections, load_metadata
 from data.coco import TRAIN_JSON
-from data.io import write_parquet
+from infra.atomic import write_parquet
 from stages.common import TABLES, write_quality
 
 

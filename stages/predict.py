@@ -6,7 +6,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from data.io import write_text
+from infra.atomic import write_text
 from models import sequence_rows
 from models.metrics import smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile

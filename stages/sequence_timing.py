@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 from data import QualityReport
-from data.io import write_parquet
+from infra.atomic import write_parquet
 from features.sequence_timing import sequence_timing
 from stages.common import FEATURES, table, write_quality
 

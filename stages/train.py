@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from data.io import write_json
+from infra.atomic import write_json
 from models import lgbm, sequence_rows
 from models.reduce import EmbeddingPCA, FeatureFile
 from models.rerank import Reranker

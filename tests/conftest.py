@@ -24,7 +24,7 @@ TRAIN_JSON = "metadata/iwildcam2020_train_annotations.json"
 TEST_JSON = "metadata/iwildcam2020_test_information.json"
 DETECTOR_JSON = "metadata/iwildcam2020_megadetector_results.json"
 REPO = Path(__file__).resolve().parents[1]
-CODE = ["pipeline.py", "dvc.yaml", "params.yaml", "data", "features", "models", "sample", "stages", "weights"]
+CODE = ["pipeline.py", "dvc.yaml", "params.yaml", "data", "features", "infra", "models", "sample", "stages", "weights"]
 
 
 @pytest.fixture(scope="session")
@@ -89,11 +89,11 @@ def killed_on_call(n: int, real):
     """`real`, except that its n-th call raises KeyboardInterrupt, as a kill in mid-run would."""
     calls = []
 
-    def wrapper(*args):
+    def wrapper(*args, **kwargs):
         calls.append(1)
         if len(calls) == n:
             raise KeyboardInterrupt("killed mid-run")
-        return real(*args)
+        return real(*args, **kwargs)
     return wrapper
 
 

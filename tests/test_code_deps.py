@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from data.cache import code_files
+from infra.code_deps import code_files
 from tests.conftest import REPO, copy_project, project_reading, run_stage
 
 STAGE_MODULES = sorted(p.stem for p in (REPO / "stages").glob("*.py") if p.stem not in {"__init__", "common"})
@@ -35,7 +35,7 @@ def test_code_digest_changes_with_a_module_imported_two_levels_down(tmp_path):
     copy_project(tmp_path)
 
     def digest() -> str:
-        return subprocess.run([sys.executable, "-c", "from data.cache import code_digest; "
+        return subprocess.run([sys.executable, "-c", "from infra.code_deps import code_digest; "
                                "print(code_digest('features/image_stats.py'))"],
                               cwd=tmp_path, check=True, capture_output=True, text=True).stdout
 
@@ -66,3 +66,12 @@ def test_editing_a_data_module_a_family_reads_recomputes_its_cache(pristine_root
     module = tmp_path / edited
     module.write_text(module.read_text() + "\n# an edit that could change results\n")
     assert _stage(tmp_path, family)[computed] == first
+
+
+@pytest.mark.parametrize("package", ["data", "infra"])
+def test_data_and_infra_import_nothing_above_them(package):
+    """data/ reads the raw formats and infra/ is what every stage stands on (hashing, code deps, atomic
+    writes, the shard cache): neither imports a project module outside itself."""
+    for module in sorted((REPO / package).glob("*.py")):
+        outside = {f for f in code_files(module) if not f.startswith(f"{package}/")}
+        assert not outside, f"{module.relative_to(REPO)} imports {sorted(outside)}"

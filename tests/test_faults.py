@@ -63,7 +63,7 @@ def test_sigterm_mid_embeddings_keeps_old_output_and_rerun_resumes(work):
     assert leftovers == []
 
     resumed = run_stage(work, "embeddings")
-    cached = int(re.search(r"embeddings: \d+ images, (\d+) cached", resumed.stderr)[1])
+    cached = int(re.search(r"embeddings: (\d+) cached, \d+ to compute", resumed.stderr)[1])
     assert cached == finished * 8
     result = pd.read_parquet(work / OUTPUT)
 

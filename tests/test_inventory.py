@@ -5,7 +5,8 @@ import os
 import pandas as pd
 import yaml
 
-from data.io import file_inventory, write_parquet
+from data.io import file_inventory
+from infra.atomic import write_parquet
 from stages.common import DATA_FOLDERS
 from tests.conftest import REPO
 

@@ -243,3 +243,63 @@ def test_an_edit_to_the_tuning_code_starts_a_new_study(tmp_path, monkeypatch):
     monkeypatch.setattr(models.tune, "code_digest", lambda module: "edited")
     _, _, edited = tune(x, y, groups, cfg, 3, seed=0)
     assert edited.study_name != first.study_name and len(edited.trials) == 2
+
+
+def test_candidate_log_loss_is_the_weighted_log_loss_of_scores_renormalised_over_candidates():
+    """Two rows of k = 3 candidates. Row 1: scores (0.2, 0.6, 0.2), its class second -> p = 0.6 / 1.0;
+    row 2: scores (0.5, 0.25, 0.25), its class not a candidate -> p floored at 1e-15. Weights 3 and 1."""
+    import lightgbm as lgb
+    from models.tune import candidate_log_loss
+    preds = np.array([0.2, 0.6, 0.2, 0.5, 0.25, 0.25])
+    truth = np.array([0, 1, 0, 0, 0, 0])
+    data = lgb.Dataset(np.zeros((6, 1)), label=truth, weight=np.repeat([3.0, 1.0], 3)).construct()
+    name, value, higher_is_better = candidate_log_loss(3)(preds, data)
+    expected = (3 * -np.log(0.6) + 1 * -np.log(1e-15)) / 4
+    assert name == "candidate_log_loss" and not higher_is_better and value == pytest.approx(expected)
+    unweighted = lgb.Dataset(np.zeros((6, 1)), label=truth).construct()
+    assert candidate_log_loss(3)(preds, unweighted)[1] == pytest.approx((-np.log(0.6) - np.log(1e-15)) / 2)
+
+
+def test_sequence_rows_round_trip_to_images():
+    from models import sequence_rows
+    seq = np.array(["b", "a", "b", "c", "a", "b"])
+    features = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0, 6.0, 5.0]}, index=[f"i{k}" for k in range(6)])
+    labels = pd.Series([7, 9, 7, 8, 9, 5], index=features.index)
+    rows = sequence_rows.to_rows(features, seq, "sequence")
+    assert list(rows.index) == ["a", "b", "c"] and rows["x"].tolist() == [4.0, 3.0, 4.0]  # frame means
+    assert sequence_rows.row_labels(labels, seq, "sequence").tolist() == [9, 7, 8]  # the frames' commonest
+    groups = sequence_rows.row_groups(pd.Series(list("LLLMLL"), index=features.index), seq, "sequence")
+    assert groups.tolist() == ["L", "L", "M"]
+    proba = np.array([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]])  # one row per sequence, in rows' order
+    per_image = sequence_rows.to_images(proba, rows.index, seq, "sequence")
+    np.testing.assert_array_equal(per_image, proba[[1, 0, 1, 2, 0, 1]])  # each frame gets its sequence's row
+    assert sequence_rows.to_rows(features, seq, "image") is features
+    assert sequence_rows.to_images(proba, rows.index, seq, "image") is proba
+    with pytest.raises(ValueError, match="train.rows must be 'image' or 'sequence'"):
+        sequence_rows.to_rows(features, seq, "burst")
+
+
+def test_confusion_plot_keeps_the_most_frequent_classes_and_folds_the_rest(tmp_path):
+    """iWildCam has 188 classes: the plot names the 15 most frequent held-out classes and counts every other
+    one as `other`, each image once."""
+    import json
+
+    import lightgbm as lgb
+    from models.report_plots import TOP_CLASSES, write_plots
+    rng = np.random.default_rng(0)
+    y_true = np.repeat(np.arange(20), np.arange(40, 0, -2))  # class 0 most frequent, 19 least
+    y_pred = np.where(rng.random(len(y_true)) < 0.7, y_true, rng.integers(0, 20, len(y_true)))
+    names = pd.Series({c: f"species {c}" for c in range(20)})
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 3},
+                        lgb.Dataset(pd.DataFrame({"a__x": rng.random(50), "b__y": rng.random(50)}),
+                                    label=rng.integers(0, 2, 50)), num_boost_round=3)
+    per_class = {c: {"precision": 1.0, "recall": 1.0, "support": 1} for c in range(20)}
+    write_plots(y_true, y_pred, per_class, booster, names, tmp_path / "plots", tmp_path / "figures")
+    confusion = pd.read_csv(tmp_path / "plots/confusion.csv")
+    assert len(confusion) == len(y_true)
+    assert set(confusion["actual"]) == {f"{c} species {c}" for c in range(TOP_CLASSES)} | {"other"}
+    folded = y_true >= TOP_CLASSES
+    assert (confusion["actual"] == "other").to_numpy().tolist() == folded.tolist()
+    assert (confusion["predicted"] == "other").to_numpy().tolist() == (y_pred >= TOP_CLASSES).tolist()
+    assert len(json.loads((tmp_path / "plots/per_class_recall.json").read_text())) == 20
+    assert (tmp_path / "figures/confusion.png").read_bytes()[:4] == b"\x89PNG"

@@ -12,7 +12,6 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from sklearn.metrics import f1_score
 
 from tests.checkpoints import dinov2_hub_state, write_open_clip_folder
 from tests.conftest import REPO, TINY, copy_project
@@ -43,15 +42,20 @@ def repro_with(work, section: str, key: str, value) -> set[str]:
     return stages_run(work)
 
 
+def tiny_params() -> dict:
+    """The project's params on a tiny sample with a short tuning budget: what the module's run starts from."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["sample"].update(TINY, train_locations=6, images=300, bad_clock_locations=1)
+    params["train"].update(max_rounds=40, cv_folds=2)
+    params["train"]["tune"]["n_trials"] = 3
+    return params
+
+
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     work = tmp_path_factory.mktemp("repo")
     copy_project(work)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["sample"].update(TINY, train_locations=6, images=300, bad_clock_locations=1)
-    params["train"].update(max_rounds=40, cv_folds=2)
-    params["train"]["tune"]["n_trials"] = 3
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
     run(["dvc", "init", "--no-scm", "-q"], work)
     first = run(["dvc", "repro"], work)
     return work, first
@@ -61,12 +65,18 @@ def test_repro_writes_metrics_submission_and_quality_report(repro):
     work, _ = repro
     metrics = json.loads((work / "reports/metrics.json").read_text())
     baselines = json.loads((work / "reports/baselines.json").read_text())
-    # the headline numbers are those of the per-image predictions the stage wrote out
+    # the headline numbers agree with the per-class table and the confusion plot, whatever the class count
+    per_class = pd.DataFrame(json.loads((work / "reports/plots/per_class_recall.json").read_text()))
+    per_class = per_class.set_index("category")
+    correct = per_class["recall"] * per_class["support"]
+    assert per_class["support"].sum() == metrics["n_images"] and len(per_class) == metrics["n_classes"]
+    assert metrics["accuracy"] == pytest.approx(correct.sum() / metrics["n_images"])
+    f1 = 2 * per_class["precision"] * per_class["recall"] / (per_class["precision"] + per_class["recall"])
+    assert metrics["macro_f1"] == pytest.approx(f1.fillna(0).mean())
     confusion = pd.read_csv(work / "reports/plots/confusion.csv")
     assert len(confusion) == metrics["n_images"]
-    assert metrics["accuracy"] == pytest.approx((confusion["actual"] == confusion["predicted"]).mean())
-    assert metrics["macro_f1"] == pytest.approx(f1_score(confusion["actual"], confusion["predicted"],
-                                                         labels=confusion["actual"].unique(), average="macro"))
+    named = confusion[confusion["actual"] != "other"]  # the plot folds all but the 15 most frequent classes
+    assert (named["actual"] == named["predicted"]).sum() == pytest.approx(correct[named["actual"].unique()].sum())
     assert metrics["model"] == "reranker_all_families_sequence_smoothed"
     assert {"sequence_accuracy", "sequence_macro_f1", "balanced_accuracy", "log_loss"} <= set(metrics)
     classes = json.loads((work / "artifacts/models/holdout_reranker.txt.classes.json").read_text())["classes"]
@@ -89,6 +99,8 @@ def test_repro_writes_metrics_submission_and_quality_report(repro):
         (work / "sample_data/metadata/iwildcam2020_test_information.json").read_text())["images"]]
     submission = pd.read_csv(work / "reports/submission.csv", dtype={"Id": str})
     assert list(submission.columns) == ["Id", "Category"] and list(submission["Id"]) == test_ids
+    categories = pd.read_parquet(work / "artifacts/tables/categories.parquet").index
+    assert submission["Category"].isin(categories).all()  # the competition's own category ids
     quality = json.loads((work / "reports/quality/load.json").read_text())
     assert quality["skipped"]["datetime year outside 2000-2030 (set to NaT)"] > 0  # the bad-clock camera
     shown = run(["dvc", "metrics", "show"], work).stdout
@@ -178,10 +190,12 @@ def test_embedding_param_change_reruns_embeddings_and_downstream_only(repro):
 
 def test_dask_backend_recomputes_the_same_features_and_trains(repro):
     work, _ = repro
+    (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))  # its own settings, not what tests left
+    stages_run(work)
     families = ("image_stats", "embeddings/embeddings_efficientnet_lite0", "landsat_summary")
     local = {f: pd.read_parquet(work / f"artifacts/features/{f}.parquet") for f in families}
     shutil.rmtree(work / "artifacts/cache")  # so the Dask workers compute everything again
-    params = yaml.safe_load((work / "params.yaml").read_text())
+    params = tiny_params()
     params["compute"]["backend"] = "dask"
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     ran = stages_run(work)

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from data.cache import code_digest, digest, source_digest
-from data.io import atomic_path
+from infra.atomic import atomic_path
+from infra.code_deps import code_digest
+from infra.hashing import digest, source_digest
 from data.quality import DataError
 
 log = logging.getLogger(__name__)
