@@ -29,12 +29,12 @@ import torch
 from scipy import sparse
 
 from data import ImageError, QualityReport, image_path, read_image, report_unreadable
-from infra.code_deps import code_digest
-from infra.hashing import digest, file_identity
-from infra.shard_cache import KEY, ShardCache
 from data.embeddings import load_embeddings
 from data.images import REDUCTIONS, JpegPolicy, metadata_size
 from features.backbones import IMPORTED, Backbone, build_backbone, family_name
+from infra.code_deps import code_digest
+from infra.hashing import digest, file_identity
+from infra.shard_cache import KEY, ShardCache
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 
-from infra.atomic import write_parquet
 from features.detector_stats import detector_stats
+from infra.atomic import write_parquet
 from stages.common import FEATURES, table
 
 

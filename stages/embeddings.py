@@ -8,30 +8,24 @@ import pyarrow.parquet as pq
 
 from data import QualityReport
 from data.images import JpegPolicy
-from infra.atomic import atomic_path
 from data.quality import DataError
-from features.backbones import check_backbones, family_name
+from features.backbones import check_backbones, family_name, weights_of
 from features.embeddings import embeddings
+from infra.atomic import atomic_path
 from stages.common import CACHE, EMBEDDINGS, QUALITY, WEIGHTS, compute_backend, table, write_quality
 
 ROW_GROUP = 32_768  # rows converted to Arrow at a time: pandas would convert the whole 4.3 GB table at once
-
-
-def weight_paths(cfg: dict) -> dict[str, Path]:
-    """The weights file or folder of each backbone that reads one from disk."""
-    paths = {name: Path(cfg["weights"][name]) for name in cfg["backbones"] if (cfg.get("weights") or {}).get(name)}
-    paths.update({name: Path(name.split(":", 1)[1]) for name in cfg["backbones"] if name.startswith("clip:")})
-    return paths
 
 
 def check_tracked(cfg: dict) -> None:
     """Weights must lie under weights/, the folder dvc.yaml lists as a dependency, so that a new file at the
     same path reruns the stage; a file elsewhere would be read but not tracked."""
     tracked = WEIGHTS.absolute()
-    for name, path in weight_paths(cfg).items():
-        if not path.absolute().is_relative_to(tracked):
+    for name in cfg["backbones"]:
+        path = weights_of(name, cfg)
+        if path and not Path(path).absolute().is_relative_to(tracked):
             raise DataError(f"weights of {name} at {path} are outside {WEIGHTS}/, which dvc.yaml tracks: "
-                            f"link or copy them there (ln -s {path.absolute()} {WEIGHTS}/)")
+                            f"link or copy them there (ln -s {Path(path).absolute()} {WEIGHTS}/)")
 
 
 def run(params: dict) -> None:

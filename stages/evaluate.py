@@ -12,8 +12,8 @@ from infra.atomic import write_json
 from models import baselines, sequence_rows
 from models.metrics import classification_metrics, smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile
-from models.rerank import Reranker
 from models.report_plots import write_plots
+from models.rerank import Reranker
 from stages.common import (FEATURES, REPORTS, HOLDOUT_MODEL, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, FIGURES,
                            FEATURE_TABLE, table, labelled_train)
 

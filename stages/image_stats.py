@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from data import QualityReport
 from data.images import JpegPolicy
-from infra.atomic import write_parquet
 from features.image_stats import image_stats
+from infra.atomic import write_parquet
 from stages.common import FEATURES, CACHE, compute_backend, table, write_quality
 
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from data import QualityReport
-from infra.atomic import write_parquet
 from features.landsat_summary import landsat_summary
+from infra.atomic import write_parquet
 from stages.common import CACHE, FEATURES, compute_backend, table, write_quality
 
 

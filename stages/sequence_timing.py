@@ -3,8 +3,8 @@ from __future__ import annotations
 
 
 from data import QualityReport
-from infra.atomic import write_parquet
 from features.sequence_timing import sequence_timing
+from infra.atomic import write_parquet
 from stages.common import FEATURES, table, write_quality
 
 

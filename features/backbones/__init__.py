@@ -31,7 +31,7 @@ BUILDERS: dict[str, Callable[[str, str | None, dict], Network]] = {
     **{name: clip.build for name in clip.NAMED}}
 PREFIXED = {"clip:": clip.build, **{prefix: external.build for prefix in external.PREFIXES}}
 
-__all__ = ["Backbone", "BackboneError", "build_backbone", "family_name", "check_backbones", "IMPORTED"]
+__all__ = ["Backbone", "BackboneError", "build_backbone", "family_name", "check_backbones", "weights_of", "IMPORTED"]
 
 
 def _builder(name: str) -> Callable[[str, str | None, dict], Network]:
@@ -52,6 +52,14 @@ def family_name(name: str) -> str:
     return "embeddings_" + re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
+def weights_of(name: str, cfg: dict) -> str | None:
+    """The file or folder backbone `name` reads its weights from: the folder a `clip:<folder>` name gives,
+    else `cfg["weights"][name]`; None for weights shipped in a package."""
+    if name.startswith("clip:"):
+        return name.split(":", 1)[1]
+    return (cfg.get("weights") or {}).get(name)
+
+
 def check_backbones(names: list[str]) -> list[str]:
     """The backbone list, each name known and each family name distinct."""
     if not names:
@@ -60,10 +68,11 @@ def check_backbones(names: list[str]) -> list[str]:
     for name in names:
         if name != IMPORTED:
             _builder(name)
-        other = families.setdefault(family_name(name), name)
-        if other != name or names.count(name) > 1:
-            raise BackboneError(f"embeddings.backbones: {other!r} and {name!r} would both be the family "
-                                f"{family_name(name)}")
+        family = family_name(name)
+        if family in families:
+            raise BackboneError(f"embeddings.backbones: {families[family]!r} and {name!r} would both be the family "
+                                f"{family}")
+        families[family] = name
     return names
 
 
@@ -74,8 +83,7 @@ def build_backbone(name: str, cfg: dict, export_dir: str | Path | None = None) -
     device, runtime = resolve_device(cfg["device"]), cfg["runtime"]
     if runtime not in RUNTIMES:
         raise BackboneError(f"embeddings.runtime must be one of {RUNTIMES}, not {runtime!r}")
-    weights = (cfg.get("weights") or {}).get(name)
-    backbone = frozen(_builder(name)(name, weights, cfg), name, device)
+    backbone = frozen(_builder(name)(name, weights_of(name, cfg), cfg), name, device)
     if runtime == "onnxruntime" and device.type == "cpu":
         if export_dir is None:
             raise BackboneError("embeddings.runtime onnxruntime needs a folder for the exported network")

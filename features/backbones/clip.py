@@ -108,16 +108,6 @@ class VisionTransformer(nn.Module):
         return self.ln_post(x[:, 0]) @ self.proj  # layer norm is per token: the CLS token's alone is the same
 
 
-def folder_of(name: str, weights: str | None) -> Path:
-    """The open_clip folder of `clip:<folder>`, or of `bioclip`/`bioclip2` from embeddings.weights."""
-    if name.startswith("clip:"):
-        return Path(name.split(":", 1)[1])
-    if not weights:
-        raise BackboneError(f"backbone {name} needs its open_clip folder: set embeddings.weights.{name} "
-                            "(README, Backbones: where to download it)")
-    return Path(weights)
-
-
 def _config(folder: Path, name: str) -> tuple[dict, dict, dict]:
     """(model_cfg, vision_cfg, preprocess_cfg) of the folder's open_clip_config.json, checked."""
     path = folder / CONFIG
@@ -149,8 +139,11 @@ def _config(folder: Path, name: str) -> tuple[dict, dict, dict]:
 
 
 def build(name: str, weights: str | None, cfg: dict) -> Network:
-    """The CLIP image tower of `name` from its open_clip folder."""
-    folder = folder_of(name, weights)
+    """The CLIP image tower of `name` from its open_clip folder `weights`."""
+    if not weights:
+        raise BackboneError(f"backbone {name} needs its open_clip folder: set embeddings.weights.{name} "
+                            "(README, Backbones: where to download it)")
+    folder = Path(weights)
     model_cfg, vision, preprocess = _config(folder, name)
     weights_file = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
     if weights_file is None:

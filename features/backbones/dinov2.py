@@ -56,7 +56,8 @@ def resample_position_embeddings(pos_embed: torch.Tensor, grid: int, offset: flo
     resampled = F.interpolate(patches.reshape(1, m, m, -1).permute(0, 3, 1, 2), mode="bicubic",
                               antialias=antialias, **size)
     if resampled.shape[-2:] != (grid, grid):
-        raise ValueError(f"resampling {m}x{m} position embeddings gave {tuple(resampled.shape[-2:])}, not {grid}x{grid}")
+        raise ValueError(f"resampling {m}x{m} position embeddings gave {tuple(resampled.shape[-2:])}, "
+                         f"not {grid}x{grid}")
     return torch.cat([cls, resampled.permute(0, 2, 3, 1).reshape(1, grid * grid, -1).to(pos_embed.dtype)], dim=1)
 
 

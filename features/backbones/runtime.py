@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from data.quality import DataError
 from infra.atomic import atomic_path
 from infra.code_deps import code_digest
 from infra.hashing import digest, source_digest
-from data.quality import DataError
 
 log = logging.getLogger(__name__)
 ONNX_OPSET = 17
@@ -150,8 +150,8 @@ class Backbone:
 def frozen(network: Network, name: str, device: torch.device) -> Backbone:
     """The network in eval mode, without gradients, channels_last, behind its uint8 input step, on `device`."""
     module = network.module.eval().requires_grad_(False).to(memory_format=torch.channels_last)
-    return Backbone(name, source_digest(*network.weights), UInt8Input(module, network.mean, network.std).eval().to(device),
-                    network.dim, network.input_size, device)
+    wrapped = UInt8Input(module, network.mean, network.std).eval().to(device)
+    return Backbone(name, source_digest(*network.weights), wrapped, network.dim, network.input_size, device)
 
 
 def onnx_session(backbone: Backbone, folder: Path, threads: int, code: str):
