@@ -29,7 +29,7 @@ repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# The whole pipeline at iWildCam 2020's real shape (about 40 min on 2 cores, ~27 GB of disk under
+# The whole pipeline at iWildCam 2020's real shape (about 50 min on 2 cores, ~27 GB of disk under
 # benchmarks/out/rehearsal): writes reports/scale.json. See benchmarks/rehearse.py.
 rehearse: $(STAMP)
 	$(BIN)/python benchmarks/rehearse.py

@@ -1,4 +1,5 @@
-"""Thin CLI: `python pipeline.py <stage>` runs one DVC stage (stages/<stage>.py) with params.yaml.
+"""Thin CLI: `python pipeline.py <stage>` runs one DVC stage (stages/<stage>.py) with the params.yaml keys
+dvc.yaml declares for that stage (and the execution section): reading any other key is an error.
 
 A defect in the input (DataError) ends the stage with one line naming the file and the record, exit
 status 1; `--traceback` (or CAMTRAP_TRACEBACK=1, e.g. under `dvc repro`) shows the traceback too."""
@@ -16,6 +17,7 @@ from pathlib import Path
 import yaml
 
 from data.quality import DataError
+from infra.params import stage_params
 
 # every module of stages/ but the shared one is a stage: adding a stage never edits (and so reruns) this file
 STAGES = sorted(m.name for m in pkgutil.iter_modules([str(Path(__file__).parent / "stages")]) if m.name != "common")
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="on an input error, show the traceback as well as the one-line message")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    params = yaml.safe_load(Path(args.params).read_text())
+    declared = yaml.safe_load((Path(__file__).parent / "dvc.yaml").read_text())["stages"][args.stage].get("params", [])
+    params = stage_params(yaml.safe_load(Path(args.params).read_text()), declared, args.stage)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         importlib.import_module(f"stages.{args.stage}").run(params)

@@ -26,7 +26,7 @@ from data import QualityReport  # noqa: E402
 from features.embeddings import compute_embeddings  # noqa: E402
 from features.image_stats import image_stats  # noqa: E402
 from features.landsat_summary import landsat_summary  # noqa: E402
-from models import lgbm  # noqa: E402
+from models import registry  # noqa: E402
 from features.backbones import build_backbone  # noqa: E402
 from models.reduce import EmbeddingPCA, FeatureFile  # noqa: E402
 from models.tune import tune  # noqa: E402
@@ -76,12 +76,13 @@ def main() -> None:
     labels, rows = labelled_train()
     _, features = EmbeddingPCA.fit_transform_file(FeatureFile(FEATURE_TABLE), labels.index,
                                                   params["train"]["pca_components"], 0)
-    classes = sorted(int(c) for c in labels.unique())
-    cfg = dict(params["train"], tune=dict(params["train"]["tune"], n_trials=args.trials, storage=None))
-    y, groups = lgbm.encode(labels, classes), rows["location"].to_numpy()
-    _, local_tune = timed(tune, features, y, groups, cfg, len(classes), 0)
+    cfg = params["train"]
+    tune_cfg = dict(cfg["tune"], n_trials=args.trials, storage=None)
+    y, groups = labels.to_numpy(), rows["location"].to_numpy()
+    model = registry.build("reranker", cfg, threads=params["execution"]["threads"])
+    _, local_tune = timed(tune, model, features, y, groups, cfg["search_space"], tune_cfg, 0)
     with compute_backend(DASK) as client:
-        _, dask_tune = timed(tune, features, y, groups, cfg, len(classes), 0, None, client, 1)
+        _, dask_tune = timed(tune, model, features, y, groups, cfg["search_space"], tune_cfg, 0, client, 1)
 
     units = {"image_stats": (len(images), "img"), "landsat_summary": (n_sites, "site"),
              "embeddings": (len(few), "img")}

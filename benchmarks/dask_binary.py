@@ -2,7 +2,7 @@
 
 Run by hand after `make repro` (or in a rehearsal's repo, `--repo benchmarks/out/rehearsal/repo`):
 `.venv/bin/python benchmarks/dask_binary.py`. Builds the held-out model's training pairs exactly as the
-train stage does (models.rerank.training_pairs, best params and rounds from artifacts/models), fits them
+re-ranker's fit does (Reranker.prepare, the tuned params from artifacts/models, the rounds its fit picks), fits them
 locally with lightgbm.train and with DaskLGBMClassifier on a loopback LocalCluster (2 workers x 1 thread,
 rows split into `--partitions` chunks: a binary label has both values in every chunk of any size), and
 prints both times and how far apart the two models' pair scores are.
@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lightgbm as lgb  # noqa: E402
 
-from models import sequence_rows  # noqa: E402
+from models import registry, sequence_rows  # noqa: E402
 from models.reduce import EmbeddingPCA, FeatureFile  # noqa: E402
-from models.rerank import binary_params, training_pairs  # noqa: E402
+from models.rerank import pairs as pair_rows  # noqa: E402
 
 
 def main() -> None:
@@ -44,17 +44,20 @@ def main() -> None:
                                                                           labels.index[fit]), seqs, unit)
     y = sequence_rows.row_labels(labels[fit], seqs, unit)
     groups = sequence_rows.row_groups(rows.loc[fit, "location"], seqs, unit)
-    tuned = json.loads(BEST_PARAMS.read_text())
-    _, _, _, data = training_pairs(x, y, groups, sorted(int(c) for c in y.unique()), cfg)
-    data.free_raw_data = False
-    data.construct()
-    pairs, label, weight = data.get_data(), data.get_label(), data.get_weight()
-    lgb_params = binary_params(tuned["params"], cfg["seed"])
-    print(f"pairs: {pairs.shape[0]:,} x {pairs.shape[1]}, {tuned['rounds']} rounds")
+    tuned = json.loads(BEST_PARAMS.read_text())["models"]["reranker"]
+    model = registry.build("reranker", cfg, tuned["params"], params["execution"]["threads"])
+    data = model.prepare(x, y, groups)
+    rounds = model.fit_prepared(data).rounds_
+    k = data.cand.shape[1]
+    pairs, label = pair_rows(data.x, data.evidence), (data.cand == data.codes[:, None]).ravel().astype(np.float32)
+    weight = None if data.weight is None else np.repeat(data.weight, k)
+    lgb_params = dict(tuned["params"], objective="binary", seed=cfg["seed"], deterministic=True, force_row_wise=True,
+                      verbose=-1)
+    print(f"pairs: {pairs.shape[0]:,} x {pairs.shape[1]}, {rounds} rounds")
 
     started = time.perf_counter()
     local = lgb.train(lgb_params, lgb.Dataset(pairs, label, weight=weight, categorical_feature=[x.shape[1]]),
-                      num_boost_round=tuned["rounds"])
+                      num_boost_round=rounds)
     local_s = time.perf_counter() - started
     print(f"local lightgbm.train: {local_s:.1f} s")
 
@@ -66,8 +69,7 @@ def main() -> None:
                       dashboard_address="127.0.0.1:0") as cluster, Client(cluster):
         dx, dy = da.from_array(pairs, chunks=(chunk, pairs.shape[1])), da.from_array(label, chunks=chunk)
         dw = da.from_array(weight, chunks=chunk) if weight is not None else None
-        model = DaskLGBMClassifier(n_estimators=tuned["rounds"], **{k: v for k, v in lgb_params.items()
-                                                                      if k not in ("num_threads", "verbose")},
+        model = DaskLGBMClassifier(n_estimators=rounds, **{k: v for k, v in lgb_params.items() if k != "verbose"},
                                    num_threads=1, verbose=-1)
         started = time.perf_counter()
         try:
@@ -78,7 +80,6 @@ def main() -> None:
         dask_s = time.perf_counter() - started
         scores = model.to_local().predict_proba(pairs)[:, 1]
     reference = local.predict(pairs)
-    k = min(cfg["candidates"], y.nunique())
     agree = (scores.reshape(-1, k).argmax(axis=1) == reference.reshape(-1, k).argmax(axis=1)).mean()
     print(f"lightgbm.dask ({args.partitions} partitions, 2 workers): {dask_s:.1f} s; "
           f"max |score difference| {np.abs(scores - reference).max():.4f}; same top candidate for {agree:.1%} of rows")

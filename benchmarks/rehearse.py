@@ -130,8 +130,9 @@ def inference_throughput(repo: Path, params: dict, n: int) -> dict:
     from data import QualityReport
     from features.embeddings import compute_embeddings
     from features.backbones import build_backbone
+    from stages.embeddings import settings
     name = yaml.safe_load((PROJECT / "params.yaml").read_text())["embeddings"]["backbones"][0]
-    cfg = params["embeddings"]
+    cfg = settings(params)
     images = pd.read_parquet(repo / "artifacts/tables/images.parquet").iloc[:n]
     detections = pd.read_parquet(repo / "artifacts/tables/detections.parquet")
     backbone = build_backbone(name, cfg, repo / "artifacts/cache/embeddings/onnx")
@@ -189,8 +190,11 @@ def main() -> None:
     repo = out / "repo"
     copy_checkout(repo, args.reuse)
     previous = json.loads(args.report.read_text())["stages"] if args.reuse and args.report.exists() else {}
+    imported = repo / "weights/embeddings.parquet"  # under weights/, the stage's tracked folder
+    imported.unlink(missing_ok=True)
+    imported.symlink_to(data / "embeddings.parquet")
     overrides = {"data.root": str(data), "embeddings.backbones": ["parquet"],
-                 "embeddings.import_file": str(data / "embeddings.parquet")}
+                 "embeddings.import_file": str(imported.relative_to(repo))}
     overrides.update({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)})
     params = set_params(repo / "params.yaml", overrides)
     report["overrides"] = overrides

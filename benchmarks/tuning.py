@@ -1,4 +1,4 @@
-"""Benchmark: Optuna tuning with and without pruning, same trial budget, same data and seed.
+"""Benchmark: Optuna tuning of the re-ranker with and without pruning, same trial budget, data and seed.
 
 Run by hand after `make repro` (it reads the pipeline's feature table and labels):
 `.venv/bin/python benchmarks/tuning.py [--trials 30]`. Prints the wall time and the best
@@ -17,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models import lgbm  # noqa: E402
+from models import registry  # noqa: E402
 from models.split import holdout_locations  # noqa: E402
 from models.tune import tune  # noqa: E402
 
@@ -34,13 +34,14 @@ def main() -> None:
     held = holdout_locations(locations, params["split"]["holdout_fraction"], params["split"]["seed"])
     fit = ~locations.isin(held)
     classes = sorted(int(c) for c in labels[fit].unique())
-    y = lgbm.encode(labels[fit], classes)
     cfg = params["train"]
-    cfg["tune"] = dict(cfg["tune"], n_trials=args.trials, timeout_s=None, storage=None)
+    model = registry.build("reranker", cfg, threads=params["execution"]["threads"])
     results = {}
     for pruning in (False, True):
         started = time.perf_counter()
-        _, _, study = tune(features[fit], y, locations[fit].to_numpy(), cfg, len(classes), cfg["seed"], pruning)
+        _, study = tune(model, features[fit], labels[fit].to_numpy(), locations[fit].to_numpy(), cfg["search_space"],
+                        dict(cfg["tune"], n_trials=args.trials, timeout_s=None, storage=None, pruning=pruning),
+                        cfg["seed"])
         pruned = sum(t.state.name == "PRUNED" for t in study.trials)
         results[pruning] = (time.perf_counter() - started, study.best_value, pruned)
     print(f"{fit.sum()} images x {features.shape[1]} features, {len(classes)} classes, {args.trials} trials, "

@@ -1,71 +1,87 @@
-"""Baselines evaluated beside the model, on the same held-out locations, so every number has context."""
+"""Baselines evaluated beside the model, on the same held-out locations, so every number has context. Each
+is a scikit-learn classifier, so evaluate runs them and the tuned models through one loop."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from models import lgbm
+from models.lgbm import stopping_rows
 
 EMPTY = 0
 
 
-def one_hot(predicted: np.ndarray, classes: list[int]) -> np.ndarray:
-    """Hard predictions as probabilities, so every baseline goes through the same metrics."""
-    proba = np.zeros((len(predicted), len(classes)))
-    proba[np.arange(len(predicted)), [classes.index(p) for p in predicted]] = 1.0
-    return proba
+def majority_class() -> DummyClassifier:
+    return DummyClassifier(strategy="most_frequent")
 
 
-def majority_class(y_fit: pd.Series, n: int) -> np.ndarray:
-    return np.full(n, int(y_fit.mode().iloc[0]))
-
-
-def detector_only(top_conf: pd.Series, y_fit: pd.Series, threshold: float) -> tuple[np.ndarray, list[int]]:
+class DetectorRule(ClassifierMixin, BaseEstimator):
     """Empty if no box reaches the threshold (or the image is not in the detector file), else the most
-    common non-empty training class: the rule many camera-trap projects start with. As (probabilities,
-    classes): the training classes plus "empty", which the rule says even where no training image is
-    labelled empty (many projects drop empties before labelling)."""
-    animals = y_fit[y_fit != EMPTY]
-    animal = int(animals.mode().iloc[0]) if len(animals) else EMPTY
-    predicted = np.where(top_conf.fillna(0).to_numpy() >= threshold, animal, EMPTY)
-    classes = sorted({int(c) for c in y_fit.unique()} | {EMPTY})
-    return one_hot(predicted, classes), classes
+    common non-empty training class: the rule many camera-trap projects start with. Its classes are the
+    training classes plus "empty", which the rule says even where no training image is labelled empty (many
+    projects drop empties before labelling). X: the detector's top confidence per row (`top_conf`)."""
+
+    def __init__(self, threshold: float = 0.5):
+        self.threshold = threshold
+
+    def fit(self, X: pd.DataFrame, y) -> "DetectorRule":
+        y = pd.Series(np.asarray(y))
+        animals = y[y != EMPTY]
+        self.animal_ = int(animals.mode().iloc[0]) if len(animals) else EMPTY
+        self.classes_ = np.asarray(sorted({int(c) for c in y.unique()} | {EMPTY}))
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        animal = X["top_conf"].fillna(0).to_numpy() >= self.threshold
+        proba = np.zeros((len(X), len(self.classes_)))
+        proba[np.arange(len(X)), np.searchsorted(self.classes_, np.where(animal, self.animal_, EMPTY))] = 1.0
+        return proba
 
 
-def linear_probe(x_fit: pd.DataFrame, y_fit: pd.Series, x_val: pd.DataFrame, class_weight: str, seed: int
-                 ) -> tuple[np.ndarray, list[int]]:
+def linear_probe(class_weight: str, seed: int):
     """Logistic regression on standardised, median-imputed features."""
-    model = make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
-                          LogisticRegression(max_iter=2000, random_state=seed,
-                                             class_weight="balanced" if class_weight == "balanced" else None))
-    model.fit(x_fit, y_fit)
-    return model.predict_proba(x_val), [int(c) for c in model.classes_]
+    return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
+                         LogisticRegression(max_iter=2000, random_state=seed,
+                                            class_weight="balanced" if class_weight == "balanced" else None))
 
 
-def lightgbm_multiclass(x_fit: pd.DataFrame, y_fit: pd.Series, x_val: pd.DataFrame, params: dict, rounds: int,
-                        class_weight: str, seed: int) -> tuple[np.ndarray, list[int]]:
-    """The model this pipeline had before the re-ranker: one multiclass LightGBM (one tree per class per
-    round), at the re-ranker's tuned params and rounds."""
-    classes = sorted(int(c) for c in y_fit.unique())
-    booster = lgbm.fit(x_fit, y_fit, params, rounds, seed, class_weight, classes)
-    return lgbm.predict_proba(booster, x_val), classes
+class HistGradientBoosting(ClassifierMixin, BaseEstimator):
+    """scikit-learn's peer tree model at the tuned multiclass LightGBM's params, fitted the way our models
+    are: early stopping on its last location fold, then a refit on all rows for the stopped round count
+    scaled by the row ratio. Columns with no value in the rows it first fits carry nothing and break its
+    binning, so they are left out."""
 
+    def __init__(self, booster_params: dict | None = None, class_weight: str = "balanced", cv_folds: int = 3,
+                 max_rounds: int = 400, early_stopping_rounds: int = 30, seed: int = 0):
+        self.booster_params, self.class_weight, self.cv_folds = booster_params, class_weight, cv_folds
+        self.max_rounds, self.early_stopping_rounds, self.seed = max_rounds, early_stopping_rounds, seed
 
-def hist_gradient_boosting(x_fit: pd.DataFrame, y_fit: pd.Series, x_val: pd.DataFrame, params: dict, rounds: int,
-                           class_weight: str, seed: int) -> tuple[np.ndarray, list[int]]:
-    """scikit-learn's peer tree model at the tuned LightGBM's budget (rounds, rate, leaves). Columns with
-    no value in the training rows carry nothing and break its binning, so they are left out."""
-    present = x_fit.columns[x_fit.notna().any().to_numpy()]
-    x_fit, x_val = x_fit[present], x_val[present]
-    model = HistGradientBoostingClassifier(
-        max_iter=rounds, learning_rate=params.get("learning_rate", 0.1),
-        max_leaf_nodes=params.get("num_leaves", 31), min_samples_leaf=params.get("min_data_in_leaf", 20),
-        l2_regularization=params.get("lambda_l2", 0.0), early_stopping=False, random_state=seed,
-        class_weight="balanced" if class_weight == "balanced" else None)
-    model.fit(x_fit, y_fit)
-    return model.predict_proba(x_val), [int(c) for c in model.classes_]
+    def _model(self, **settings) -> HistGradientBoostingClassifier:
+        p = self.booster_params or {}
+        return HistGradientBoostingClassifier(
+            learning_rate=p.get("learning_rate", 0.1), max_leaf_nodes=p.get("num_leaves", 31),
+            min_samples_leaf=p.get("min_data_in_leaf", 20), l2_regularization=p.get("lambda_l2", 0.0),
+            random_state=self.seed, class_weight="balanced" if self.class_weight == "balanced" else None, **settings)
+
+    def fit(self, X: pd.DataFrame, y, groups: np.ndarray) -> "HistGradientBoosting":
+        stop = stopping_rows(np.asarray(groups), self.cv_folds)
+        self.columns_ = X.columns[X[~stop].notna().any().to_numpy()]
+        x, y = X[self.columns_], np.asarray(y)
+        known = stop & np.isin(y, y[~stop])  # stopping rows of classes the stopped fit knows
+        stopped = self._model(max_iter=self.max_rounds, early_stopping=True,
+                              n_iter_no_change=self.early_stopping_rounds, scoring="loss")
+        stopped.fit(x[~stop], y[~stop], X_val=x[known], y_val=y[known])
+        best = int(np.argmax(stopped.validation_score_))  # scores before the first and after each iteration
+        self.rounds_ = max(1, round(best * len(y) / (~stop).sum()))
+        self.model_ = self._model(max_iter=self.rounds_, early_stopping=False).fit(x, y)
+        self.classes_ = self.model_.classes_
+        return self
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return self.model_.predict_proba(X[self.columns_])

@@ -1,55 +1,134 @@
-"""LightGBM multiclass model stored as a text model file plus its class list (never a pickle)."""
+"""LightGBM as the models use it: class weights, location-grouped early stopping whose rounds carry over to
+the fit on all rows, and the multiclass model (one tree per class per round) as an estimator.
+
+Every fit stops early on the rows of its own last location fold, never on rows it is scored on, and then
+refits on all its rows for the stopped round count scaled by the row ratio: the best round grows with the
+training rows (a model fitted on 3 folds' rows supports more trees than one fitted on 2), and scaling by
+that ratio is what the tuning folds measure, because each fold's model is fitted exactly this way.
+Models are saved as LightGBM text files beside a json of their classes and columns: no pickle.
+"""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.class_weight import compute_sample_weight
 
 from infra.atomic import atomic_path, write_json
+from models.split import location_folds
+
+BOOSTER_FILE, META_FILE = "booster.txt", "model.json"
+LOSS_FLOOR = 1e-15  # probability a miss is scored at in a log-loss
 
 
-def sample_weights(y: np.ndarray, class_weight: str) -> np.ndarray | None:
-    """Inverse class frequency weights (mean 1) for `balanced`, none otherwise."""
-    if class_weight == "none":
-        return None
-    if class_weight != "balanced":
+def class_weights(y: np.ndarray, class_weight: str) -> np.ndarray | None:
+    """Per-row weights: `balanced` gives every class the same total weight (what macro-F1 rewards)."""
+    if class_weight not in ("balanced", "none"):
         raise ValueError(f"class_weight must be 'balanced' or 'none', not {class_weight!r}")
-    _, inverse, counts = np.unique(y, return_inverse=True, return_counts=True)
-    return (len(y) / (len(counts) * counts))[inverse]
+    return compute_sample_weight("balanced", y) if class_weight == "balanced" else None
 
 
-def lgb_params(params: dict, n_classes: int, seed: int) -> dict:
-    """LightGBM params for a deterministic multiclass fit."""
-    return dict(params, objective="multiclass", num_class=n_classes, seed=seed, deterministic=True,
-                force_row_wise=True, verbose=-1)
+def stopping_rows(groups: np.ndarray, n_folds: int) -> np.ndarray:
+    """Rows of the last location fold: the cameras a fit stops early on (unseen by the trees it scores)."""
+    stop = np.zeros(len(groups), bool)
+    stop[location_folds(groups, n_folds)[-1][1]] = True
+    return stop
 
 
-def encode(labels: pd.Series, classes: list[int]) -> np.ndarray:
-    return labels.map({c: i for i, c in enumerate(classes)}).to_numpy()
+def boost(params: dict, data: lgb.Dataset, stop: np.ndarray, max_rounds: int, early_stopping_rounds: int,
+          feval: Callable | None = None, callbacks: tuple = ()) -> tuple[lgb.Booster, int]:
+    """(booster on all of `data`, its rounds). With `early_stopping_rounds`, a first fit on the rows not in
+    `stop` (a mask over `data`'s rows) stops on those in it (`feval`, or the objective's own metric; the
+    validation set is named `stopping` for `callbacks` such as Optuna's pruning); the refit on all rows runs
+    its best round scaled by all rows / fitted rows. Without, `max_rounds` on all rows."""
+    if not early_stopping_rounds:
+        return lgb.train(params, data, num_boost_round=max_rounds), max_rounds
+    data.construct()
+    fitted, held = np.flatnonzero(~stop), np.flatnonzero(stop)
+    stopped = lgb.train(dict(params, **({"metric": "None"} if feval else {})), data.subset(fitted),
+                        num_boost_round=max_rounds, valid_sets=[data.subset(held)], valid_names=["stopping"],
+                        feval=feval, callbacks=[lgb.early_stopping(early_stopping_rounds, verbose=False),
+                                                *callbacks])
+    rounds = max(1, round(stopped.best_iteration * len(stop) / len(fitted)))
+    return lgb.train(params, data, num_boost_round=rounds), rounds
 
 
-def fit(features: pd.DataFrame, labels: pd.Series, params: dict, num_boost_round: int, seed: int,
-        class_weight: str, classes: list[int]) -> lgb.Booster:
-    """Fit with `params` (LightGBM names) on `classes` (the category id of each output)."""
-    y = encode(labels, classes)
-    data = lgb.Dataset(features, label=y, weight=sample_weights(y, class_weight))
-    return lgb.train(lgb_params(params, len(classes), seed), data, num_boost_round=num_boost_round)
+def log_loss_of_true_class(proba: np.ndarray, classes: list[int], y: np.ndarray, class_weight: str) -> float:
+    """Weighted multiclass log-loss of `proba` (columns in `classes` order) for labels `y`, a class the
+    model does not know scoring LOSS_FLOOR: the loss the tuning folds compare models and params by."""
+    column = pd.Index(classes).get_indexer(y)
+    p = np.where(column >= 0, proba[np.arange(len(y)), np.maximum(column, 0)], 0.0)
+    weight = class_weights(y, class_weight)
+    return float(np.average(-np.log(np.maximum(p, LOSS_FLOOR)), weights=weight))
 
 
-def save(booster: lgb.Booster, classes: list[int], path: str | Path) -> None:
-    """Text model at `path`, class list beside it as `<path>.classes.json`."""
-    with atomic_path(path) as tmp:
+class LightGBMMulticlass(ClassifierMixin, BaseEstimator):
+    """One multiclass LightGBM (a tree per class per round): affordable while rows x classes stay small."""
+    NAME, STOPPING_METRIC = "lightgbm_multiclass", "multi_logloss"
+
+    def __init__(self, booster_params: dict | None = None, class_weight: str = "balanced", cv_folds: int = 3,
+                 max_rounds: int = 400, early_stopping_rounds: int = 30, seed: int = 0, num_threads: int = 0):
+        self.booster_params, self.class_weight, self.cv_folds = booster_params, class_weight, cv_folds
+        self.max_rounds, self.early_stopping_rounds, self.seed = max_rounds, early_stopping_rounds, seed
+        self.num_threads = num_threads
+
+    def prepare(self, X: pd.DataFrame, y, groups: np.ndarray) -> "MulticlassData":
+        """What a fit needs that does not depend on the booster params (tuning builds it once per fold)."""
+        classes = sorted(int(c) for c in pd.unique(np.asarray(y)))
+        codes = pd.Index(classes).get_indexer(np.asarray(y))
+        return MulticlassData(X.to_numpy(np.float32), codes, classes, list(X.columns),
+                              class_weights(codes, self.class_weight), stopping_rows(np.asarray(groups), self.cv_folds))
+
+    def fit_prepared(self, data: "MulticlassData", callbacks: tuple = ()) -> "LightGBMMulticlass":
+        params = dict(self.booster_params or {}, objective="multiclass", num_class=len(data.classes),
+                      seed=self.seed, deterministic=True, force_row_wise=True, verbose=-1,
+                      num_threads=self.num_threads)
+        dataset = lgb.Dataset(data.x, label=data.codes, weight=data.weight, feature_name=data.columns,
+                              params=params, free_raw_data=True)
+        self.booster_, self.rounds_ = boost(params, dataset, data.stop, self.max_rounds, self.early_stopping_rounds,
+                                            callbacks=callbacks)
+        self.classes_, self.feature_names_in_ = np.asarray(data.classes), data.columns
+        return self
+
+    def fit(self, X: pd.DataFrame, y, groups: np.ndarray) -> "LightGBMMulticlass":
+        return self.fit_prepared(self.prepare(X, y, groups))
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
+        return self.booster_.predict(X[self.feature_names_in_].to_numpy(np.float32))
+
+    def save(self, folder: str | Path) -> None:
+        """`folder`/booster.txt (LightGBM's text format) and model.json (classes, columns)."""
+        save_booster(self.booster_, folder, {"model": self.NAME, "classes": self.classes_.tolist(),
+                                             "columns": self.feature_names_in_, "rounds": self.rounds_})
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "LightGBMMulticlass":
+        meta, model = json.loads((Path(folder) / META_FILE).read_text()), cls()
+        model.booster_ = lgb.Booster(model_file=str(Path(folder) / BOOSTER_FILE))
+        model.classes_, model.feature_names_in_, model.rounds_ = (np.asarray(meta["classes"]), meta["columns"],
+                                                                  meta["rounds"])
+        return model
+
+
+@dataclass
+class MulticlassData:
+    """A multiclass fit's rows: features, class codes (into `classes`), weights, early-stopping rows."""
+    x: np.ndarray
+    codes: np.ndarray
+    classes: list[int]
+    columns: list[str]
+    weight: np.ndarray | None
+    stop: np.ndarray
+
+
+def save_booster(booster: lgb.Booster, folder: str | Path, meta: dict) -> None:
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with atomic_path(Path(folder) / BOOSTER_FILE) as tmp:
         booster.save_model(tmp)
-    write_json({"classes": classes}, f"{path}.classes.json")
-
-
-def load(path: str | Path) -> tuple[lgb.Booster, list[int]]:
-    classes = json.loads(Path(f"{path}.classes.json").read_text())["classes"]
-    return lgb.Booster(model_file=str(path)), classes
-
-
-def predict_proba(booster: lgb.Booster, features: pd.DataFrame) -> np.ndarray:
-    return booster.predict(features[booster.feature_name()])
+    write_json(meta, Path(folder) / META_FILE)

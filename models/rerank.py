@@ -4,13 +4,13 @@ A multiclass LightGBM grows one tree per class per round: 188 trees a round on i
 round on two cores. Here closed-form linear scorers (shrinkage LDA, one pass over the rows: one on all
 features, one per feature family) propose the `k` likeliest classes of each row, and one binary LightGBM
 scores the (row, candidate) pairs from the row's features and the candidate's evidence: each scorer's
-log-probability for it, its rank, the class's training frequency and how many training cameras saw it.
+log-probability for it, its rank, the class's training frequency and the share of training cameras that saw it.
 One tree a round whatever the class count, and classes seen at one or two cameras share what the model
 learns about rare classes instead of getting a tree each.
 
-Training pairs carry out-of-fold evidence (scorers and class counts from the other location folds), so a
-training row's candidates look like those of an unseen camera's row. Everything is saved as arrays (npz)
-and a LightGBM text model: no pickle.
+Training pairs carry out-of-fold evidence (scorers and class statistics from the other location folds),
+so a training row's candidates look like those of an unseen camera's row. Everything is saved as arrays
+(npz) and a LightGBM text model: no pickle.
 """
 from __future__ import annotations
 
@@ -22,12 +22,15 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from scipy import sparse
+from scipy.special import log_softmax
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.covariance import ledoit_wolf
 
-from infra.atomic import atomic_path, write_json
-from models.lgbm import sample_weights
+from infra.atomic import atomic_path
+from models.lgbm import BOOSTER_FILE, LOSS_FLOOR, META_FILE, boost, class_weights, save_booster, stopping_rows
 from models.split import location_folds
 
+PROPOSERS_FILE = "proposers.npz"
 PROPOSER_ARRAYS = ("medians", "means", "scales", "coef", "intercept")  # Proposer's arguments, as saved
 LOG_FLOOR = -50.0  # log-probability of a class the proposer never saw
 
@@ -71,9 +74,7 @@ class Proposer:
     def log_proba(self, x: np.ndarray) -> np.ndarray:
         """(rows, classes) log-probabilities, floored at LOG_FLOOR."""
         z = ((np.where(np.isnan(x), self.medians, x) - self.means) / self.scales) @ self.coef.T + self.intercept
-        z -= z.max(axis=1, keepdims=True)
-        z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
-        return np.maximum(z, LOG_FLOOR).astype(np.float32)
+        return np.maximum(log_softmax(z, axis=1), LOG_FLOOR).astype(np.float32)
 
 
 def proposer_columns(columns: list[str]) -> dict[str, list[int]]:
@@ -85,171 +86,190 @@ def proposer_columns(columns: list[str]) -> dict[str, list[int]]:
     return {"all": list(range(len(columns))), **(families if len(families) > 1 else {})}
 
 
-@dataclass
-class Evidence:
-    """Per row and class: each proposer's log-probability (the `all` proposer picks the candidates), the
-    class's log training frequency and the number of training cameras that saw it ((classes,) when shared
-    by all rows, (rows, classes) out of fold)."""
-    log_proba: dict[str, np.ndarray]
-    log_prior: np.ndarray
-    locations: np.ndarray
-
-    def rows(self, index: np.ndarray) -> "Evidence":
-        return Evidence({k: v[index] for k, v in self.log_proba.items()}, self.log_prior[index],
-                        self.locations[index])
-
-
-def pair_columns(proposers) -> list[str]:
-    """Names of the candidate's evidence columns, one family (`candidate__`) in the importance plot."""
-    return (["candidate__class", "candidate__rank", "candidate__gap", "candidate__class_log_prior",
-             "candidate__class_locations"] + [f"candidate__{name}_log_proba" for name in proposers])
-
-
-def class_counts(y: np.ndarray, groups: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(log frequency, number of locations) per class code in these rows."""
-    freq = np.bincount(y, minlength=n_classes) / max(len(y), 1)
-    seen = pd.DataFrame({"y": y, "g": groups}).drop_duplicates()
-    locations = np.bincount(seen["y"].to_numpy(), minlength=n_classes)
-    return np.log(np.maximum(freq, 1e-9)).astype(np.float32), locations.astype(np.float32)
-
-
-def fit_proposers(x: np.ndarray, y: np.ndarray, columns: dict[str, list[int]], n_classes: int, balanced: bool
-                  ) -> dict[str, Proposer]:
-    return {name: Proposer.fit(x[:, cols], y, n_classes, balanced) for name, cols in columns.items()}
-
-
-def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, columns: dict[str, list[int]], n_folds: int,
-                n_classes: int, balanced: bool) -> Evidence:
-    """Each row's evidence from proposers and class counts fitted on the other location folds."""
-    n = len(y)
-    ev = Evidence({name: np.empty((n, n_classes), np.float32) for name in columns},
-                  np.empty((n, n_classes), np.float32), np.empty((n, n_classes), np.float32))
-    for fit, val in location_folds(groups, n_folds):
-        for name, proposer in fit_proposers(x[fit], y[fit], columns, n_classes, balanced).items():
-            ev.log_proba[name][val] = proposer.log_proba(x[val][:, columns[name]])
-        ev.log_prior[val], ev.locations[val] = class_counts(y[fit], groups[fit], n_classes)
-    return ev
-
-
 def candidates(log_proba: np.ndarray, k: int) -> np.ndarray:
     """(rows, k) class codes, likeliest first (ties by code, so the order is deterministic)."""
     k = min(k, log_proba.shape[1])
     return np.argsort(-log_proba, axis=1, kind="stable")[:, :k]
 
 
-def pairs(x: np.ndarray, ev: Evidence, cand: np.ndarray) -> np.ndarray:
-    """(rows x k, features + pair columns) float32: each row repeated once per candidate, then the
+@dataclass
+class ClassEvidence:
+    """What the re-ranker knows about each class beyond the row, fitted on some labelled rows: the proposers
+    and, per class, its log frequency and the share of those rows' cameras that saw it. Shares, not counts:
+    training pairs take theirs from the other location folds (fewer cameras) and serving from all training
+    cameras, and a count would be larger when serving than anything the booster saw."""
+    proposers: dict[str, Proposer]
+    columns: dict[str, list[int]]
+    log_prior: np.ndarray      # (classes,)
+    location_share: np.ndarray  # (classes,)
+
+    @classmethod
+    def fit(cls, x: np.ndarray, y: np.ndarray, groups: np.ndarray, columns: dict[str, list[int]], n_classes: int,
+            balanced: bool) -> "ClassEvidence":
+        freq = np.bincount(y, minlength=n_classes) / max(len(y), 1)
+        seen = pd.DataFrame({"y": y, "g": groups}).drop_duplicates()
+        share = np.bincount(seen["y"].to_numpy(), minlength=n_classes) / max(seen["g"].nunique(), 1)
+        return cls({name: Proposer.fit(x[:, cols], y, n_classes, balanced) for name, cols in columns.items()},
+                   columns, np.log(np.maximum(freq, 1e-9)).astype(np.float32), share.astype(np.float32))
+
+    def names(self) -> list[str]:
+        """The pair columns `score` adds, one family (`candidate__`) in the importance plot."""
+        return (["candidate__class", "candidate__rank", "candidate__gap", "candidate__class_log_prior",
+                 "candidate__class_location_share"] + [f"candidate__{name}_log_proba" for name in self.proposers])
+
+    def score(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(candidates (rows, k), their evidence (rows, k, len(names())))."""
+        log_proba = {name: p.log_proba(x[:, self.columns[name]]) for name, p in self.proposers.items()}
+        cand = candidates(log_proba["all"], k)
+        top = np.take_along_axis(log_proba["all"], cand, axis=1)
+        columns = [cand, np.broadcast_to(np.arange(cand.shape[1]), cand.shape), top[:, :1] - top,
+                   self.log_prior[cand], self.location_share[cand]]
+        columns += [np.take_along_axis(lp, cand, axis=1) for lp in log_proba.values()]
+        return cand, np.stack(columns, axis=2).astype(np.float32)
+
+
+def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, columns: dict[str, list[int]], n_folds: int,
+                n_classes: int, balanced: bool, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(candidates, evidence) of each row from class evidence fitted on the other location folds only."""
+    cand, evidence = None, None
+    for fit, val in location_folds(groups, n_folds):
+        ev = ClassEvidence.fit(x[fit], y[fit], groups[fit], columns, n_classes, balanced)
+        c, e = ev.score(x[val], k)
+        if cand is None:
+            cand, evidence = np.empty((len(y), *c.shape[1:]), c.dtype), np.empty((len(y), *e.shape[1:]), e.dtype)
+        cand[val], evidence[val] = c, e
+    return cand, evidence
+
+
+def pairs(x: np.ndarray, evidence: np.ndarray) -> np.ndarray:
+    """(rows x k, features + evidence columns) float32: each row repeated once per candidate, then the
     candidate's evidence."""
-    n, k = cand.shape
-    rows = np.repeat(np.arange(n), k)
-    flat = cand.ravel()
-
-    def per_pair(a: np.ndarray) -> np.ndarray:
-        return a[flat] if a.ndim == 1 else a[rows, flat]
-
-    top = ev.log_proba["all"]
-    lp = top[rows, flat]
-    evidence = [flat, np.tile(np.arange(k), n), top.max(axis=1)[rows] - lp, per_pair(ev.log_prior),
-                per_pair(ev.locations)] + [per_pair(a) for a in ev.log_proba.values()]
-    out = np.empty((n * k, x.shape[1] + len(evidence)), np.float32)
-    out.reshape(n, k, -1)[:, :, :x.shape[1]] = x[:, None, :]  # broadcast: no (rows x k) temporary copy
-    for j, column in enumerate(evidence):
-        out[:, x.shape[1] + j] = column
-    return out
+    n, k, m = evidence.shape
+    out = np.empty((n, k, x.shape[1] + m), np.float32)
+    out[:, :, :x.shape[1]] = x[:, None, :]  # broadcast: no (rows x k) temporary copy
+    out[:, :, x.shape[1]:] = evidence
+    return out.reshape(n * k, -1)
 
 
-def pair_labels(y: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    return (cand == y[:, None]).ravel().astype(np.float32)
-
-
-def binary_params(params: dict, seed: int) -> dict:
-    """LightGBM params for a deterministic binary fit on pairs."""
-    return dict(params, objective="binary", seed=seed, deterministic=True, force_row_wise=True, verbose=-1)
-
-
-def pair_dataset(x: np.ndarray, y: np.ndarray, weight: np.ndarray | None, ev: Evidence, cand: np.ndarray,
-                 names: list[str], reference: lgb.Dataset | None = None) -> lgb.Dataset:
-    w = None if weight is None else np.repeat(weight, cand.shape[1])
-    return lgb.Dataset(pairs(x, ev, cand), label=pair_labels(y, cand), weight=w, feature_name=names,
-                       categorical_feature=["candidate__class"], reference=reference, free_raw_data=True)
-
-
-def training_pairs(features: pd.DataFrame, labels: pd.Series, groups: np.ndarray, classes: list[int], cfg: dict
-                   ) -> tuple[np.ndarray, np.ndarray, dict[str, list[int]], lgb.Dataset]:
-    """(features, class codes, proposer columns, pair Dataset) of a re-ranker's training rows, the pairs
-    carrying out-of-fold evidence (`cfg`: candidates, cv_folds, class_weight)."""
-    x = features.to_numpy(np.float32)
-    y = labels.map({c: i for i, c in enumerate(classes)}).to_numpy()
-    columns = proposer_columns(list(features.columns))
-    ev = out_of_fold(x, y, groups, columns, cfg["cv_folds"], len(classes), cfg["class_weight"] == "balanced")
-    cand = candidates(ev.log_proba["all"], cfg["candidates"])
-    names = list(features.columns) + pair_columns(columns)
-    return x, y, columns, pair_dataset(x, y, sample_weights(y, cfg["class_weight"]), ev, cand, names)
+def candidate_log_loss(k: int):
+    """LightGBM eval: the multiclass log-loss of the re-ranked probabilities (each row's pair scores
+    normalised over its `k` candidates), what the model is judged on, rather than the pairs' binary loss,
+    weighted as the rows are in training. A row whose class is not among its candidates scores
+    log(LOSS_FLOOR): the proposer's misses count."""
+    def evaluate(preds: np.ndarray, dataset: lgb.Dataset) -> tuple[str, float, bool]:
+        scores, truth = preds.reshape(-1, k), dataset.get_label().reshape(-1, k)
+        p_true = (scores * truth).sum(axis=1) / scores.sum(axis=1)
+        weight = dataset.get_weight()
+        weight = None if weight is None else weight.reshape(-1, k)[:, 0]
+        return "candidate_log_loss", float(np.average(-np.log(np.maximum(p_true, LOSS_FLOOR)), weights=weight)), False
+    return evaluate
 
 
 @dataclass
-class Reranker:
+class PairData:
+    """A re-ranker's training rows, built once per fold (it does not depend on the booster params): features,
+    class codes, out-of-fold candidates and evidence, weights, early-stopping rows, and the class evidence
+    fitted on all the rows, which serves."""
+    x: np.ndarray
+    codes: np.ndarray
+    classes: list[int]
     columns: list[str]
-    classes: list[int]       # category id of each class code
-    k: int
-    proposers: dict[str, Proposer]
-    proposer_columns: dict[str, list[int]]
-    log_prior: np.ndarray
-    locations: np.ndarray
-    booster: lgb.Booster
+    cand: np.ndarray
+    evidence: np.ndarray
+    weight: np.ndarray | None
+    stop: np.ndarray
+    serving: ClassEvidence
 
-    @classmethod
-    def fit(cls, features: pd.DataFrame, labels: pd.Series, groups: np.ndarray, classes: list[int], params: dict,
-            rounds: int, cfg: dict, seed: int) -> "Reranker":
-        """Pairs from out-of-fold evidence (`cfg`: candidates, cv_folds, class_weight); the proposers and class
-        counts kept for prediction are then fitted on all rows."""
-        x, y, columns, data = training_pairs(features, labels, groups, classes, cfg)
-        booster = lgb.train(binary_params(params, seed), data, num_boost_round=rounds)
-        log_prior, locations = class_counts(y, groups, len(classes))
-        return cls(list(features.columns), [int(c) for c in classes], min(cfg["candidates"], len(classes)),
-                   fit_proposers(x, y, columns, len(classes), cfg["class_weight"] == "balanced"), columns,
-                   log_prior, locations, booster)
+    def dataset(self, params: dict) -> lgb.Dataset:
+        k = self.cand.shape[1]
+        label = (self.cand == self.codes[:, None]).ravel().astype(np.float32)
+        return lgb.Dataset(pairs(self.x, self.evidence), label=label,
+                           weight=None if self.weight is None else np.repeat(self.weight, k),
+                           feature_name=self.columns + self.serving.names(),
+                           categorical_feature=["candidate__class"], params=params, free_raw_data=True)
 
-    def evidence(self, features: pd.DataFrame) -> tuple[np.ndarray, Evidence]:
-        x = features[self.columns].to_numpy(np.float32)
-        return x, Evidence({name: p.log_proba(x[:, self.proposer_columns[name]]) for name, p in self.proposers.items()},
-                           self.log_prior, self.locations)
 
-    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+class Reranker(ClassifierMixin, BaseEstimator):
+    """Proposers + one binary LightGBM over (row, candidate) pairs, as a scikit-learn classifier:
+    `fit(X, y, groups)` builds and names its own pairs (evidence out of location fold), stops early on its
+    last location fold and refits on all rows (models.lgbm.boost); `predict_proba` gives (rows, classes_)."""
+    NAME, STOPPING_METRIC = "reranker", "candidate_log_loss"
+
+    def __init__(self, booster_params: dict | None = None, candidates: int = 10, class_weight: str = "balanced",
+                 cv_folds: int = 3, max_rounds: int = 400, early_stopping_rounds: int = 30, seed: int = 0,
+                 num_threads: int = 0):
+        self.booster_params, self.candidates, self.class_weight, self.cv_folds = (booster_params, candidates,
+                                                                                  class_weight, cv_folds)
+        self.max_rounds, self.early_stopping_rounds, self.seed = max_rounds, early_stopping_rounds, seed
+        self.num_threads = num_threads
+
+    def prepare(self, X: pd.DataFrame, y, groups: np.ndarray) -> PairData:
+        """Everything a fit needs but the booster (tuning builds it once per fold and reuses it per trial)."""
+        classes = sorted(int(c) for c in pd.unique(np.asarray(y)))
+        codes, groups = pd.Index(classes).get_indexer(np.asarray(y)), np.asarray(groups)
+        x, columns = X.to_numpy(np.float32), proposer_columns(list(X.columns))
+        balanced = self.class_weight == "balanced"
+        k = min(self.candidates, len(classes))
+        cand, evidence = out_of_fold(x, codes, groups, columns, self.cv_folds, len(classes), balanced, k)
+        return PairData(x, codes, classes, list(X.columns), cand, evidence, class_weights(codes, self.class_weight),
+                        stopping_rows(groups, self.cv_folds),
+                        ClassEvidence.fit(x, codes, groups, columns, len(classes), balanced))
+
+    def fit_prepared(self, data: PairData, callbacks: tuple = ()) -> "Reranker":
+        params = dict(self.booster_params or {}, objective="binary", seed=self.seed, deterministic=True,
+                      force_row_wise=True, verbose=-1, num_threads=self.num_threads)
+        k = data.cand.shape[1]
+        self.booster_, self.rounds_ = boost(params, data.dataset(params), np.repeat(data.stop, k), self.max_rounds,
+                                            self.early_stopping_rounds, candidate_log_loss(k), callbacks)
+        self.classes_, self.feature_names_in_, self.evidence_ = np.asarray(data.classes), data.columns, data.serving
+        return self
+
+    def fit(self, X: pd.DataFrame, y, groups: np.ndarray) -> "Reranker":
+        return self.fit_prepared(self.prepare(X, y, groups))
+
+    def serving_pairs(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features, candidates, evidence) of rows to predict: the class evidence fitted on all training rows."""
+        x = X[self.feature_names_in_].to_numpy(np.float32)
+        return (x, *self.evidence_.score(x, min(self.candidates, len(self.classes_))))
+
+    def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """(rows, classes) probabilities: the pair scores of each row's candidates, normalised over them;
         classes outside a row's candidates get 0."""
-        x, ev = self.evidence(features)
-        cand = candidates(ev.log_proba["all"], self.k)
-        score = self.booster.predict(pairs(x, ev, cand)).reshape(cand.shape)
-        proba = np.zeros((len(x), len(self.classes)))
+        x, cand, evidence = self.serving_pairs(X)
+        score = self.booster_.predict(pairs(x, evidence)).reshape(cand.shape)
+        proba = np.zeros((len(x), len(self.classes_)))
         np.put_along_axis(proba, cand, score / score.sum(axis=1, keepdims=True), axis=1)
         return proba
 
-    def candidate_recall(self, features: pd.DataFrame, labels: np.ndarray) -> float:
+    def candidate_recall(self, X: pd.DataFrame, y) -> float:
         """Share of rows whose true class is among their candidates: the most the re-ranker can get right."""
-        _, ev = self.evidence(features)
-        codes = pd.Series(labels).map({c: i for i, c in enumerate(self.classes)}).fillna(-1).to_numpy()
-        return float((candidates(ev.log_proba["all"], self.k) == codes[:, None]).any(axis=1).mean())
+        _, cand, _ = self.serving_pairs(X)
+        codes = pd.Index(self.classes_).get_indexer(np.asarray(y))
+        return float((cand == codes[:, None]).any(axis=1).mean())
 
-    def save(self, path: str | Path) -> None:
-        """`<path>` LightGBM text model, `<path>.proposer.npz` (arrays), `<path>.classes.json`."""
-        with atomic_path(path) as tmp:
-            self.booster.save_model(tmp)
-        arrays = {"log_prior": self.log_prior, "locations": self.locations}
-        for name, p in self.proposers.items():
+    def save(self, folder: str | Path) -> None:
+        """`folder`/booster.txt (LightGBM's text format), model.json, proposers.npz (arrays)."""
+        ev = self.evidence_
+        arrays = {"log_prior": ev.log_prior, "location_share": ev.location_share}
+        for name, p in ev.proposers.items():
             arrays.update({f"{name}/{key}": getattr(p, key) for key in PROPOSER_ARRAYS})
-        with atomic_path(f"{path}.proposer.npz") as tmp, open(tmp, "wb") as f:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        with atomic_path(Path(folder) / PROPOSERS_FILE) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        write_json({"classes": self.classes, "columns": self.columns, "candidates": self.k,
-                    "proposers": list(self.proposer_columns.items())},  # a list: the order is the columns'
-                   f"{path}.classes.json")
+        save_booster(self.booster_, folder, {"model": self.NAME, "classes": self.classes_.tolist(),
+                                             "columns": self.feature_names_in_, "candidates": self.candidates,
+                                             "rounds": self.rounds_,
+                                             "proposers": list(ev.columns.items())})  # a list: keeps the order
 
     @classmethod
-    def load(cls, path: str | Path) -> "Reranker":
-        meta = json.loads(Path(f"{path}.classes.json").read_text())
-        meta["proposers"] = dict(meta["proposers"])
-        with np.load(f"{path}.proposer.npz", allow_pickle=False) as a:
-            proposers = {name: Proposer(*(a[f"{name}/{key}"] for key in PROPOSER_ARRAYS)) for name in meta["proposers"]}
-            log_prior, locations = a["log_prior"], a["locations"]
-        return cls(meta["columns"], meta["classes"], meta["candidates"], proposers, meta["proposers"], log_prior,
-                   locations, lgb.Booster(model_file=str(path)))
+    def load(cls, folder: str | Path) -> "Reranker":
+        meta = json.loads((Path(folder) / META_FILE).read_text())
+        columns = dict(meta["proposers"])
+        with np.load(Path(folder) / PROPOSERS_FILE, allow_pickle=False) as a:
+            proposers = {name: Proposer(*(a[f"{name}/{key}"] for key in PROPOSER_ARRAYS)) for name in columns}
+            evidence = ClassEvidence(proposers, columns, a["log_prior"], a["location_share"])
+        model = cls(candidates=meta["candidates"])
+        model.booster_ = lgb.Booster(model_file=str(Path(folder) / BOOSTER_FILE))
+        model.classes_, model.feature_names_in_ = np.asarray(meta["classes"]), meta["columns"]
+        model.evidence_, model.rounds_ = evidence, meta["rounds"]
+        return model

@@ -1,11 +1,14 @@
-"""Optuna tuning of the re-ranker's LightGBM on location-grouped folds, pruned on LightGBM's per-iteration
-validation loss.
+"""Optuna tuning of a model's LightGBM params on location-grouped folds, nested: each fold's model is fitted
+by the model's own `fit` on the other folds' rows alone (its evidence out of fold within them, its early
+stopping on its own last fold, its refit rounds scaled as for the final fit) and scored on the fold's
+cameras, which choose nothing but the params. Trials are pruned on the first fold's early-stopping loss
+(Optuna's LightGBMPruningCallback).
 
-The study lives in an Optuna storage (SQLite by default), named after everything that defines it
-(search space, fixed params, fold count, the content of the training matrix, labels and groups, and the
-code of this module and of what it imports, which builds the objective), so an
-interrupted run resumes where it stopped, any change to a feature value starts a new study, and
-`optuna-dashboard <storage>` shows it. `n_trials` is the study's target: trials already finished count.
+The study lives in an Optuna storage (SQLite by default), named after everything that defines it (the
+model and its settings, search space, the content of the training matrix, labels and groups, and the code
+of this module and of what it imports), so an interrupted run resumes where it stopped, any change to a
+feature value starts a new study, and `optuna-dashboard <storage>` shows it. `n_trials` is the study's
+target: trials already finished count. Execution settings (threads) are not part of the name.
 """
 from __future__ import annotations
 
@@ -15,21 +18,21 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import lightgbm as lgb
 import numpy as np
 import optuna
 import pandas as pd
+from optuna_integration.lightgbm import LightGBMPruningCallback
+from sklearn.base import clone
 
 from infra.code_deps import code_digest
 from infra.hashing import digest
-from models.lgbm import sample_weights
-from models.rerank import (Evidence, binary_params, candidates, out_of_fold, pair_columns, pair_dataset,
-                           proposer_columns)
+from models.lgbm import log_loss_of_true_class
 from models.split import location_folds
 
 log = logging.getLogger(__name__)
 # Optuna labels DaskStorage experimental; the README says so once instead of a warning per call
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, message="DaskStorage")
+EXECUTION = ("num_threads",)  # estimator settings that change speed, not results: outside the study's name
 
 
 def suggest(trial: optuna.Trial, space: dict) -> dict:
@@ -47,77 +50,31 @@ def suggest(trial: optuna.Trial, space: dict) -> dict:
     return params
 
 
-def _pruning_callback(trial: optuna.Trial):
-    """Report the validation loss each iteration and stop the trial when the pruner says so."""
-    def callback(env: lgb.callback.CallbackEnv) -> None:
-        _, _, loss, _ = env.evaluation_result_list[0]
-        trial.report(loss, env.iteration)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"pruned at iteration {env.iteration} (loss {loss:.4f})")
-    return callback
-
-
 @dataclass
-class TuningData:
-    """The re-ranker's tuning rows with their out-of-fold evidence and candidates, built once per study."""
-    x: np.ndarray
-    y: np.ndarray
-    weight: np.ndarray | None
-    fold: np.ndarray          # the location fold that validates each row
-    evidence: Evidence
-    cand: np.ndarray
-    names: list[str]
-
-    def subset(self, rows: np.ndarray) -> tuple:
-        return (self.x[rows], self.y[rows], None if self.weight is None else self.weight[rows],
-                self.evidence.rows(rows), self.cand[rows], self.names)
+class Fold:
+    """One tuning fold: the model's prepared training rows (the other folds) and the rows it is scored on."""
+    prepared: object
+    x_val: pd.DataFrame
+    y_val: np.ndarray
 
 
-def tuning_data(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: dict, n_classes: int) -> TuningData:
-    x = features.to_numpy(np.float32)
-    fold = np.empty(len(y), np.int64)
-    for k, (_, val) in enumerate(location_folds(groups, cfg["cv_folds"])):
-        fold[val] = k
-    columns = proposer_columns(list(features.columns))
-    ev = out_of_fold(x, y, groups, columns, cfg["cv_folds"], n_classes, cfg["class_weight"] == "balanced")
-    return TuningData(x, y, sample_weights(y, cfg["class_weight"]), fold, ev, candidates(ev.log_proba["all"],
-                      cfg["candidates"]), list(features.columns) + pair_columns(columns))
+def tuning_folds(model, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, n_folds: int) -> list[Fold]:
+    """Location folds, each prepared by the model from the other folds' rows only (built once per study)."""
+    return [Fold(model.prepare(X.iloc[fit], y[fit], groups[fit]), X.iloc[val], y[val])
+            for fit, val in location_folds(groups, n_folds)]
 
 
-def candidate_log_loss(k: int):
-    """LightGBM eval: the multiclass log-loss of the re-ranked probabilities (each row's pair scores
-    normalised over its `k` candidates), what the model is judged on, rather than the pairs' binary loss,
-    weighted as the rows are in training (train.class_weight: balanced counts every class alike, which is
-    what macro-F1 rewards). A row whose class is not among its candidates scores log(1e-15): the
-    proposer's misses count."""
-    def evaluate(preds: np.ndarray, dataset: lgb.Dataset) -> tuple[str, float, bool]:
-        scores, truth = preds.reshape(-1, k), dataset.get_label().reshape(-1, k)
-        p_true = (scores * truth).sum(axis=1) / scores.sum(axis=1)
-        weight = dataset.get_weight()
-        weight = np.ones(len(scores)) if weight is None else weight.reshape(-1, k)[:, 0]
-        loss = -np.log(np.maximum(p_true, 1e-15))
-        return "candidate_log_loss", float((weight * loss).sum() / weight.sum()), False
-    return evaluate
-
-
-def cross_validate(data: TuningData, params: dict, cfg: dict, seed: int, trial: optuna.Trial | None = None
-                   ) -> tuple[float, int]:
-    """Mean best validation log-loss of the re-ranked probabilities over the location folds, and the mean
-    best iteration. The first fold reports every iteration to the pruner; all folds stop early.
-    """
+def cross_validate(model, folds: list[Fold], trial: optuna.Trial | None = None) -> tuple[list[float], list[int]]:
+    """Log-loss of the model's probabilities on each fold (class-weighted as it is trained), and the rounds
+    each fold's fit chose. The first fold's early stopping reports every iteration to the pruner."""
     losses, rounds = [], []
-    for k in range(cfg["cv_folds"]):
-        train = pair_dataset(*data.subset(data.fold != k))
-        valid = pair_dataset(*data.subset(data.fold == k), reference=train)
-        callbacks = [lgb.early_stopping(cfg["early_stopping_rounds"], verbose=False)]
-        if trial is not None and k == 0:
-            callbacks.append(_pruning_callback(trial))
-        booster = lgb.train(dict(binary_params(params, seed), metric="None"), train,
-                            num_boost_round=cfg["max_rounds"], valid_sets=[valid],
-                            feval=candidate_log_loss(data.cand.shape[1]), callbacks=callbacks)
-        losses.append(booster.best_score["valid_0"]["candidate_log_loss"])
-        rounds.append(booster.best_iteration)
-    return float(np.mean(losses)), int(np.mean(rounds))
+    for k, fold in enumerate(folds):
+        callbacks = (LightGBMPruningCallback(trial, model.STOPPING_METRIC, "stopping"),) if trial and k == 0 else ()
+        fitted = clone(model).fit_prepared(fold.prepared, callbacks)
+        losses.append(log_loss_of_true_class(fitted.predict_proba(fold.x_val), fitted.classes_, fold.y_val,
+                                             model.class_weight))
+        rounds.append(fitted.rounds_)
+    return losses, rounds
 
 
 def tuning_rows(groups: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
@@ -158,13 +115,16 @@ def data_digest(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray) -> st
     return h.hexdigest()[:16]
 
 
-def study_for(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: dict, seed: int, pruning: bool,
-              storage) -> optuna.Study:
-    """Create or resume the study that this data, space and config define. Whether it exists is asked
-    first rather than tried, so a DaskStorage scheduler does not log a duplicate-study error."""
-    name = "reranker-" + digest(cfg["search_space"], cfg["fixed"], cfg["cv_folds"], cfg["class_weight"],
-                                cfg["max_rounds"], cfg["early_stopping_rounds"], cfg["candidates"], seed, pruning,
-                                data_digest(features, y, groups), code_digest(__file__))[:12]
+def study_name(model, space: dict, seed: int, pruning: bool, data: str) -> str:
+    """`<model>-<hash>` of the model's result-deciding settings, the search space, sampler seed, pruning,
+    the data digest and the code that scores the trials."""
+    settings = {k: v for k, v in model.get_params().items() if k not in EXECUTION}
+    return f"{model.NAME}-" + digest(settings, space, seed, pruning, data, code_digest(__file__))[:12]
+
+
+def study_for(name: str, seed: int, pruning: bool, storage) -> optuna.Study:
+    """Create or resume the study. Whether it exists is asked first rather than tried, so a DaskStorage
+    scheduler does not log a duplicate-study error."""
     sampler, pruner = optuna.samplers.TPESampler(seed=seed), _pruner(pruning)
     if storage is not None and name in optuna.get_all_study_names(storage):
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
@@ -172,58 +132,58 @@ def study_for(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: di
                                pruner=pruner)
 
 
-def _objective(data: TuningData, cfg: dict, seed: int, threads: int | None = None):
-    """The tuning objective: mean location-grouped CV log-loss of the trial's params."""
-    fixed = dict(cfg["fixed"], **({"num_threads": threads} if threads else {}))
-
+def _objective(model, folds: list[Fold], space: dict):
+    """The tuning objective: mean location-fold log-loss of the trial's params (added to the fixed ones)."""
     def objective(trial: optuna.Trial) -> float:
-        params = dict(fixed, **suggest(trial, cfg["search_space"]))
-        loss, rounds = cross_validate(data, params, cfg, seed, trial)
-        trial.set_user_attr("best_iteration", rounds)
-        return loss
+        params = dict(model.booster_params or {}, **suggest(trial, space))
+        losses, rounds = cross_validate(clone(model).set_params(booster_params=params), folds, trial)
+        trial.set_user_attr("rounds", rounds)
+        trial.set_user_attr("fold_losses", losses)
+        return float(np.mean(losses))
     return objective
 
 
-def _optimize_on_worker(study_name: str, storage, sampler_seed: int, pruning: bool, data: TuningData, cfg: dict,
-                        seed: int, n_trials: int, threads: int) -> None:
+def _optimize_on_worker(name: str, storage, sampler_seed: int, pruning: bool, model, folds: list[Fold], space: dict,
+                        n_trials: int, timeout_s: float, threads: int) -> None:
     """Run `n_trials` trials of the shared study on a Dask worker."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=study_name, storage=storage, pruner=_pruner(pruning),
+    study = optuna.load_study(study_name=name, storage=storage, pruner=_pruner(pruning),
                               sampler=optuna.samplers.TPESampler(seed=sampler_seed))
-    study.optimize(_objective(data, cfg, seed, threads), n_trials=n_trials, timeout=cfg["tune"]["timeout_s"])
+    study.optimize(_objective(clone(model).set_params(num_threads=threads), folds, space), n_trials=n_trials,
+                   timeout=timeout_s)
 
 
-def tune(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, cfg: dict, n_classes: int, seed: int,
-         pruning: bool | None = None, client=None, threads_per_worker: int = 1) -> tuple[dict, int, optuna.Study]:
-    """Best re-ranker LightGBM params (fixed ones included), their mean best iteration, and the study.
+def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, seed: int, client=None,
+         threads_per_worker: int = 1) -> tuple[dict, optuna.Study]:
+    """The model's best booster params (its fixed ones included) and the study.
 
-    Tuning runs on whole locations up to `tune.max_rows` rows (`y`: class codes 0..n_classes-1). With a Dask
-    client the remaining trials are shared out over the workers, each running LightGBM on
-    `threads_per_worker` threads with its own sampler seed; trials then finish in a different order than
-    locally, so the study's path (not the objective of any given params) differs from a local run."""
-    pruning = cfg["tune"]["pruning"] if pruning is None else pruning
-    rows = tuning_rows(groups, cfg["tune"]["max_rows"], seed)
-    features, y, groups = features[rows], np.asarray(y)[rows], np.asarray(groups)[rows]
-    storage = study_storage(cfg["tune"]["storage"], client)
-    study = study_for(features, y, groups, cfg, seed, pruning, storage)
+    `cfg` is train.tune (n_trials, max_rows, timeout_s, pruning, storage); tuning runs on whole locations up
+    to `max_rows` rows, in `model.cv_folds` location folds. With a Dask client the remaining trials are
+    shared out over the workers, each running LightGBM on `threads_per_worker` threads with its own sampler
+    seed; trials then finish in a different order than locally, so the study's path (not the objective of
+    any given params) differs from a local run."""
+    rows = tuning_rows(groups, cfg["max_rows"], seed)
+    X, y, groups = X[rows], np.asarray(y)[rows], np.asarray(groups)[rows]
+    storage = study_storage(cfg["storage"], client)
+    name = study_name(model, space, seed, cfg["pruning"], data_digest(X, y, groups))
+    study = study_for(name, seed, cfg["pruning"], storage)
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
                                                         optuna.trial.TrialState.PRUNED)]
-    remaining = max(cfg["tune"]["n_trials"] - len(finished), 0)
+    remaining = max(cfg["n_trials"] - len(finished), 0)
     log.info("tune: study %s on %d rows from %d locations has %d finished trials, running %d more",
-             study.study_name, len(y), len(np.unique(groups)), len(finished), remaining)
+             name, len(y), len(np.unique(groups)), len(finished), remaining)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if remaining:
-        data = tuning_data(features, y, groups, cfg, n_classes)
+        folds = tuning_folds(model, X, y, groups, model.cv_folds)
     if remaining and client is None:
-        study.optimize(_objective(data, cfg, seed), n_trials=remaining, timeout=cfg["tune"]["timeout_s"],
+        study.optimize(_objective(model, folds, space), n_trials=remaining, timeout=cfg["timeout_s"],
                        show_progress_bar=True)
     elif remaining:
         workers = len(client.scheduler_info()["workers"])
         shares = [remaining // workers + (i < remaining % workers) for i in range(workers)]
-        [scattered] = client.scatter([data], broadcast=True)
-        futures = [client.submit(_optimize_on_worker, study.study_name, storage, seed + 1 + i, pruning, scattered,
-                                 cfg, seed, share, threads_per_worker, pure=False)
+        [scattered] = client.scatter([folds], broadcast=True)
+        futures = [client.submit(_optimize_on_worker, name, storage, seed + 1 + i, cfg["pruning"], model, scattered,
+                                 space, share, cfg["timeout_s"], threads_per_worker, pure=False)
                    for i, share in enumerate(shares) if share]
         client.gather(futures)
-    best = study.best_trial
-    return dict(cfg["fixed"], **best.params), int(best.user_attrs["best_iteration"]), study
+    return dict(model.booster_params or {}, **study.best_trial.params), study

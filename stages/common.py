@@ -26,8 +26,7 @@ WEIGHTS = Path("weights")  # downloaded backbone weights: a dependency of the em
 DATA_FOLDERS = ("train", "test", "iwildcam_rs_npy")  # under data.root: listed by `inventory`, not hashed by DVC
 FILES_TABLE = TABLES / "files.parquet"
 FEATURE_TABLE = FEATURES / "feature_table.parquet"
-HOLDOUT_MODEL = MODELS / "holdout_reranker.txt"  # + .proposer.npz, .classes.json
-FINAL_MODEL = MODELS / "final_reranker.txt"
+FINAL_MODEL = MODELS / "final"  # the chosen model fitted on all train locations: booster.txt, model.json, ...
 HOLDOUT_PCA = MODELS / "holdout_embedding_pca.npz"
 FINAL_PCA = MODELS / "final_embedding_pca.npz"
 SPLIT_FILE = MODELS / "split.json"
@@ -56,14 +55,14 @@ def labelled_train() -> tuple[pd.Series, pd.DataFrame]:
 
 @contextmanager
 def compute_backend(compute: dict):
-    """Where the per-image and per-site work runs: `local` (this process and its joblib workers) or
-    `dask` (joblib's Dask backend on the scheduler at `compute.address`, or on a loopback LocalCluster
-    of `compute.workers` processes when it is empty). Yields the Dask client, or None."""
+    """Where the per-image and per-site work runs (params.yaml's execution section): `local` (this process
+    and its joblib workers) or `dask` (joblib's Dask backend on the scheduler at `address`, or on a loopback
+    LocalCluster of `workers` processes when it is empty). Yields the Dask client, or None."""
     if compute["backend"] == "local":
         yield None
         return
     if compute["backend"] != "dask":
-        raise SystemExit(f"compute.backend must be local or dask, not {compute['backend']!r}")
+        raise SystemExit(f"execution.backend must be local or dask, not {compute['backend']!r}")
     from dask.distributed import Client, LocalCluster
     with ExitStack() as stack:
         if compute["address"]:

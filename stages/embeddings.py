@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 from data import QualityReport
 from data.images import JpegPolicy
 from data.quality import DataError
-from features.backbones import check_backbones, family_name, weights_of
+from features.backbones import IMPORTED, check_backbones, family_name, weights_of
 from features.embeddings import embeddings
 from infra.atomic import atomic_path
 from stages.common import CACHE, EMBEDDINGS, QUALITY, WEIGHTS, compute_backend, table, write_quality
@@ -18,25 +18,34 @@ ROW_GROUP = 32_768  # rows converted to Arrow at a time: pandas would convert th
 
 
 def check_tracked(cfg: dict) -> None:
-    """Weights must lie under weights/, the folder dvc.yaml lists as a dependency, so that a new file at the
-    same path reruns the stage; a file elsewhere would be read but not tracked."""
+    """Weights (and an imported embeddings file) must lie under weights/, the folder dvc.yaml lists as a
+    dependency, so that a new file at the same path reruns the stage; a file elsewhere would be read but
+    not tracked."""
     tracked = WEIGHTS.absolute()
     for name in cfg["backbones"]:
         path = weights_of(name, cfg)
         if path and not Path(path).absolute().is_relative_to(tracked):
-            raise DataError(f"weights of {name} at {path} are outside {WEIGHTS}/, which dvc.yaml tracks: "
+            what = f"embeddings.import_file {path} is" if name == IMPORTED else f"weights of {name} at {path} are"
+            raise DataError(f"{what} outside {WEIGHTS}/, which dvc.yaml tracks: "
                             f"link or copy them there (ln -s {Path(path).absolute()} {WEIGHTS}/)")
 
 
+def settings(params: dict) -> dict:
+    """The embeddings section with the execution settings inference runs with (threads, decode workers,
+    batch size): each Dask worker runs inference on its own threads, not the machine's."""
+    execution = params["execution"]
+    threads = execution["threads_per_worker"] if execution["backend"] == "dask" else execution["threads"]
+    return dict(params["embeddings"], threads=threads, decode_workers=execution["decode_workers"],
+                batch_size=execution["batch_size"])
+
+
 def run(params: dict) -> None:
-    cfg, compute = params["embeddings"], params["compute"]
+    execution, cfg = params["execution"], settings(params)
     names = check_backbones(list(cfg["backbones"]))
     check_tracked(cfg)
-    if compute["backend"] == "dask":  # each worker runs torch on its own threads, not the machine's
-        cfg = dict(cfg, threads=compute["threads_per_worker"])
     families = [family_name(n) for n in names]
     images, detections, policy = table("images"), table("detections"), JpegPolicy.from_params(params["jpeg"])
-    with compute_backend(compute):
+    with compute_backend(execution):
         for name, family in zip(names, families):
             report = QualityReport()
             vectors = embeddings(images, detections, params["data"]["root"], name, cfg, CACHE / "embeddings", report,

@@ -1,6 +1,7 @@
 """DVC stage `evaluate` (see dvc.yaml)."""
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -9,13 +10,13 @@ import numpy as np
 import pandas as pd
 
 from infra.atomic import write_json
-from models import baselines, sequence_rows
+from models import baselines, registry, sequence_rows
 from models.metrics import classification_metrics, smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile
 from models.report_plots import write_plots
 from models.rerank import Reranker
-from stages.common import (FEATURES, REPORTS, HOLDOUT_MODEL, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, FIGURES,
-                           FEATURE_TABLE, table, labelled_train)
+from stages.common import (FEATURES, REPORTS, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, FIGURES, FEATURE_TABLE,
+                           table, labelled_train)
 
 log = logging.getLogger("stages.evaluate")
 
@@ -31,84 +32,90 @@ def ablations(columns: pd.Index) -> dict[str, tuple[str, ...]]:
     return rows
 
 
+def fit(model, x: pd.DataFrame, y: np.ndarray, groups: np.ndarray):
+    """`model.fit`, with the location groups for the models that stop early on whole cameras."""
+    return model.fit(x, y, groups=groups) if "groups" in inspect.signature(model.fit).parameters else model.fit(x, y)
+
+
 def run(params: dict) -> None:
-    """Metrics on the held-out locations for the chosen model and every baseline beside it."""
-    cfg, train_cfg = params["evaluate"], params["train"]
+    """Metrics on the held-out locations for every tuned model, the chosen one, its single-family ablations
+    and the baselines, all fitted on the other train locations and run through one loop."""
+    cfg, train_cfg, threads = params["evaluate"], params["train"], params["execution"]["threads"]
     labels, rows = labelled_train()
     features = EmbeddingPCA.load(HOLDOUT_PCA).transform_file(FeatureFile(FEATURE_TABLE), labels.index)
     held = json.loads(SPLIT_FILE.read_text())["holdout_locations"]
     is_held = rows["location"].isin(held).to_numpy()
     tuned = json.loads(BEST_PARAMS.read_text())
-    x_fit, y_fit, x_val, y_val = features[~is_held], labels[~is_held], features[is_held], labels[is_held].to_numpy()
-    seq_val = rows.loc[is_held, "seq_id"].to_numpy()
-    seed, weight, unit = train_cfg["seed"], train_cfg["class_weight"], train_cfg["rows"]
+    chosen = tuned["chosen"]
+    unit = train_cfg["rows"]
+    seq_fit, seq_val = rows.loc[~is_held, "seq_id"].to_numpy(), rows.loc[is_held, "seq_id"].to_numpy()
+    top_conf = pd.read_parquet(FEATURES / "detector_stats.parquet")[["top_conf"]].reindex(labels.index)
+    # models learn on the same rows as the tuned ones (images or sequences); metrics are per image
+    x_fit, x_val = (sequence_rows.to_rows(features[~is_held], seq_fit, unit),
+                    sequence_rows.to_rows(features[is_held], seq_val, unit))
+    conf_fit, conf_val = (sequence_rows.to_rows(top_conf[~is_held], seq_fit, unit),
+                          sequence_rows.to_rows(top_conf[is_held], seq_val, unit))
+    y_fit = sequence_rows.row_labels(labels[~is_held], seq_fit, unit).to_numpy()
+    groups = sequence_rows.row_groups(rows.loc[~is_held, "location"], seq_fit, unit)
+    y_val = labels[is_held].to_numpy()
+
+    def tuned_model(name: str, columns: list[str] | None = None):
+        return registry.build(name, train_cfg, tuned["models"][name]["params"], threads), columns
+
+    # name: (model, its columns: all features if None, or the detector's confidence)
+    models: dict = {"majority_class": (baselines.majority_class(), None),
+                    "detector_only": (baselines.DetectorRule(cfg["detector_threshold"]), "top_conf")}
+    multiclass = tuned["models"].get(registry.LightGBMMulticlass.NAME, {})
     results: dict[str, dict] = {}
-    # models learn on the same rows as the tuned one (images or sequences); metrics are per image
-    seq_fit = rows.loc[~is_held, "seq_id"].to_numpy()
-    x_fit, y_fit = sequence_rows.to_rows(x_fit, seq_fit, unit), sequence_rows.row_labels(y_fit, seq_fit, unit)
-    y_val_rows = sequence_rows.row_labels(labels[is_held], seq_val, unit).to_numpy()
-    x_val_images, x_val = x_val, sequence_rows.to_rows(x_val, seq_val, unit)
+    if "skipped" in multiclass:  # too many rows x classes for any multiclass model (models.registry)
+        results.update({n: {"skipped": multiclass["skipped"]} for n in (
+            "logistic_regression", "hist_gradient_boosting", f"{registry.LightGBMMulticlass.NAME}_all_families")})
+    else:
+        models["logistic_regression"] = (baselines.linear_probe(train_cfg["class_weight"], train_cfg["seed"]), None)
+        models["hist_gradient_boosting"] = (baselines.HistGradientBoosting(
+            multiclass["params"], train_cfg["class_weight"], train_cfg["cv_folds"], train_cfg["max_rounds"],
+            train_cfg["early_stopping_rounds"], train_cfg["seed"]), None)
+        models[f"{registry.LightGBMMulticlass.NAME}_all_families"] = tuned_model(registry.LightGBMMulticlass.NAME)
+    models[f"{Reranker.NAME}_all_families"] = tuned_model(Reranker.NAME)
+    for family, prefixes in ablations(features.columns).items():
+        columns = [c for c in features.columns if c.startswith(prefixes)]
+        if len(columns) < features.shape[1]:  # one family alone is the all-families row
+            models[f"{chosen}_{family}_only"] = tuned_model(chosen, columns)
 
-    def per_image(proba: np.ndarray) -> np.ndarray:
-        return sequence_rows.to_images(proba, x_val.index, seq_val, unit)
-
-    def record(name: str, proba: np.ndarray, classes: list[int], seconds: float | None) -> None:
-        results[name] = dict(classification_metrics(y_val, proba, classes, seq_val), fit_seconds=seconds)
-
-    def timed(fn, *args):
+    row = f"{chosen}_all_families"  # the chosen model family on all feature families
+    for name, (estimator, columns) in models.items():
+        xf, xv = (conf_fit, conf_val) if columns == "top_conf" else (x_fit, x_val) if columns is None else \
+            (x_fit[columns], x_val[columns])
         started = time.perf_counter()
-        out = fn(*args)
-        return out, time.perf_counter() - started
-
-    fit_classes = sorted(int(c) for c in y_fit.unique())
-    groups_fit = sequence_rows.row_groups(rows.loc[~is_held, "location"], seq_fit, unit)
-    majority = baselines.majority_class(y_fit, len(y_val))
-    record("majority_class", baselines.one_hot(majority, fit_classes), fit_classes, 0.0)
-    top_conf = pd.read_parquet(FEATURES / "detector_stats.parquet")["top_conf"].reindex(x_val_images.index)
-    record("detector_only", *baselines.detector_only(top_conf, y_fit, cfg["detector_threshold"]), 0.0)
-    # multiclass models grow one tree (or weight vector) per class: past the limit they would not fit the
-    # budget, and are skipped with the reason
-    row_classes = len(x_fit) * len(fit_classes)
-    too_big = (f"skipped: {len(x_fit):,} rows x {len(fit_classes)} classes = {row_classes:,} > "
-               f"evaluate.multiclass_max_row_classes ({cfg['multiclass_max_row_classes']:,})")
-    multiclass = {
-        "logistic_regression": lambda: baselines.linear_probe(x_fit, y_fit, x_val, weight, seed),
-        "lightgbm_multiclass": lambda: baselines.lightgbm_multiclass(x_fit, y_fit, x_val, tuned["params"],
-                                                                     tuned["rounds"], weight, seed),
-        "hist_gradient_boosting": lambda: baselines.hist_gradient_boosting(x_fit, y_fit, x_val, tuned["params"],
-                                                                           tuned["rounds"], weight, seed)}
-    for name, fit_predict in multiclass.items():
-        if row_classes > cfg["multiclass_max_row_classes"]:
-            results[name] = {"skipped": too_big}
-            continue
-        (proba, classes), seconds = timed(fit_predict)
-        record(name, per_image(proba), classes, seconds)
-    for name, prefixes in ablations(features.columns).items():
-        cols = [c for c in features.columns if c.startswith(prefixes)]
-        if cols:
-            model, seconds = timed(Reranker.fit, x_fit[cols], y_fit, groups_fit, fit_classes, tuned["params"],
-                                   tuned["rounds"], train_cfg, seed)
-            record(f"reranker_{name}_only", per_image(model.predict_proba(x_val[cols])), fit_classes, seconds)
-    model = Reranker.load(HOLDOUT_MODEL)
-    classes = model.classes
-    proba = per_image(model.predict_proba(x_val))
-    record("reranker_all_families", proba, classes, tuned["fit_seconds"])
-    smoothed = smooth_by_sequence(proba, seq_val)
-    record("reranker_all_families_sequence_smoothed", smoothed, classes, tuned["fit_seconds"])
-
-    chosen = "reranker_all_families_sequence_smoothed" if cfg["smoothing"] else "reranker_all_families"
-    metrics = dict(results[chosen], model=chosen, holdout_locations=len(held), candidates=model.k,
-                   candidate_recall=model.candidate_recall(x_val, y_val_rows),
-                   unseen_classes=sorted(set(int(c) for c in y_val) - set(classes)))
+        fit(estimator, xf, y_fit, groups)
+        seconds = time.perf_counter() - started
+        proba = sequence_rows.to_images(estimator.predict_proba(xv), xv.index, seq_val, unit)
+        results[name] = dict(classification_metrics(y_val, proba, [int(c) for c in estimator.classes_], seq_val),
+                             fit_seconds=seconds)
+        if name == row:
+            chosen_proba = proba
+    model = models[row][0]
+    classes = [int(c) for c in model.classes_]
+    smoothed = smooth_by_sequence(chosen_proba, seq_val)
+    results[f"{row}_sequence_smoothed"] = dict(classification_metrics(y_val, smoothed, classes, seq_val),
+                                               fit_seconds=results[row]["fit_seconds"])
+    reported = f"{row}_sequence_smoothed" if cfg["smoothing"] else row
+    metrics = dict(results[reported], model=reported, chosen_by=tuned["why"], holdout_locations=len(held),
+                   unseen_classes=sorted(set(int(c) for c in y_val) - set(classes)),
+                   tuning_cv_log_loss={n: m["cv_log_loss"] for n, m in tuned["models"].items() if "cv_log_loss" in m})
+    if isinstance(model, Reranker):
+        metrics.update(candidates=min(model.candidates, len(classes)),
+                       candidate_recall=model.candidate_recall(x_val, sequence_rows.row_labels(
+                           labels[is_held], seq_val, unit).to_numpy()))
     per_class = metrics.pop("per_class")
     summary = {name: {k: v for k, v in m.items() if k != "per_class"} for name, m in results.items()}
     for name, m in summary.items():
         if "skipped" in m:
-            log.info("evaluate: %-42s %s", name, m["skipped"])
+            log.info("evaluate: %-50s %s", name, m["skipped"])
         else:
-            log.info("evaluate: %-42s accuracy %.3f  macro-F1 %.3f", name, m["accuracy"], m["macro_f1"])
+            log.info("evaluate: %-50s accuracy %.3f  macro-F1 %.3f", name, m["accuracy"], m["macro_f1"])
     write_json(metrics, REPORTS / "metrics.json")
     write_json(summary, REPORTS / "baselines.json")
-    predicted = np.asarray(classes)[(smoothed if cfg["smoothing"] else proba).argmax(axis=1)]
-    names = table("categories")["name"]
-    write_plots(y_val, predicted, per_class, model.booster, names, PLOTS, FIGURES)
+    predicted = np.asarray(classes)[(smoothed if cfg["smoothing"] else chosen_proba).argmax(axis=1)]
+    write_plots(y_val, predicted, per_class, model.booster_, table("categories")["name"], PLOTS, FIGURES)
+

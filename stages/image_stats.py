@@ -10,8 +10,10 @@ from stages.common import FEATURES, CACHE, compute_backend, table, write_quality
 
 def run(params: dict) -> None:
     report = QualityReport()
-    with compute_backend(params["compute"]):
-        stats = image_stats(table("images"), table("detections"), params["data"]["root"], params["image_stats"],
-                            CACHE / "image_stats", report, JpegPolicy.from_params(params["jpeg"]))
+    execution = params["execution"]
+    with compute_backend(execution):
+        stats = image_stats(table("images"), table("detections"), params["data"]["root"],
+                            dict(params["image_stats"], n_jobs=execution["n_jobs"]), CACHE / "image_stats", report,
+                            JpegPolicy.from_params(params["jpeg"]))
     write_parquet(stats, FEATURES / "image_stats.parquet")
     write_quality("image_stats", report)

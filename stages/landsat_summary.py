@@ -9,8 +9,10 @@ from stages.common import CACHE, FEATURES, compute_backend, table, write_quality
 
 def run(params: dict) -> None:
     report = QualityReport()
-    with compute_backend(params["compute"]):
-        summary = landsat_summary(table("images"), table("landsat_index"), params["landsat_summary"],
+    execution = params["execution"]
+    with compute_backend(execution):
+        summary = landsat_summary(table("images"), table("landsat_index"),
+                                  dict(params["landsat_summary"], n_jobs=execution["n_jobs"]),
                                   CACHE / "landsat_summary", report)
     write_parquet(summary, FEATURES / "landsat_summary.parquet")
     write_quality("landsat_summary", report)

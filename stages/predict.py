@@ -7,10 +7,9 @@ import numpy as np
 import pandas as pd
 
 from infra.atomic import write_text
-from models import sequence_rows
+from models import registry, sequence_rows
 from models.metrics import smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile
-from models.rerank import Reranker
 from stages.common import REPORTS, FEATURE_TABLE, FINAL_MODEL, FINAL_PCA, table
 
 log = logging.getLogger("stages.predict")
@@ -23,10 +22,10 @@ def run(params: dict) -> None:
     unit, seqs = params["train"]["rows"], test["seq_id"].to_numpy()
     features = EmbeddingPCA.load(FINAL_PCA).transform_file(FeatureFile(FEATURE_TABLE), test.index)
     features = sequence_rows.to_rows(features, seqs, unit)
-    model = Reranker.load(FINAL_MODEL)
+    model = registry.load(FINAL_MODEL)
     proba = sequence_rows.to_images(model.predict_proba(features), features.index, seqs, unit)
     if params["evaluate"]["smoothing"]:
-        proba = smooth_by_sequence(proba, test["seq_id"].to_numpy())
-    submission = pd.DataFrame({"Id": test.index, "Category": np.asarray(model.classes)[proba.argmax(axis=1)]})
+        proba = smooth_by_sequence(proba, seqs)
+    submission = pd.DataFrame({"Id": test.index, "Category": np.asarray(model.classes_)[proba.argmax(axis=1)]})
     write_text(submission.to_csv(index=False), REPORTS / "submission.csv")
     log.info("predict: %d test images", len(submission))

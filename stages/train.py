@@ -2,26 +2,25 @@
 from __future__ import annotations
 
 import logging
-import time
 
 import numpy as np
 
 from infra.atomic import write_json
-from models import lgbm, sequence_rows
+from models import registry, sequence_rows
 from models.reduce import EmbeddingPCA, FeatureFile
-from models.rerank import Reranker
 from models.split import holdout_locations
 from models.tune import tune
-from stages.common import (HOLDOUT_MODEL, FINAL_MODEL, HOLDOUT_PCA, FINAL_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS,
-                           OPTUNA, FEATURE_TABLE, compute_backend, labelled_train)
+from stages.common import (FINAL_MODEL, HOLDOUT_PCA, FINAL_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, OPTUNA, FEATURE_TABLE,
+                           compute_backend, labelled_train)
 
 log = logging.getLogger("stages.train")
 
 
 def run(params: dict) -> None:
-    """Tune on location-grouped folds of the non-held-out locations; fit the best params there (for
-    evaluation) and on all train locations (for the submission)."""
-    cfg = params["train"]
+    """Tune each model family on location-grouped folds of the non-held-out locations, choose the one with
+    the lower tuning-fold loss (the held-out locations choose nothing), and fit it on all train locations
+    (for the submission). evaluate fits the tuned models on the non-held-out locations and scores them."""
+    cfg, execution = params["train"], params["execution"]
     OPTUNA.mkdir(parents=True, exist_ok=True)  # declared in dvc.yaml even when the storage is elsewhere
     labels, rows = labelled_train()
     ids, features = labels.index, FeatureFile(FEATURE_TABLE)
@@ -33,29 +32,33 @@ def run(params: dict) -> None:
     pca, reduced = EmbeddingPCA.fit_transform_file(features, ids[fit_rows], cfg["pca_components"], cfg["seed"])
     pca.save(HOLDOUT_PCA)
     x_fit = sequence_rows.to_rows(reduced, seqs[fit_rows], unit)
-    y_fit = sequence_rows.row_labels(labels[fit_rows], seqs[fit_rows], unit)
+    y_fit = sequence_rows.row_labels(labels[fit_rows], seqs[fit_rows], unit).to_numpy()
     groups = sequence_rows.row_groups(rows.loc[fit_rows, "location"], seqs[fit_rows], unit)
-    classes = sorted(int(c) for c in y_fit.unique())
-    log.info("train: %d %s rows of %d classes for tuning and fitting", len(x_fit), unit, len(classes))
-    with compute_backend(params["compute"]) as client:
-        best, rounds, study = tune(x_fit, lgbm.encode(y_fit, classes), groups, cfg, len(classes), cfg["seed"],
-                                   client=client, threads_per_worker=params["compute"]["threads_per_worker"])
-        trials, study_name, cv_loss = study.trials, study.study_name, study.best_value
-    started = time.perf_counter()
-    Reranker.fit(x_fit, y_fit, groups, classes, best, rounds, cfg, cfg["seed"]).save(HOLDOUT_MODEL)
-    fit_seconds = time.perf_counter() - started
-    log.info("train: held-out model fitted in %.0f s (%d rounds)", fit_seconds, rounds)
-    y_all = sequence_rows.row_labels(labels, seqs, unit)
+    names, skipped = registry.tuned_names(len(x_fit), len(np.unique(y_fit)), cfg["multiclass_max_row_classes"])
+    log.info("train: %d %s rows of %d classes; tuning %s", len(x_fit), unit, len(np.unique(y_fit)), ", ".join(names))
+    studies = {}
+    with compute_backend(execution) as client:
+        for name in names:
+            model = registry.build(name, cfg, threads=execution["threads"])
+            best, study = tune(model, x_fit, y_fit, groups, cfg["search_space"], cfg["tune"], cfg["seed"],
+                               client=client, threads_per_worker=execution["threads_per_worker"])
+            studies[name] = {"params": best, "study": study.study_name, "cv_log_loss": study.best_value,
+                             "fold_losses": study.best_trial.user_attrs["fold_losses"], "trials": study.trials}
+    chosen, why = registry.choose(studies)
+    log.info("train: chose %s: %s", chosen, why)
+    y_all = sequence_rows.row_labels(labels, seqs, unit).to_numpy()
     pca, reduced = EmbeddingPCA.fit_transform_file(features, ids, cfg["pca_components"], cfg["seed"])
     pca.save(FINAL_PCA)
-    Reranker.fit(sequence_rows.to_rows(reduced, seqs, unit), y_all,
-                 sequence_rows.row_groups(rows["location"], seqs, unit), sorted(int(c) for c in y_all.unique()),
-                 best, rounds, cfg, cfg["seed"]).save(FINAL_MODEL)
+    final = registry.build(chosen, cfg, studies[chosen]["params"], execution["threads"])
+    final.fit(sequence_rows.to_rows(reduced, seqs, unit), y_all, sequence_rows.row_groups(rows["location"], seqs, unit))
+    final.save(FINAL_MODEL)
     write_json({"holdout_locations": held}, SPLIT_FILE)
-    write_json({"params": best, "rounds": rounds, "fit_seconds": fit_seconds, "study": study_name,
-                "cv_log_loss": cv_loss}, BEST_PARAMS)
+    write_json({"chosen": chosen, "why": why, "final_rounds": final.rounds_,
+                "models": {**{n: {k: v for k, v in s.items() if k != "trials"} for n, s in studies.items()},
+                           **({registry.LightGBMMulticlass.NAME: {"skipped": skipped}} if skipped else {})}},
+               BEST_PARAMS)
     history, best_so_far = [], np.inf
-    for t in trials:
+    for t in studies[chosen]["trials"]:
         if t.value is not None:
             best_so_far = min(best_so_far, t.value)
         history.append({"trial": t.number, "state": t.state.name, "value": t.value,

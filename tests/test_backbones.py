@@ -198,3 +198,8 @@ def test_the_stage_exits_with_one_line_for_a_wrong_file_or_an_untracked_path(pri
     assert failed.returncode == 1 and failed.stderr.splitlines()[-1].startswith(
         f"embeddings: error: weights of dinov2_vitb14 at {tmp_path / 'elsewhere.pth'} are outside weights/, which "
         "dvc.yaml tracks")
+    params["embeddings"].update(backbones=["parquet"], import_file=str(tmp_path / "computed_elsewhere.parquet"))
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    failed = run_stage(work, "embeddings", check=False)
+    assert failed.returncode == 1 and failed.stderr.splitlines()[-1].startswith(
+        f"embeddings: error: embeddings.import_file {tmp_path / 'computed_elsewhere.parquet'} is outside weights/")

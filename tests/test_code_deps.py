@@ -75,3 +75,28 @@ def test_data_and_infra_import_nothing_above_them(package):
     for module in sorted((REPO / package).glob("*.py")):
         outside = {f for f in code_files(module) if not f.startswith(f"{package}/")}
         assert not outside, f"{module.relative_to(REPO)} imports {sorted(outside)}"
+
+
+def test_a_stage_is_handed_only_the_params_dvc_yaml_declares_for_it():
+    """Like code: a stage reading a key its dvc.yaml entry does not list fails (a change to that key would
+    not rerun it), naming the stage and the key; the execution section reaches every stage."""
+    from infra.params import stage_params
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    declared = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["predict"]["params"]
+    seen = stage_params(params, declared, "predict")
+    assert seen["train"]["rows"] == params["train"]["rows"] and seen["execution"] == params["execution"]
+    assert set(seen) == {"train", "evaluate", "execution"} and set(seen["train"]) == {"rows"}
+    with pytest.raises(KeyError, match="stage predict reads params key train.seed, which dvc.yaml does not "
+                                       "declare for it"):
+        seen["train"]["seed"]
+    with pytest.raises(KeyError, match="params key data, which"):
+        seen["data"]
+    nested = stage_params(params, ["train"], "train")
+    assert nested["train"]["tune"]["n_trials"] == params["train"]["tune"]["n_trials"]
+    with pytest.raises(KeyError, match="params key train.tune.sampler,"):
+        nested["train"]["tune"]["sampler"]
+
+
+def test_no_stage_declares_the_execution_section():
+    for name, stage in yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"].items():
+        assert not any(p.split(".")[0] == "execution" for p in stage.get("params", [])), name

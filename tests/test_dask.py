@@ -17,15 +17,15 @@ from features.embeddings import compute_embeddings
 from features.image_stats import image_stats
 from features.landsat_summary import landsat_summary
 from features.backbones import build_backbone
-from models.tune import cross_validate, tune, tuning_data
+from models.tune import cross_validate, tune, tuning_folds
 from stages.common import compute_backend
 from tests.conftest import load_tables
-from tests.test_models import CFG as TUNE_CFG, toy
+from tests.test_models import SPACE, TUNE, reranker, toy
 
 EMBED_CFG = dict(backbones=["efficientnet_lite0"], weights={}, input_size=224, import_file=None, device="cpu", threads=1,
                  decode_workers=1, batch_size=8, crops_top_k=2, crop_min_conf=0.3, crop_margin=0.15, chunk_images=8,
                  flip=False, runtime="torch")
-STATS_CFG = dict(short_side=32, box_min_conf=0.3, chunk_sequences=4, n_jobs=2)
+STATS_CFG = dict(short_side=32, box_min_conf=0.3, chunk_sequences=4, n_jobs=2)  # n_jobs: from execution
 LANDSAT_CFG = dict(max_cloud_confidence=1, max_cirrus_confidence=1, centre_window=9, min_clear_share=0.1,
                    band_resolution=1, nearest_window_days=60, n_jobs=2)
 
@@ -80,14 +80,15 @@ def test_compute_backend_dispatches_joblib_work_to_dask_workers():
 
 def test_tuning_trials_share_one_study_and_score_as_locally(client):
     x, y, groups = toy()
-    cfg = dict(TUNE_CFG, tune=dict(TUNE_CFG["tune"], n_trials=6, pruning=False))
-    params, rounds, study = tune(x, y, groups, cfg, 3, seed=0, client=client, threads_per_worker=1)
+    params, study = tune(reranker(), x, y, groups, SPACE, dict(TUNE, n_trials=6, pruning=False), seed=0,
+                         client=client, threads_per_worker=1)
     done = [t for t in study.trials if t.value is not None]
     assert len(done) == 6 and len({tuple(sorted(t.params.items())) for t in done}) == 6
+    folds = tuning_folds(reranker(), x, y, groups, 3)
     for t in done[:3]:  # the objective of given params does not depend on where it ran
-        loss, _ = cross_validate(tuning_data(x, y, groups, cfg, 3), dict(cfg["fixed"], **t.params), cfg, 0)
-        assert loss == pytest.approx(t.value, rel=1e-9)
-    assert params["num_threads"] == 1 and rounds >= 1
+        losses, _ = cross_validate(reranker(booster_params=dict(params, **t.params)), folds)
+        assert np.mean(losses) == pytest.approx(t.value, rel=1e-9) and t.user_attrs["fold_losses"] == losses
+    assert set(SPACE) <= set(params)
 
 
 def test_a_worker_killed_mid_run_is_replaced_and_the_result_unchanged(pristine_root, tmp_path):

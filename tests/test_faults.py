@@ -31,7 +31,8 @@ def work(tmp_path) -> Path:
     copy_project(tmp_path)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
     params["sample"].update(TINY, train_locations=6, images=300)
-    params["embeddings"].update(chunk_images=8, batch_size=8)
+    params["embeddings"]["chunk_images"] = 8
+    params["execution"]["batch_size"] = 8
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     run_stage(tmp_path, "sample")
     run_stage(tmp_path, "load")

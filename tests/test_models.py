@@ -4,18 +4,28 @@ import optuna
 import pandas as pd
 import pytest
 
-from models import baselines, lgbm
+from models import baselines, registry
+from models.lgbm import LightGBMMulticlass, log_loss_of_true_class, stopping_rows
 from models.metrics import classification_metrics, smooth_by_sequence
-from models.rerank import LOG_FLOOR, Proposer, Reranker, candidates, proposer_columns
+from models.rerank import LOG_FLOOR, Proposer, Reranker, candidates, out_of_fold, proposer_columns
 from models.split import holdout_locations, location_folds
-from models.tune import cross_validate, tune, tuning_data, tuning_rows
+from models.tune import cross_validate, tune, tuning_folds, tuning_rows
 
-CFG = dict(class_weight="balanced", cv_folds=3, max_rounds=30, early_stopping_rounds=5, candidates=2,
-           fixed={"num_threads": 1, "verbose": -1},
-           search_space={"learning_rate": {"low": 0.05, "high": 0.3, "log": True},
-                         "num_leaves": {"low": 3, "high": 15, "int": True},
-                         "max_bin": {"choices": [31, 63]}},
-           tune={"n_trials": 2, "timeout_s": 60, "pruning": True, "storage": None, "max_rows": None})
+SPACE = {"learning_rate": {"low": 0.05, "high": 0.3, "log": True}, "num_leaves": {"low": 3, "high": 15, "int": True},
+         "max_bin": {"choices": [31, 63]}}
+TUNE = {"n_trials": 2, "timeout_s": 60, "pruning": True, "storage": None, "max_rows": None}
+TRAIN = dict(class_weight="balanced", cv_folds=3, max_rounds=30, early_stopping_rounds=5, candidates=2, seed=0,
+             fixed={"verbose": -1})
+
+
+def reranker(booster_params: dict | None = None, **settings) -> Reranker:
+    """The re-ranker with the test's train settings (overridden by `settings`) on one thread."""
+    return registry.build("reranker", dict(TRAIN, **settings), booster_params, threads=1)
+
+
+def tuned(x, y, groups, storage=None, space=SPACE, model=None, **tune_settings):
+    """tune() with the test's settings: (best params, study)."""
+    return tune(model or reranker(), x, y, groups, space, dict(TUNE, storage=storage, **tune_settings), seed=0)
 
 
 def toy(n=240, seed=0):
@@ -44,26 +54,29 @@ def test_tuning_folds_validate_each_location_once_and_never_fit_on_it():
         assert set(groups[fit]).isdisjoint(groups[val]) and len(set(groups[val])) >= 22 // 3
 
 
-def test_model_text_file_reloads_and_predicts_identically(tmp_path):
-    x, y, _ = toy()
-    labels = pd.Series(np.array([0, 24, 374])[y])
-    booster = lgbm.fit(x, labels, {"num_threads": 1, "num_leaves": 7}, 20, seed=0, class_weight="none",
-                       classes=[0, 24, 374])
-    lgbm.save(booster, [0, 24, 374], tmp_path / "m.txt")
-    assert (tmp_path / "m.txt").read_text().startswith("tree")
-    loaded, classes = lgbm.load(tmp_path / "m.txt")
-    assert classes == [0, 24, 374]
-    np.testing.assert_array_equal(lgbm.predict_proba(loaded, x), lgbm.predict_proba(booster, x))
+def test_multiclass_model_files_reload_and_predict_identically(tmp_path):
+    x, y, groups = toy()
+    labels = np.array([0, 24, 374])[y]
+    model = registry.build("lightgbm_multiclass", TRAIN, {"num_leaves": 7}, threads=1).fit(x, labels, groups)
+    assert model.classes_.tolist() == [0, 24, 374] and 1 <= model.rounds_ <= 45  # 30 x 240 / ~160 rows at most
+    model.save(tmp_path / "m")
+    assert (tmp_path / "m/booster.txt").read_text().startswith("tree")  # LightGBM's text format, no pickle
+    loaded = registry.load(tmp_path / "m")
+    assert isinstance(loaded, LightGBMMulticlass) and loaded.classes_.tolist() == [0, 24, 374]
+    np.testing.assert_array_equal(loaded.predict_proba(x), model.predict_proba(x))
+    assert (loaded.classes_[loaded.predict_proba(x).argmax(axis=1)] == labels).mean() > 0.8
 
 
 def test_study_resumes_to_its_trial_target(tmp_path):
     x, y, groups = toy()
-    cfg = dict(CFG, tune=dict(CFG["tune"], storage=f"sqlite:///{tmp_path}/s.db"))
-    params, rounds, study = tune(x, y, groups, cfg, 3, seed=0)
-    assert len(study.trials) == 2 and 1 <= rounds <= 30 and params["num_threads"] == 1
-    cfg["tune"]["n_trials"] = 3
-    _, _, resumed = tune(x, y, groups, cfg, 3, seed=0)
+    params, study = tuned(x, y, groups, f"sqlite:///{tmp_path}/s.db")
+    assert len(study.trials) == 2 and params["verbose"] == -1 and set(SPACE) <= set(params)
+    assert all(1 <= r <= 45 for t in study.trials for r in t.user_attrs["rounds"])
+    _, resumed = tuned(x, y, groups, f"sqlite:///{tmp_path}/s.db", n_trials=3)
     assert resumed.study_name == study.study_name and len(resumed.trials) == 3
+    threaded = registry.build("reranker", TRAIN, threads=2)  # an execution setting: the same study
+    _, same = tuned(x, y, groups, f"sqlite:///{tmp_path}/s.db", model=threaded, n_trials=3)
+    assert same.study_name == study.study_name and len(same.trials) == 3
 
 
 def test_pruning_stops_a_trial_from_lightgbm_iterations():
@@ -71,7 +84,7 @@ def test_pruning_stops_a_trial_from_lightgbm_iterations():
     study = optuna.create_study(pruner=optuna.pruners.ThresholdPruner(upper=0.0))  # any loss prunes
     trial = study.ask()
     with pytest.raises(optuna.TrialPruned, match="iteration 0"):
-        cross_validate(tuning_data(x, y, groups, CFG, 3), {"num_threads": 1, "verbose": -1}, CFG, 0, trial)
+        cross_validate(reranker(), tuning_folds(reranker(), x, y, groups, 3), trial)
 
 
 def test_metrics_on_a_hand_built_case():
@@ -99,54 +112,59 @@ def test_sequence_smoothing_gives_every_frame_the_sequence_mean():
 def test_detector_only_rule():
     y_fit = pd.Series([0, 0, 0, 24, 24, 7])
     top = pd.Series([0.9, 0.2, np.nan, 0.5])
-    proba, classes = baselines.detector_only(top, y_fit, 0.5)
-    assert classes == [0, 7, 24] and np.asarray(classes)[proba.argmax(axis=1)].tolist() == [24, 0, 0, 24]
-    assert baselines.majority_class(y_fit, 2).tolist() == [0, 0]
+    rule = baselines.DetectorRule(0.5).fit(top.to_frame("top_conf").iloc[:0], y_fit)
+    proba = rule.predict_proba(top.to_frame("top_conf"))
+    assert rule.classes_.tolist() == [0, 7, 24] and rule.classes_[proba.argmax(axis=1)].tolist() == [24, 0, 0, 24]
+    assert baselines.majority_class().fit(np.zeros((6, 1)), y_fit).predict(np.zeros((2, 1))).tolist() == [0, 0]
 
 
 def test_detector_only_rule_without_any_empty_training_image():
     """Many projects drop empties before labelling: the rule still says "empty" below the threshold."""
     y_fit = pd.Series([24, 24, 7])
     top = pd.Series([0.9, 0.2])
-    proba, classes = baselines.detector_only(top, y_fit, 0.5)
+    rule = baselines.DetectorRule(0.5).fit(None, y_fit)
+    proba = rule.predict_proba(top.to_frame("top_conf"))
+    classes = rule.classes_.tolist()
     assert classes == [0, 7, 24] and np.asarray(classes)[proba.argmax(axis=1)].tolist() == [24, 0]
     m = classification_metrics(np.array([24, 7]), proba, classes, np.array(["a", "b"]))
     assert m["accuracy"] == 0.5
 
 
 def test_hist_gradient_boosting_baseline_ignores_columns_empty_in_training():
-    x, y, _ = toy()
+    x, y, groups = toy()
     x["never_seen"] = np.nan  # e.g. a Landsat quarter without a clear scene at any training camera
-    proba, classes = baselines.hist_gradient_boosting(x, pd.Series(y), x, {"num_leaves": 7}, 10, "none", 0)
-    assert proba.shape == (len(x), 3) and classes == [0, 1, 2]
+    x["seen_at_stopping_cameras_only"] = np.where(stopping_rows(groups, 3), 1.0, np.nan)
+    model = baselines.HistGradientBoosting({"num_leaves": 7}, "none", max_rounds=40, early_stopping_rounds=5)
+    proba = model.fit(x, y, groups).predict_proba(x)
+    assert proba.shape == (len(x), 3) and model.classes_.tolist() == [0, 1, 2] and 1 <= model.rounds_ <= 60
 
 
 def test_a_value_only_change_to_the_training_data_starts_a_new_study(tmp_path):
     """Same columns and rows, other values (e.g. a new crop margin): the old study's best params and loss
     say nothing about these features, so its trials must not be reused."""
     x, y, groups = toy()
-    cfg = dict(CFG, tune=dict(CFG["tune"], storage=f"sqlite:///{tmp_path}/s.db"))
-    _, _, first = tune(x, y, groups, cfg, 3, seed=0)
-    _, _, again = tune(x, y, groups, cfg, 3, seed=0)
+    storage = f"sqlite:///{tmp_path}/s.db"
+    _, first = tuned(x, y, groups, storage)
+    _, again = tuned(x, y, groups, storage)
     assert again.study_name == first.study_name and len(again.trials) == 2  # nothing new to run
     shifted = x.assign(a=x["a"] + np.random.default_rng(5).normal(0, 0.5, len(x)))
-    _, _, changed = tune(shifted, y, groups, cfg, 3, seed=0)
+    _, changed = tuned(shifted, y, groups, storage)
     assert changed.study_name != first.study_name and len(changed.trials) == 2
     assert changed.best_value != first.best_value
     relabelled, regrouped = y.copy(), groups.copy()
     relabelled[:5] = (relabelled[:5] + 1) % 3
     regrouped[:5] = (regrouped[:5] + 1) % 12
-    names = {tune(x, relabelled, groups, cfg, 3, seed=0)[2].study_name,
-             tune(x, y, regrouped, cfg, 3, seed=0)[2].study_name}
-    assert len(names | {first.study_name}) == 3
+    names = {tuned(x, relabelled, groups, storage)[1].study_name, tuned(x, y, regrouped, storage)[1].study_name,
+             tuned(x, y, groups, storage, model=reranker(candidates=3))[1].study_name,
+             tuned(x, y, groups, storage, model=registry.build("lightgbm_multiclass", TRAIN))[1].study_name}
+    assert len(names | {first.study_name}) == 5
 
 
 def test_the_key_order_of_the_search_space_changes_neither_the_study_nor_its_trials():
     """params.yaml rewritten with sorted keys (as yaml.safe_dump does) is the same experiment."""
     x, y, groups = toy()
-    reordered = dict(CFG, search_space=dict(reversed(list(CFG["search_space"].items()))))
-    _, _, first = tune(x, y, groups, CFG, 3, seed=0)
-    _, _, second = tune(x, y, groups, reordered, 3, seed=0)
+    _, first = tuned(x, y, groups)
+    _, second = tuned(x, y, groups, space=dict(reversed(list(SPACE.items()))))
     assert second.study_name == first.study_name
     assert [t.params for t in second.trials] == [t.params for t in first.trials]
     assert [t.value for t in second.trials] == [t.value for t in first.trials]
@@ -200,22 +218,23 @@ def test_one_proposer_per_family_only_when_there_are_several():
 def test_reranker_on_a_long_tail_predicts_candidates_only_and_reloads_identically(tmp_path):
     x, y, groups = long_tail()
     classes = sorted(y.unique())
-    cfg = dict(CFG, candidates=5)
-    model = Reranker.fit(x, y, groups, classes, {"num_threads": 1, "num_leaves": 7}, 30, cfg, seed=0)
+    model = reranker({"num_leaves": 7}, candidates=5).fit(x, y, groups)
+    assert model.classes_.tolist() == classes and 1 <= model.rounds_ <= 45
     proba = model.predict_proba(x)
     assert proba.shape == (len(x), 40) and np.allclose(proba.sum(axis=1), 1)
     assert ((proba > 0).sum(axis=1) <= 5).all()  # classes outside the 5 candidates get nothing
     # balanced class weights: fewer rows right than by frequency, but more than the majority class gets
     assert (np.asarray(classes)[proba.argmax(axis=1)] == y).mean() > y.value_counts(normalize=True).iloc[0]
     assert 0.85 < model.candidate_recall(x, y.to_numpy()) <= 1
-    model.save(tmp_path / "m.txt")
-    assert (tmp_path / "m.txt").read_text().startswith("tree")  # LightGBM's text format, no pickle
-    loaded = Reranker.load(tmp_path / "m.txt")
-    assert loaded.classes == classes and set(loaded.proposers) == {"all", "a", "b"}
+    model.save(tmp_path / "m")
+    assert (tmp_path / "m/booster.txt").read_text().startswith("tree")  # LightGBM's text format, no pickle
+    loaded = registry.load(tmp_path / "m")
+    assert isinstance(loaded, Reranker) and loaded.classes_.tolist() == classes
+    assert set(loaded.evidence_.proposers) == {"all", "a", "b"}
     np.testing.assert_array_equal(loaded.predict_proba(x), proba)
     # a class seen once (one camera) is still a class the model can propose and score
     rare = y.value_counts().index[-1]
-    assert (y == rare).sum() <= 2 and rare in loaded.classes
+    assert (y == rare).sum() <= 2 and rare in loaded.classes_
 
 
 def test_tuning_subsample_takes_whole_locations_and_is_seeded():
@@ -226,22 +245,73 @@ def test_tuning_subsample_takes_whole_locations_and_is_seeded():
     assert tuning_rows(groups, None, seed=1).all() and tuning_rows(groups, 5000, seed=1).all()
 
 
-def test_the_tuning_objective_is_the_log_loss_of_the_reranked_probabilities():
-    """The first fold's best loss, recomputed from the fold's model outside LightGBM."""
+@pytest.mark.parametrize("name", ["reranker", "lightgbm_multiclass"])
+def test_a_tuning_fold_is_scored_on_the_model_that_fit_builds_from_the_other_folds_alone(name):
+    """Nested: each fold's score is the log-loss of exactly the model `fit` makes from the other folds' rows
+    (its evidence, early stopping and refit all inside them), so the same object serves tuning and training."""
     x, y, groups = toy()
-    data = tuning_data(x, y, groups, CFG, 3)
-    loss, _ = cross_validate(data, {"num_threads": 1, "verbose": -1, "num_leaves": 7}, dict(CFG, cv_folds=3), 0)
-    assert 0 < loss < np.log(3)  # better than uniform over the three classes
+    model = registry.build(name, TRAIN, {"verbose": -1, "num_leaves": 7}, threads=1)
+    losses, rounds = cross_validate(model, tuning_folds(model, x, y, groups, 3))
+    by_hand = []
+    for fit, val in location_folds(groups, 3):
+        fitted = registry.build(name, TRAIN, {"verbose": -1, "num_leaves": 7}, threads=1).fit(
+            x.iloc[fit], y[fit], groups[fit])
+        by_hand.append(log_loss_of_true_class(fitted.predict_proba(x.iloc[val]), fitted.classes_, y[val], "balanced"))
+    assert losses == pytest.approx(by_hand) and 0 < np.mean(losses) < np.log(3)  # better than uniform
+    assert all(1 <= r <= 45 for r in rounds)
+
+
+def test_a_tuning_fold_model_never_sees_that_fold_s_labels():
+    x, y, groups = toy()
+    folds = tuning_folds(reranker(), x, y, groups, 3)
+    relabelled = y.copy()
+    _, val = location_folds(groups, 3)[0]
+    relabelled[val] = (relabelled[val] + 1) % 3
+    again = tuning_folds(reranker(), x, relabelled, groups, 3)
+    np.testing.assert_array_equal(again[0].prepared.evidence, folds[0].prepared.evidence)
+    assert not np.array_equal(again[1].prepared.evidence, folds[1].prepared.evidence)
+
+
+def test_out_of_fold_evidence_never_uses_a_row_s_own_fold():
+    """Relabelling one fold's rows leaves that fold's evidence as it was and changes the other folds'."""
+    x, y, groups = long_tail()
+    codes = (y - 100).to_numpy()
+    x, columns = x.to_numpy(np.float32), proposer_columns(list(x.columns))
+    cand, evidence = out_of_fold(x, codes, groups, columns, 3, 40, True, 5)
+    folds = location_folds(groups, 3)
+    for k, (_, val) in enumerate(folds):
+        relabelled = codes.copy()
+        relabelled[val] = (relabelled[val] + 7) % 40
+        c, e = out_of_fold(x, relabelled, groups, columns, 3, 40, True, 5)
+        np.testing.assert_array_equal(c[val], cand[val])
+        np.testing.assert_array_equal(e[val], evidence[val])
+        others = np.setdiff1d(np.arange(len(codes)), val)
+        assert not np.array_equal(e[others], evidence[others])
+
+
+def test_location_folds_of_few_locations_use_what_there_is():
+    """A nested fold of a small dataset can hold fewer cameras than folds: one fold per camera, and the rows
+    of a lone camera split among themselves rather than a crash."""
+    two = location_folds(np.repeat([5, 9], 10), 3)
+    assert len(two) == 2 and all(len(set(np.repeat([5, 9], 10)[val])) == 1 for _, val in two)
+    one = location_folds(np.full(9, 4), 3)
+    assert len(one) == 3 and sorted(np.concatenate([val for _, val in one])) == list(range(9))
+
+
+def test_early_stopping_holds_out_the_last_location_fold():
+    groups = np.random.default_rng(1).integers(0, 12, 300)
+    stop = stopping_rows(groups, 3)
+    np.testing.assert_array_equal(np.flatnonzero(stop), np.sort(location_folds(groups, 3)[-1][1]))
+    assert set(groups[stop]).isdisjoint(groups[~stop])
 
 
 def test_an_edit_to_the_tuning_code_starts_a_new_study(tmp_path, monkeypatch):
     """Trials scored by other code (other pair features, another objective) are not this study's."""
     import models.tune
     x, y, groups = toy()
-    cfg = dict(CFG, tune=dict(CFG["tune"], storage=f"sqlite:///{tmp_path}/s.db"))
-    _, _, first = tune(x, y, groups, cfg, 3, seed=0)
+    _, first = tuned(x, y, groups, f"sqlite:///{tmp_path}/s.db")
     monkeypatch.setattr(models.tune, "code_digest", lambda module: "edited")
-    _, _, edited = tune(x, y, groups, cfg, 3, seed=0)
+    _, edited = tuned(x, y, groups, f"sqlite:///{tmp_path}/s.db")
     assert edited.study_name != first.study_name and len(edited.trials) == 2
 
 
@@ -249,7 +319,7 @@ def test_candidate_log_loss_is_the_weighted_log_loss_of_scores_renormalised_over
     """Two rows of k = 3 candidates. Row 1: scores (0.2, 0.6, 0.2), its class second -> p = 0.6 / 1.0;
     row 2: scores (0.5, 0.25, 0.25), its class not a candidate -> p floored at 1e-15. Weights 3 and 1."""
     import lightgbm as lgb
-    from models.tune import candidate_log_loss
+    from models.rerank import candidate_log_loss
     preds = np.array([0.2, 0.6, 0.2, 0.5, 0.25, 0.25])
     truth = np.array([0, 1, 0, 0, 0, 0])
     data = lgb.Dataset(np.zeros((6, 1)), label=truth, weight=np.repeat([3.0, 1.0], 3)).construct()
@@ -303,3 +373,55 @@ def test_confusion_plot_keeps_the_most_frequent_classes_and_folds_the_rest(tmp_p
     assert (confusion["predicted"] == "other").to_numpy().tolist() == (y_pred >= TOP_CLASSES).tolist()
     assert len(json.loads((tmp_path / "plots/per_class_recall.json").read_text())) == 20
     assert (tmp_path / "figures/confusion.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def camera_long_tail(n=3000, n_classes=30, n_locations=40, seed=0):
+    """Classes living at a few cameras each (as species do), frequencies long-tailed, two feature families."""
+    rng = np.random.default_rng(seed)
+    groups = rng.integers(0, n_locations, n)
+    freq = 1 / np.arange(1, n_classes + 1)
+    present = rng.random((n_locations, n_classes)) < np.linspace(0.9, 0.1, n_classes)  # common classes widespread
+    present[:, 0] = True
+    weights = present[groups] * freq
+    y = np.array([rng.choice(n_classes, p=w / w.sum()) for w in weights])
+    centres = rng.normal(0, 1.0, (n_classes, 6))
+    x = pd.DataFrame(centres[y] + rng.normal(0, 1.5, (n, 6)), columns=[f"a__{i}" for i in range(3)] +
+                     [f"b__{i}" for i in range(3)])
+    return x, y, groups
+
+
+def test_candidate_evidence_of_training_pairs_is_distributed_as_when_serving():
+    """Train/serve skew: each evidence column of the training pairs (out of fold) and of unseen cameras' rows
+    at serving time (class evidence fitted on all training rows) must agree in distribution: two-sample
+    Kolmogorov-Smirnov statistic below 0.15 per column. A class's count of training cameras fails this
+    (about 1.5x larger when serving with 3 folds); its share of them does not."""
+    from scipy.stats import ks_2samp
+    x, y, groups = camera_long_tail()
+    held = np.isin(groups, np.arange(10))
+    model = reranker({"num_leaves": 7, "verbose": -1}, candidates=5)
+    data = model.prepare(x[~held], y[~held], groups[~held])
+    fitted = model.fit_prepared(data)
+    _, _, serving = fitted.serving_pairs(x[held])
+    names = fitted.evidence_.names()
+    train_pairs, serve_pairs = data.evidence.reshape(-1, len(names)), serving.reshape(-1, len(names))
+    for j, name in enumerate(names):
+        statistic = ks_2samp(train_pairs[:, j], serve_pairs[:, j]).statistic
+        assert statistic < 0.15, f"{name}: KS {statistic:.3f}"
+    share = names.index("candidate__class_location_share")
+    n_fit, n_fold_fit = len(np.unique(groups[~held])), len(np.unique(groups[~held])) * 2 / 3
+    counts_train, counts_serve = train_pairs[:, share] * n_fold_fit, serve_pairs[:, share] * n_fit
+    assert ks_2samp(counts_train, counts_serve).statistic > 0.3  # what a count would have been
+
+
+def test_the_reranker_is_chosen_only_when_its_tuning_folds_say_so_beyond_noise():
+    rr, mc = registry.Reranker.NAME, registry.LightGBMMulticlass.NAME
+    clearly = {rr: {"fold_losses": [0.50, 0.52, 0.48]}, mc: {"fold_losses": [0.60, 0.61, 0.62]}}
+    assert registry.choose(clearly)[0] == rr
+    # lower on average (-0.01) but by less than one standard error of the paired differences: the multiclass
+    tied = {rr: {"fold_losses": [0.50, 0.70, 0.48]}, mc: {"fold_losses": [0.60, 0.61, 0.50]}}
+    chosen, why = registry.choose(tied)
+    assert chosen == mc and "-0.0100, not lower by more than one standard error" in why
+    assert registry.choose({rr: {"fold_losses": [9.0, 9.0]}})[0] == rr  # the multiclass over the cap
+    assert registry.tuned_names(1000, 188, 2_000_000) == ([rr, mc], None)
+    assert registry.tuned_names(20_000, 188, 2_000_000) == ([rr], "skipped: 20,000 rows x 188 classes = 3,760,000 > "
+                                                                 "train.multiclass_max_row_classes (2,000,000)")

@@ -54,9 +54,12 @@ def family_name(name: str) -> str:
 
 def weights_of(name: str, cfg: dict) -> str | None:
     """The file or folder backbone `name` reads its weights from: the folder a `clip:<folder>` name gives,
-    else `cfg["weights"][name]`; None for weights shipped in a package."""
+    `cfg["import_file"]` for the imported family, else `cfg["weights"][name]`; None for weights shipped in
+    a package."""
     if name.startswith("clip:"):
         return name.split(":", 1)[1]
+    if name == IMPORTED:
+        return cfg["import_file"]
     return (cfg.get("weights") or {}).get(name)
 
 
