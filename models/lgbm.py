@@ -34,6 +34,19 @@ def class_weights(y: np.ndarray, class_weight: str) -> np.ndarray | None:
     return compute_sample_weight("balanced", y) if class_weight == "balanced" else None
 
 
+def class_codes(y) -> tuple[list[int], np.ndarray]:
+    """(the sorted category ids in `y`, each row's code into them): the classes a model is fitted on."""
+    classes = sorted(int(c) for c in pd.unique(np.asarray(y)))
+    return classes, pd.Index(classes).get_indexer(np.asarray(y))
+
+
+def fit_params(model, **objective) -> dict:
+    """A model's LightGBM params for a deterministic fit: its booster params, the objective's, its seed and
+    threads."""
+    return dict(model.booster_params or {}, **objective, seed=model.seed, deterministic=True, force_row_wise=True,
+                verbose=-1, num_threads=model.num_threads)
+
+
 def stopping_rows(groups: np.ndarray, n_folds: int) -> np.ndarray:
     """Rows of the last location fold: the cameras a fit stops early on (unseen by the trees it scores)."""
     stop = np.zeros(len(groups), bool)
@@ -80,15 +93,12 @@ class LightGBMMulticlass(ClassifierMixin, BaseEstimator):
 
     def prepare(self, X: pd.DataFrame, y, groups: np.ndarray) -> "MulticlassData":
         """What a fit needs that does not depend on the booster params (tuning builds it once per fold)."""
-        classes = sorted(int(c) for c in pd.unique(np.asarray(y)))
-        codes = pd.Index(classes).get_indexer(np.asarray(y))
+        classes, codes = class_codes(y)
         return MulticlassData(X.to_numpy(np.float32), codes, classes, list(X.columns),
                               class_weights(codes, self.class_weight), stopping_rows(np.asarray(groups), self.cv_folds))
 
     def fit_prepared(self, data: "MulticlassData", callbacks: tuple = ()) -> "LightGBMMulticlass":
-        params = dict(self.booster_params or {}, objective="multiclass", num_class=len(data.classes),
-                      seed=self.seed, deterministic=True, force_row_wise=True, verbose=-1,
-                      num_threads=self.num_threads)
+        params = fit_params(self, objective="multiclass", num_class=len(data.classes))
         dataset = lgb.Dataset(data.x, label=data.codes, weight=data.weight, feature_name=data.columns,
                               params=params, free_raw_data=True)
         self.booster_, self.rounds_ = boost(params, dataset, data.stop, self.max_rounds, self.early_stopping_rounds,

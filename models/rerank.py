@@ -27,7 +27,8 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.covariance import ledoit_wolf
 
 from infra.atomic import atomic_path
-from models.lgbm import BOOSTER_FILE, LOSS_FLOOR, META_FILE, boost, class_weights, save_booster, stopping_rows
+from models.lgbm import (BOOSTER_FILE, LOSS_FLOOR, META_FILE, boost, class_codes, class_weights, fit_params,
+                         save_booster, stopping_rows)
 from models.split import location_folds
 
 PROPOSERS_FILE = "proposers.npz"
@@ -205,8 +206,7 @@ class Reranker(ClassifierMixin, BaseEstimator):
 
     def prepare(self, X: pd.DataFrame, y, groups: np.ndarray) -> PairData:
         """Everything a fit needs but the booster (tuning builds it once per fold and reuses it per trial)."""
-        classes = sorted(int(c) for c in pd.unique(np.asarray(y)))
-        codes, groups = pd.Index(classes).get_indexer(np.asarray(y)), np.asarray(groups)
+        (classes, codes), groups = class_codes(y), np.asarray(groups)
         x, columns = X.to_numpy(np.float32), proposer_columns(list(X.columns))
         balanced = self.class_weight == "balanced"
         k = min(self.candidates, len(classes))
@@ -216,8 +216,7 @@ class Reranker(ClassifierMixin, BaseEstimator):
                         ClassEvidence.fit(x, codes, groups, columns, len(classes), balanced))
 
     def fit_prepared(self, data: PairData, callbacks: tuple = ()) -> "Reranker":
-        params = dict(self.booster_params or {}, objective="binary", seed=self.seed, deterministic=True,
-                      force_row_wise=True, verbose=-1, num_threads=self.num_threads)
+        params = fit_params(self, objective="binary")
         k = data.cand.shape[1]
         self.booster_, self.rounds_ = boost(params, data.dataset(params), np.repeat(data.stop, k), self.max_rounds,
                                             self.early_stopping_rounds, candidate_log_loss(k), callbacks)
