@@ -11,7 +11,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # DVC stage commands say `python`: make it the project's environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test rehearse env clean-env
+.PHONY: repro test rehearse rehearse-wilds env clean-env
 
 env: $(STAMP)
 
@@ -33,6 +33,11 @@ test: $(STAMP)
 # benchmarks/out/rehearsal): writes reports/scale.json. See benchmarks/rehearse.py.
 rehearse: $(STAMP)
 	$(BIN)/python benchmarks/rehearse.py
+
+# The same dataset re-packed at iWildCam2020-WILDS's shape (203,029 images, official split sizes), run with
+# split.scheme: wilds: writes reports/scale_wilds.json.
+rehearse-wilds: $(STAMP)
+	$(BIN)/python benchmarks/rehearse.py --layout wilds --report reports/scale_wilds.json
 
 clean-env:
 	rm -rf $(VENV)

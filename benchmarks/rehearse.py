@@ -1,6 +1,7 @@
 """Full-scale rehearsal: the whole pipeline at iWildCam 2020's shape on this machine, measured.
 
     make rehearse                                  # = .venv/bin/python benchmarks/rehearse.py
+    make rehearse-wilds                            # = ... --layout wilds --report reports/scale_wilds.json
     .venv/bin/python benchmarks/rehearse.py --scale 0.01 --camera-scale 0.05 --report /tmp/scale.json
 
 Writes the rehearsal dataset (sample/rehearsal.py; kept and reused while its settings are unchanged) under
@@ -9,7 +10,9 @@ embeddings (embeddings.backbones: [parquet]), then runs each DVC stage with `dvc
 recording its wall time, the peak resident memory of its process tree (DVC's own process excluded) and the
 size of what it wrote; then times a no-op `dvc repro`, and the real backbone's inference on a few
 thousand of the rehearsal's JPEGs. Everything goes to `--report` (reports/scale.json) and a summary table
-is printed.
+is printed. With `--layout wilds` the rehearsal dataset is re-packed as iWildCam2020-WILDS (sample/wilds.py:
+the official split sizes and camera counts, the competition's MegaDetector file and the Landsat tree beside
+it) under `--out`/wilds, and the pipeline runs the WILDS scheme on it (`--out`/repo_wilds).
 """
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import psutil
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import yaml
 
@@ -32,6 +38,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 
 from sample.rehearsal import generate_rehearsal  # noqa: E402
+from sample.wilds import CAMERAS, IMAGES, write_wilds  # noqa: E402
 
 MODEL_STAGES = ("train", "evaluate")
 NOT_BUDGETED = ("embeddings",)  # imported here: its real cost is the inference throughput below
@@ -111,6 +118,16 @@ def copy_checkout(repo: Path, reuse: bool) -> None:
         subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
 
 
+def keep_embeddings(src: Path, dst: Path, ids: pd.Index) -> None:
+    """The rows of the embeddings file `src` whose image id is in `ids`, streamed to `dst` a batch at a time:
+    what a user who embedded the WILDS images alone imports."""
+    source = pq.ParquetFile(src)
+    keep = pa.array(ids.astype(str))
+    with pq.ParquetWriter(dst, source.schema_arrow) as writer:
+        for batch in source.iter_batches(batch_size=20_000):
+            writer.write_batch(batch.filter(pc.is_in(batch.column("image_id"), value_set=keep)))
+
+
 def set_params(path: Path, overrides: dict) -> dict:
     params = yaml.safe_load(path.read_text())
     for dotted, value in overrides.items():
@@ -156,6 +173,8 @@ def main() -> None:
     parser.add_argument("--jpeg-divisor", type=int, default=12, help="JPEG side = metadata side / this")
     parser.add_argument("--inference-images", type=int, default=2000, help="0: skip the inference check")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--layout", choices=("kaggle", "wilds"), default="kaggle",
+                        help="wilds: re-pack the dataset as iWildCam2020-WILDS and run the WILDS scheme")
     parser.add_argument("--generate-only", action="store_true", help="write the dataset, run nothing")
     parser.add_argument("--reuse", action="store_true",
                         help="keep the last run's repository: only stages whose code, params or inputs changed "
@@ -184,17 +203,35 @@ def main() -> None:
         stamp.write_text(json.dumps({"settings": settings, "shape": report["shape"],
                                      "generate_s": report["generate_s"]}))
 
+    root = data
+    if args.layout == "wilds":
+        root = out / "wilds"
+        targets = {s: round(n * args.scale) for s, n in IMAGES.items()}
+        cameras = {s: max(1, round(n * args.camera_scale)) for s, n in CAMERAS.items()}
+        wilds_stamp = root / ".rehearsal.json"
+        if wilds_stamp.exists() and json.loads(wilds_stamp.read_text())["settings"] == report["settings"]:
+            report["wilds_shape"] = json.loads(wilds_stamp.read_text())["shape"]
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+            started = time.perf_counter()
+            report["wilds_shape"] = write_wilds(data, root, targets, cameras, seed=0)
+            ids = pd.read_csv(root / "metadata.csv", usecols=["filename"])["filename"].str[:-4]
+            keep_embeddings(data / "embeddings.parquet", root / "embeddings.parquet", pd.Index(ids))
+            report["wilds_shape"]["repack_s"] = round(time.perf_counter() - started, 1)
+            wilds_stamp.write_text(json.dumps({"settings": report["settings"], "shape": report["wilds_shape"]}))
     if args.generate_only:
         print(json.dumps(report["shape"], indent=1))
         return
-    repo = out / "repo"
+    repo = out / ("repo_wilds" if args.layout == "wilds" else "repo")
     copy_checkout(repo, args.reuse)
     previous = json.loads(args.report.read_text())["stages"] if args.reuse and args.report.exists() else {}
     imported = repo / "weights/embeddings.parquet"  # under weights/, the stage's tracked folder
     imported.unlink(missing_ok=True)
-    imported.symlink_to(data / "embeddings.parquet")
-    overrides = {"data.root": str(data), "embeddings.backbones": ["parquet"],
+    imported.symlink_to(root / "embeddings.parquet")
+    overrides = {"data.root": str(root), "embeddings.backbones": ["parquet"],
                  "embeddings.import_file": str(imported.relative_to(repo))}
+    if args.layout == "wilds":
+        overrides.update({"data.layout": "wilds", "data.metadata": "metadata.csv", "split.scheme": "wilds"})
     overrides.update({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)})
     params = set_params(repo / "params.yaml", overrides)
     report["overrides"] = overrides
@@ -220,8 +257,9 @@ def main() -> None:
         "peak_rss_gb": max(s["peak_rss_gb"] for s in report["stages"].values())}
     report["metrics"] = json.loads((repo / "reports/metrics.json").read_text())
     report["metrics"].pop("per_class", None)
-    report["baselines"] = {name: ({"skipped": m["skipped"]} if "skipped" in m else
-                                  {k: m[k] for k in ("accuracy", "macro_f1", "fit_seconds")})
+    report["baselines"] = {name: ({"skipped": m["skipped"]} if "skipped" in m else dict(
+        {k: m[k] for k in ("accuracy", "macro_f1", "fit_seconds", "split")},
+        splits={s: {k: r[k] for k in ("accuracy", "macro_f1")} for s, r in m["splits"].items()}))
                            for name, m in json.loads((repo / "reports/baselines.json").read_text()).items()}
     report["best_params"] = json.loads((repo / "artifacts/models/best_params.json").read_text())
     if args.inference_images:

@@ -123,22 +123,27 @@ def load_split(root: Path, split: str, report: QualityReport, valid_years: tuple
     images["datetime"] = parse_datetimes(images["datetime"], valid_years, report, path.name)
     images["datetime_ok"] = images["datetime"].notna()
 
-    safe = images["file_name"].map(_safe_relative).astype(bool)
-    report.skip_many("file_name escapes the image folder (image not read)",
-                     [f"{path.name}: image {i} file_name={f!r}"
-                      for i, f in images.loc[~safe, "file_name"].items()])
-    present = images["file_name"].isin(_files_under(root / split)) & safe
-    report.skip_many("image file missing (image not read)",
-                     [f"{split}/{f} (image {i})" for i, f in images.loc[safe & ~present, "file_name"].items()])
-    images["file_name"] = images["file_name"].astype("string")
-    images["file_ok"] = present
-    _sizes_from_headers(images, root / split, path.name, report)
+    check_files(images, root, split, path.name, report)
     images.insert(0, "split", split)
 
     annotations = pd.DataFrame.from_records(doc.get("annotations") or [],
                                             columns=["id", "image_id", "category_id"])
     report.count_read(f"{split} annotations", len(annotations))
     return images, annotations, _categories(doc, path)
+
+
+def check_files(images: pd.DataFrame, root: Path, folder: str, where: str, report: QualityReport) -> None:
+    """Set `file_ok` (the image's file is under `root`/`folder` and its name stays inside it) and fill a
+    missing width or height from the JPEG header; `where` names the metadata file in the skip lines."""
+    safe = images["file_name"].map(_safe_relative).astype(bool)
+    report.skip_many("file_name escapes the image folder (image not read)",
+                     [f"{where}: image {i} file_name={f!r}" for i, f in images.loc[~safe, "file_name"].items()])
+    present = images["file_name"].isin(_files_under(root / folder)) & safe
+    report.skip_many("image file missing (image not read)",
+                     [f"{folder}/{f} (image {i})" for i, f in images.loc[safe & ~present, "file_name"].items()])
+    images["file_name"] = images["file_name"].astype("string")
+    images["file_ok"] = present
+    _sizes_from_headers(images, root / folder, where, report)
 
 
 def _sizes_from_headers(images: pd.DataFrame, folder: Path, where: str, report: QualityReport) -> None:

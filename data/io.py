@@ -21,14 +21,20 @@ def json_bytes(path: str | os.PathLike) -> bytes:
 
 
 def file_inventory(root: str | os.PathLike, folders: tuple[str, ...]) -> pd.DataFrame:
-    """Every file under `root`/<folder> (recursively, links not followed): relative path, size and
-    modification time in ns, sorted by path, so the table is the same bytes while no file changes."""
+    """Every file under `root`/<folder> (recursively, links not followed), or `root`/<folder> itself where it
+    is a file: relative path, size and modification time in ns, sorted by path, so the table is the same
+    bytes while no file changes."""
     rows = []
     stack = [Path(root) / f for f in folders]
     while stack:
+        top = stack.pop()
         try:
-            entries = list(os.scandir(stack.pop()))
-        except (FileNotFoundError, NotADirectoryError):
+            entries = list(os.scandir(top))
+        except NotADirectoryError:
+            st = top.stat(follow_symlinks=False)
+            rows.append((os.path.relpath(top, root), st.st_size, st.st_mtime_ns))
+            continue
+        except FileNotFoundError:
             continue
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):

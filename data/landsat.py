@@ -46,13 +46,18 @@ def _header_problem(path: Path, kind: str) -> tuple[str | None, tuple[int, ...] 
     return (None if ok else f"Landsat {kind} not HxW integer"), shape
 
 
+def empty_index() -> pd.DataFrame:
+    """The Landsat index of no site-date."""
+    return pd.DataFrame(columns=["site", "date", "multispectral", "pixelqa", "height", "width"])
+
+
 def index_landsat(root: str | os.PathLike, report: QualityReport) -> pd.DataFrame:
     """One row per (site, date) with a valid multispectral + pixelqa pair; every other file is counted."""
     base = Path(root) / LANDSAT_DIR
     rows = []
     if not base.is_dir():
         report.skip("Landsat folder missing (no Landsat features)", str(base))
-        return pd.DataFrame(columns=["site", "date", "multispectral", "pixelqa", "height", "width"])
+        return empty_index()
     for site_dir in sorted(p for p in base.iterdir() if p.is_dir()):
         site_match = SITE_DIR_RE.match(site_dir.name)
         files: dict[tuple[str, str], tuple[Path, tuple | None]] = {}

@@ -25,7 +25,7 @@ from data.quality import DataError, QualityReport
 
 log = logging.getLogger(__name__)
 
-DETECTOR_JSON = "metadata/iwildcam2020_megadetector_results.json"
+DETECTOR_JSON = "metadata/iwildcam2020_megadetector_results.json"  # the competition's, in the Kaggle layout
 CATEGORY_CODES = {"animal": 1, "person": 2, "vehicle": 3}
 # A normalised box never has a coordinate above ~1; absolute pixel boxes are almost never that small.
 ABSOLUTE_THRESHOLD = 2.0
@@ -134,15 +134,15 @@ def _entry_ids(results: _Results, ids: list[str | None], images: pd.DataFrame, r
     return ids, ambiguous
 
 
-def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: QualityReport
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: QualityReport,
+                    file: str = DETECTOR_JSON) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read the MegaDetector json.
 
     Returns (detections: one row per box with image_id, category code, conf and x, y, w, h in [0, 1];
     detector_images: one row per image of `images` present in the file, with max_detection_conf
     and the number of boxes kept). Both bbox conventions are detected and normalised.
     """
-    path = Path(root) / DETECTOR_JSON
+    path = Path(root) / file
     with _gc_paused():
         results = _decode(path)
         ids, counts, category, bbox, conf = _flatten(results)
@@ -232,4 +232,15 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
         np.maximum.at(max_conf, box_image[keep_box], conf[keep_box])
     detector_images = pd.DataFrame({"image_id": ids, "max_detection_conf": max_conf,
                                     "n_boxes": kept_per_image}).loc[keep_entry].set_index("image_id")
+    return detections, detector_images
+
+
+def no_detections(images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The tables `load_detections` returns, empty: where there is no detector file (the WILDS layout ships
+    none), so the detector features are NA and no crops are embedded."""
+    detections = pd.DataFrame({"image_id": pd.Categorical.from_codes([], categories=images.index),
+                               "category": np.array([], np.int8),
+                               **{c: np.array([], np.float32) for c in ("conf", "x", "y", "w", "h")}})
+    detector_images = pd.DataFrame({"max_detection_conf": np.array([], np.float64),
+                                    "n_boxes": np.array([], np.int64)}, index=pd.Index([], name="image_id"))
     return detections, detector_images

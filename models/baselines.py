@@ -44,10 +44,12 @@ class DetectorRule(ClassifierMixin, BaseEstimator):
         return proba
 
 
-def linear_probe(class_weight: str, seed: int):
-    """Logistic regression on standardised, median-imputed features."""
+def linear_probe(class_weight: str, seed: int, max_iter: int):
+    """The frozen-feature protocol (BioBench's): multinomial logistic regression on standardised
+    (median-imputed) features. One lbfgs iteration costs rows x features x classes, so it runs at every
+    scale (a multiclass tree model grows a tree per class per round)."""
     return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
-                         LogisticRegression(max_iter=2000, random_state=seed,
+                         LogisticRegression(max_iter=max_iter, random_state=seed,
                                             class_weight="balanced" if class_weight == "balanced" else None))
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score, log_loss, precision_recall_fscore_support
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, f1_score, log_loss,
+                             precision_recall_fscore_support, recall_score)
 
 
 def smooth_by_sequence(proba: np.ndarray, seq_ids: np.ndarray) -> np.ndarray:
@@ -13,9 +14,12 @@ def smooth_by_sequence(proba: np.ndarray, seq_ids: np.ndarray) -> np.ndarray:
 
 
 def _scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
+    """WILDS's `eval` (wilds/common/metrics/all_metrics.py): accuracy, and recall and F1 macro-averaged over
+    the labels present in `y_true` (a predicted class absent from it costs recall, never adds a class)."""
     present = np.unique(y_true)
     return {
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_recall": float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "balanced_accuracy": float(balanced_accuracy_score(y_true, y_pred)),
     }

@@ -36,10 +36,14 @@ def choose(studies: dict[str, dict]) -> tuple[str, str]:
     The multiclass LightGBM is the standard model; the re-ranker, which exists for class counts where that
     does not fit, is chosen over it only when its tuning-fold log-loss is lower by more than one standard
     error of the paired fold differences (with weak features the two tie within noise while their accuracy
-    on unseen cameras does not)."""
+    on unseen cameras does not); with one validation split, when its loss there is lower."""
     if LightGBMMulticlass.NAME not in studies:
         return Reranker.NAME, "the only model tuned (the multiclass LightGBM is over the row x class cap)"
     difference = np.subtract(studies[Reranker.NAME]["fold_losses"], studies[LightGBMMulticlass.NAME]["fold_losses"])
+    if len(difference) == 1:  # one validation set (WILDS's val): no spread to weigh the difference by
+        chosen = Reranker.NAME if difference[0] < 0 else LightGBMMulticlass.NAME
+        return chosen, (f"re-ranker's validation log-loss minus the multiclass LightGBM's: {difference[0]:+.4f} "
+                        f"on the one validation split")
     mean, error = difference.mean(), difference.std(ddof=1) / np.sqrt(len(difference))
     chosen, verdict = ((Reranker.NAME, "lower by more than") if mean + error < 0 else
                        (LightGBMMulticlass.NAME, "not lower by more than"))

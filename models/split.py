@@ -1,11 +1,15 @@
-"""Validation that holds out whole camera locations: test cameras are unseen, so a random split lies."""
+"""Validation that holds out whole camera locations: test cameras are unseen, so a random split lies. Two
+schemes: our own held-out train locations (`location`, any layout), or WILDS's official splits (`wilds`)."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import GroupKFold, GroupShuffleSplit, KFold
+
+from data.quality import DataError
 
 log = logging.getLogger(__name__)
 
@@ -27,3 +31,35 @@ def location_folds(groups: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, n
         return list(GroupKFold(n_splits=min(n_folds, n_groups)).split(np.zeros(len(groups)), groups=groups))
     log.warning("location folds: only one location among %d rows: splitting its rows instead", len(groups))
     return list(KFold(n_splits=min(n_folds, len(groups))).split(np.zeros(len(groups))))
+
+
+SCHEMES = ("location", "wilds")
+WILDS_SCORED = ("test", "val", "id_test", "id_val")  # the primary split (OOD test, the leaderboard's) first
+
+
+@dataclass
+class Evaluation:
+    """Which labelled rows the evaluated models fit on, which rows tuning scores (None: location folds of the
+    fitted rows), the splits they are scored on (the first is the headline), and the rows the final model,
+    which predicts the submission, fits on."""
+    fit: np.ndarray
+    tuning: np.ndarray | None
+    scored: dict[str, np.ndarray]
+    final: np.ndarray
+
+
+def evaluation_split(rows: pd.DataFrame, scheme: str, holdout: list[int] | None) -> Evaluation:
+    """`location`: fit on the locations not in `holdout`, tune on their location folds, score the held-out
+    ones, and fit the final model on all. `wilds`: fit on `train`, tune on the OOD `val` (no test split
+    chooses anything), score every other split, and the final model is the one fitted on `train`."""
+    if scheme == "location":
+        held = rows["location"].isin(holdout).to_numpy()
+        return Evaluation(~held, None, {"holdout": held}, np.ones(len(rows), bool))
+    if scheme != "wilds":
+        raise DataError(f"params.yaml: split.scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
+    if "wilds_split" not in rows:
+        raise DataError("params.yaml: split.scheme wilds needs the WILDS layout's official splits (data.layout: "
+                        "wilds); the Kaggle layout has none")
+    split = rows["wilds_split"].to_numpy()
+    train = split == "train"
+    return Evaluation(train, split == "val", {s: split == s for s in WILDS_SCORED}, train)

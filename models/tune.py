@@ -1,7 +1,8 @@
 """Optuna tuning of a model's LightGBM params on location-grouped folds, nested: each fold's model is fitted
 by the model's own `fit` on the other folds' rows alone (its evidence out of fold within them, its early
 stopping on its own last fold, its refit rounds scaled as for the final fit) and scored on the fold's
-cameras, which choose nothing but the params. Trials are pruned on the first fold's early-stopping loss
+cameras, which choose nothing but the params; under the WILDS scheme the one fold is the model fitted on
+all tuning rows, scored on WILDS's OOD val. Trials are pruned on the first fold's early-stopping loss
 (Optuna's LightGBMPruningCallback).
 
 The study lives in an Optuna storage (SQLite by default), named after everything that defines it (the
@@ -154,18 +155,24 @@ def _optimize_on_worker(name: str, storage, sampler_seed: int, pruning: bool, mo
 
 
 def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, seed: int, client=None,
-         threads_per_worker: int = 1) -> tuple[dict, optuna.Study]:
+         threads_per_worker: int = 1, validation: tuple[pd.DataFrame, np.ndarray] | None = None
+         ) -> tuple[dict, optuna.Study]:
     """The model's best booster params (its fixed ones included) and the study.
 
     `cfg` is train.tune (n_trials, max_rows, timeout_s, pruning, storage); tuning runs on whole locations up
-    to `max_rows` rows, in `model.cv_folds` location folds. With a Dask client the remaining trials are
+    to `max_rows` rows, in `model.cv_folds` location folds, or, given a fixed `validation` set (X, y: the
+    WILDS scheme's OOD `val`), as one fold: the model fitted on all tuning rows, scored on it. With a Dask
+    client the remaining trials are
     shared out over the workers, each running LightGBM on `threads_per_worker` threads with its own sampler
     seed; trials then finish in a different order than locally, so the study's path (not the objective of
     any given params) differs from a local run."""
     rows = tuning_rows(groups, cfg["max_rows"], seed)
     X, y, groups = X[rows], np.asarray(y)[rows], np.asarray(groups)[rows]
     storage = study_storage(cfg["storage"], client)
-    name = study_name(model, space, seed, cfg["pruning"], data_digest(X, y, groups))
+    data = data_digest(X, y, groups)
+    if validation is not None:
+        data += data_digest(*validation, np.zeros(len(validation[1])))
+    name = study_name(model, space, seed, cfg["pruning"], data)
     study = study_for(name, seed, cfg["pruning"], storage)
     finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
                                                         optuna.trial.TrialState.PRUNED)]
@@ -174,7 +181,8 @@ def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, 
              name, len(y), len(np.unique(groups)), len(finished), remaining)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if remaining:
-        folds = tuning_folds(model, X, y, groups, model.cv_folds)
+        folds = (tuning_folds(model, X, y, groups, model.cv_folds) if validation is None else
+                 [Fold(model.prepare(X, y, groups), *validation)])
     if remaining and client is None:
         study.optimize(_objective(model, folds, space), n_trials=remaining, timeout=cfg["timeout_s"],
                        show_progress_bar=True)

@@ -23,7 +23,9 @@ FAMILIES = ("detector_stats", "sequence_timing", "landsat_summary", "image_stats
 CACHE = Path("artifacts/cache")
 EMBEDDINGS = FEATURES / "embeddings"  # one <family>.parquet per backbone (features.backbones.family_name)
 WEIGHTS = Path("weights")  # downloaded backbone weights: a dependency of the embeddings stage
-DATA_FOLDERS = ("train", "test", "iwildcam_rs_npy")  # under data.root: listed by `inventory`, not hashed by DVC
+# under data.root, listed by `inventory` instead of hashed by DVC: the image and Landsat folders, and the metadata
+# (a stage reading it depends on the table) of both layouts (Kaggle: metadata/; WILDS: the two csv files)
+DATA_FOLDERS = ("train", "test", "iwildcam_rs_npy", "metadata", "metadata.csv", "categories.csv")
 FILES_TABLE = TABLES / "files.parquet"
 FEATURE_TABLE = FEATURES / "feature_table.parquet"
 FINAL_MODEL = MODELS / "final"  # the chosen model fitted on all train locations: booster.txt, model.json, ...

@@ -16,9 +16,10 @@ log = logging.getLogger("stages.predict")
 
 
 def run(params: dict) -> None:
-    """Kaggle submission: one row per test image id, in the order of the test information file."""
+    """Kaggle submission: one row per test image id, in the order of the test information file; in the WILDS
+    layout (no unlabelled test images) the same file for the images of WILDS's OOD test split."""
     images = table("images")
-    test = images[images["split"] == "test"]
+    test = images[images["wilds_split"] == "test"] if "wilds_split" in images else images[images["split"] == "test"]
     unit, seqs = params["train"]["rows"], test["seq_id"].to_numpy()
     features = EmbeddingPCA.load(FINAL_PCA).transform_file(FeatureFile(FEATURE_TABLE), test.index)
     features = sequence_rows.to_rows(features, seqs, unit)

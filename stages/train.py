@@ -8,7 +8,7 @@ import numpy as np
 from infra.atomic import write_json
 from models import registry, sequence_rows
 from models.reduce import EmbeddingPCA, FeatureFile
-from models.split import holdout_locations
+from models.split import evaluation_split, holdout_locations
 from models.tune import tune
 from stages.common import (FINAL_MODEL, HOLDOUT_PCA, FINAL_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, OPTUNA, FEATURE_TABLE,
                            compute_backend, labelled_train)
@@ -17,23 +17,30 @@ log = logging.getLogger("stages.train")
 
 
 def run(params: dict) -> None:
-    """Tune each model family on location-grouped folds of the non-held-out locations, choose the one with
-    the lower tuning-fold loss (the held-out locations choose nothing), and fit it on all train locations
-    (for the submission). evaluate fits the tuned models on the non-held-out locations and scores them."""
-    cfg, execution = params["train"], params["execution"]
+    """Tune each model family (on location folds of the fitted rows, or on WILDS's OOD val), choose the one with
+    the lower tuning loss (no scored split chooses anything), and fit it for the submission: on all train
+    locations (location scheme) or on WILDS's train split. evaluate fits the tuned models and scores them."""
+    cfg, execution, split_cfg = params["train"], params["execution"], params["split"]
     OPTUNA.mkdir(parents=True, exist_ok=True)  # declared in dvc.yaml even when the storage is elsewhere
     labels, rows = labelled_train()
     ids, features = labels.index, FeatureFile(FEATURE_TABLE)
-    held = holdout_locations(rows["location"], params["split"]["holdout_fraction"], params["split"]["seed"])
-    fit_rows = ~rows["location"].isin(held)
-    log.info("train: %d images from %d locations; holding out %d locations (%d images)",
-             fit_rows.sum(), rows.loc[fit_rows, "location"].nunique(), len(held), (~fit_rows).sum())
+    held = (holdout_locations(rows["location"], split_cfg["holdout_fraction"], split_cfg["seed"])
+            if split_cfg["scheme"] == "location" else None)
+    split = evaluation_split(rows, split_cfg["scheme"], held)
+    log.info("train: %s scheme: fitting on %d images from %d locations; scored on %s", split_cfg["scheme"],
+             split.fit.sum(), rows.loc[split.fit, "location"].nunique(),
+             ", ".join(f"{n} ({m.sum()} images)" for n, m in split.scored.items()))
     unit, seqs = cfg["rows"], rows["seq_id"].to_numpy()
-    pca, reduced = EmbeddingPCA.fit_transform_file(features, ids[fit_rows], cfg["pca_components"], cfg["seed"])
+    pca, reduced = EmbeddingPCA.fit_transform_file(features, ids[split.fit], cfg["pca_components"], cfg["seed"])
     pca.save(HOLDOUT_PCA)
-    x_fit = sequence_rows.to_rows(reduced, seqs[fit_rows], unit)
-    y_fit = sequence_rows.row_labels(labels[fit_rows], seqs[fit_rows], unit).to_numpy()
-    groups = sequence_rows.row_groups(rows.loc[fit_rows, "location"], seqs[fit_rows], unit)
+    x_fit = sequence_rows.to_rows(reduced, seqs[split.fit], unit)
+    y_fit = sequence_rows.row_labels(labels[split.fit], seqs[split.fit], unit).to_numpy()
+    groups = sequence_rows.row_groups(rows.loc[split.fit, "location"], seqs[split.fit], unit)
+    validation = None
+    if split.tuning is not None:
+        tuning_ids = ids[split.tuning]
+        validation = (sequence_rows.to_rows(pca.transform_file(features, tuning_ids), seqs[split.tuning], unit),
+                      sequence_rows.row_labels(labels[split.tuning], seqs[split.tuning], unit).to_numpy())
     names, skipped = registry.tuned_names(len(x_fit), len(np.unique(y_fit)), cfg["multiclass_max_row_classes"])
     log.info("train: %d %s rows of %d classes; tuning %s", len(x_fit), unit, len(np.unique(y_fit)), ", ".join(names))
     studies = {}
@@ -41,18 +48,21 @@ def run(params: dict) -> None:
         for name in names:
             model = registry.build(name, cfg, threads=execution["threads"])
             best, study = tune(model, x_fit, y_fit, groups, cfg["search_space"], cfg["tune"], cfg["seed"],
-                               client=client, threads_per_worker=execution["threads_per_worker"])
+                               client=client, threads_per_worker=execution["threads_per_worker"],
+                               validation=validation)
             studies[name] = {"params": best, "study": study.study_name, "cv_log_loss": study.best_value,
                              "fold_losses": study.best_trial.user_attrs["fold_losses"], "trials": study.trials}
     chosen, why = registry.choose(studies)
     log.info("train: chose %s: %s", chosen, why)
-    y_all = sequence_rows.row_labels(labels, seqs, unit).to_numpy()
-    pca, reduced = EmbeddingPCA.fit_transform_file(features, ids, cfg["pca_components"], cfg["seed"])
+    last = split.final
+    y_final = sequence_rows.row_labels(labels[last], seqs[last], unit).to_numpy()
+    pca, reduced = EmbeddingPCA.fit_transform_file(features, ids[last], cfg["pca_components"], cfg["seed"])
     pca.save(FINAL_PCA)
     final = registry.build(chosen, cfg, studies[chosen]["params"], execution["threads"])
-    final.fit(sequence_rows.to_rows(reduced, seqs, unit), y_all, sequence_rows.row_groups(rows["location"], seqs, unit))
+    final.fit(sequence_rows.to_rows(reduced, seqs[last], unit), y_final,
+              sequence_rows.row_groups(rows.loc[last, "location"], seqs[last], unit))
     final.save(FINAL_MODEL)
-    write_json({"holdout_locations": held}, SPLIT_FILE)
+    write_json({"scheme": split_cfg["scheme"], "holdout_locations": held}, SPLIT_FILE)
     write_json({"chosen": chosen, "why": why, "final_rounds": final.rounds_,
                 "models": {**{n: {k: v for k, v in s.items() if k != "trials"} for n, s in studies.items()},
                            **({registry.LightGBMMulticlass.NAME: {"skipped": skipped}} if skipped else {})}},

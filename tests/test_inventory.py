@@ -8,7 +8,7 @@ import yaml
 from data.io import file_inventory
 from infra.atomic import write_parquet
 from stages.common import DATA_FOLDERS
-from tests.conftest import REPO
+from tests.conftest import DETECTOR_JSON, REPO, TRAIN_JSON
 
 
 def table_bytes(root, path) -> bytes:
@@ -20,7 +20,10 @@ def test_inventory_lists_every_data_file_sorted_and_is_stable(root, tmp_path):
     files = file_inventory(root, DATA_FOLDERS)
     on_disk = sorted(str(p.relative_to(root)) for f in DATA_FOLDERS for p in (root / f).rglob("*") if p.is_file())
     assert files["path"].tolist() == on_disk and len(on_disk) > 100
-    assert not files["path"].str.startswith("metadata/").any()
+    assert {TRAIN_JSON, DETECTOR_JSON} <= set(files["path"])  # a metadata edit reruns the stages reading it
+    (root / "metadata.csv").write_text("split,filename\n")  # the WILDS layout's metadata: a file, not a folder
+    assert "metadata.csv" in set(file_inventory(root, DATA_FOLDERS)["path"])
+    (root / "metadata.csv").unlink()
     assert (files["size"] > 0).all() and files["mtime_ns"].dtype == "int64"
     assert table_bytes(root, tmp_path / "a.parquet") == table_bytes(root, tmp_path / "b.parquet")
 

@@ -3,6 +3,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from sklearn.metrics import f1_score, recall_score
 
 from models import baselines, registry
 from models.lgbm import LightGBMMulticlass, log_loss_of_true_class, stopping_rows
@@ -101,6 +102,25 @@ def test_metrics_on_a_hand_built_case():
     # sequences: s1 mean [.5,.4,.1] -> 0 (label 0) right; s2 mean [.35,.55,.1] -> 1 right; s3 wrong
     assert m["sequence_accuracy"] == pytest.approx(2 / 3) and m["n_sequences"] == 3
     assert m["per_class"]["1"] == {"precision": 0.5, "recall": 0.5, "support": 2}
+
+
+def test_wilds_metrics_average_over_the_classes_present_only():
+    """WILDS's eval: macro recall and macro-F1 over the labels in y_true (sklearn with labels=unique(y_true)); a
+    prediction of a class absent from y_true costs its true class's recall and adds no class of its own."""
+    classes = [0, 1, 2, 3]
+    y_true = np.array([0, 0, 1, 1, 2])
+    y_pred = np.array([0, 1, 1, 3, 2])             # class 3 is predicted once and never true
+    proba = np.eye(4)[y_pred]
+    m = classification_metrics(y_true, proba, classes, np.array(["a", "b", "c", "d", "e"]))
+    # by hand: class 0 P 1 R 1/2 F 2/3; class 1 P 1/2 R 1/2 F 1/2; class 2 P 1 R 1 F 1
+    assert m["accuracy"] == pytest.approx(3 / 5)
+    assert m["macro_recall"] == pytest.approx((1 / 2 + 1 / 2 + 1) / 3)
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
+    present = np.unique(y_true)
+    assert m["macro_f1"] == pytest.approx(f1_score(y_true, y_pred, labels=present, average="macro"))
+    assert m["macro_recall"] == pytest.approx(recall_score(y_true, y_pred, labels=present, average="macro"))
+    # sklearn's default label set (every label seen in either array) would count class 3 with F1 0
+    assert f1_score(y_true, y_pred, average="macro") == pytest.approx((2 / 3 + 1 / 2 + 1 + 0) / 4)
 
 
 def test_sequence_smoothing_gives_every_frame_the_sequence_mean():
@@ -422,6 +442,9 @@ def test_the_reranker_is_chosen_only_when_its_tuning_folds_say_so_beyond_noise()
     chosen, why = registry.choose(tied)
     assert chosen == mc and "-0.0100, not lower by more than one standard error" in why
     assert registry.choose({rr: {"fold_losses": [9.0, 9.0]}})[0] == rr  # the multiclass over the cap
+    # one validation split (WILDS's val): the lower loss there, however small the difference
+    assert registry.choose({rr: {"fold_losses": [0.50]}, mc: {"fold_losses": [0.51]}})[0] == rr
+    assert registry.choose({rr: {"fold_losses": [0.51]}, mc: {"fold_losses": [0.50]}})[0] == mc
     assert registry.tuned_names(1000, 188, 2_000_000) == ([rr, mc], None)
     assert registry.tuned_names(20_000, 188, 2_000_000) == ([rr], "skipped: 20,000 rows x 188 classes = 3,760,000 > "
                                                                  "train.multiclass_max_row_classes (2,000,000)")

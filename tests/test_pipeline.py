@@ -99,9 +99,12 @@ def test_repro_writes_metrics_submission_and_quality_report(repro):
     families = ("detector_stats", "sequence_timing", "landsat_summary", "image_stats",
                 "embeddings_efficientnet_lite0", "embeddings_efficientnet_lite0_frame",
                 "embeddings_efficientnet_lite0_crops")
-    assert set(baselines) == {"majority_class", "detector_only", "logistic_regression", "hist_gradient_boosting",
+    probes = {f"linear_probe_{f}{v}" for f in ("embeddings", "all_families") for v in ("", "_sequence_smoothed")}
+    assert set(baselines) == {"majority_class", "detector_only", "hist_gradient_boosting",
                               "lightgbm_multiclass_all_families", "reranker_all_families",
-                              f"{chosen}_all_families_sequence_smoothed"} | {f"{chosen}_{f}_only" for f in families}
+                              f"{chosen}_all_families_sequence_smoothed"} | probes | {
+                                  f"{chosen}_{f}_only" for f in families}
+    assert all(set(m["splits"]) == {"holdout"} and m["split"] == "holdout" for m in baselines.values())
     assert all(m["fit_seconds"] > 0 for m in baselines.values())
     assert metrics["accuracy"] > baselines["majority_class"]["accuracy"]
     for plot in ("confusion.csv", "per_class_recall.json", "importance_by_family.json", "optuna_history.json"):
@@ -117,6 +120,12 @@ def test_repro_writes_metrics_submission_and_quality_report(repro):
     assert quality["skipped"]["datetime year outside 2000-2030 (set to NaT)"] > 0  # the bad-clock camera
     shown = run(["dvc", "metrics", "show"], work).stdout
     assert "macro_f1" in shown and "reports/metrics.json" in shown
+    # every run writes the comparison, and says when its rows cannot stand beside the published ones
+    comparison = (work / "reports/comparison.md").read_text()
+    assert "its rows are not comparable with the published ones" in comparison
+    assert "| ERM, ResNet-50 fine-tuned | published | wilds | test | 71.6 | 31.0 |" in comparison
+    assert f"| {chosen}_all_families_sequence_smoothed | measured | location | holdout |" in comparison
+    assert "| detector_only | measured |" in comparison and f"{chosen}_image_stats_only" not in comparison
 
 
 def test_second_repro_runs_only_the_inventory_and_it_finds_nothing_changed(repro):

@@ -27,7 +27,7 @@ def test_scale_report_measures_every_stage_and_a_noop_repro(rehearsal):
                            "image_stats", "embeddings", "join", "train", "evaluate", "predict"}
     assert all(s["wall_s"] > 0 and s["peak_rss_gb"] > 0 for s in stages.values())
     files = stages["inventory"]["outputs"]["artifacts/tables/files.parquet"]["rows"]
-    assert files == 2180 + 629 + shape["landsat_files"]
+    assert files == 2180 + 629 + shape["landsat_files"] + 3  # and the three metadata json files
     assert stages["join"]["outputs"]["artifacts/features/feature_table.parquet"]["rows"] == 2180 + 629
     assert len(rehearsal["noop_repro_s"]) == 2 and rehearsal["totals"]["train_evaluate_s"] > 0
 
@@ -43,9 +43,11 @@ def test_the_model_beats_the_rules_on_held_out_cameras_despite_the_long_tail(reh
     assert metrics["n_classes"] >= 10  # classes present at the held-out cameras
 
 
-def test_multiclass_models_past_the_limit_are_neither_tuned_nor_evaluated_and_say_why(rehearsal):
-    for name in ("logistic_regression", "lightgbm_multiclass_all_families", "hist_gradient_boosting"):
+def test_multiclass_trees_past_the_limit_are_neither_tuned_nor_evaluated_and_say_why_but_the_probes_run(rehearsal):
+    for name in ("lightgbm_multiclass_all_families", "hist_gradient_boosting"):
         assert "train.multiclass_max_row_classes (100,000)" in rehearsal["baselines"][name]["skipped"]
+    for name in ("linear_probe_embeddings", "linear_probe_all_families"):
+        assert rehearsal["baselines"][name]["fit_seconds"] > 0
     choice = rehearsal["best_params"]
     assert choice["chosen"] == "reranker" and choice["why"].startswith("the only model tuned")
     assert "train.multiclass_max_row_classes (100,000)" in choice["models"]["lightgbm_multiclass"]["skipped"]

@@ -1,0 +1,55 @@
+"""Our numbers beside the published ones (models/published.json): every run writes the table, and says which
+rows can be compared. Only rows measured under the WILDS scheme (its splits, its metrics) stand beside the
+published WILDS rows; our own held-out locations are another test set."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+PUBLISHED = Path(__file__).with_name("published.json")
+
+
+def published() -> list[dict]:
+    return json.loads(PUBLISHED.read_text())["rows"]
+
+
+def backbones(columns: pd.Index) -> set[str]:
+    """The embedding backbones of the feature table (families `embeddings_<backbone>`)."""
+    return {str(c).split("__")[0].removeprefix("embeddings_") for c in columns if str(c).startswith("embeddings_")}
+
+
+def compare(summary: dict, scheme: str, references: list[dict], in_use: set[str], ablations: set[str]) -> list[dict]:
+    """Rows of the comparison, in percent: ours ("measured": every model and baseline of `summary` but the
+    single-family `ablations`, on every scored split) and the published ones that apply (the WILDS
+    baselines, and the frozen-feature probes of the backbones in use)."""
+    rows = [{"model": name, "kind": "measured", "protocol": scheme, "split": split,
+             "accuracy": round(100 * m["accuracy"], 1), "macro_f1": round(100 * m["macro_f1"], 1),
+             "comparable": scheme == "wilds", "source": "this run"}
+            for name, result in summary.items() if "splits" in result and name not in ablations
+            for split, m in result["splits"].items()]
+    rows += [dict(r, kind="published", protocol="wilds", comparable=True) for r in references
+             if r.get("backbone") is None or r["backbone"] in in_use]
+    return rows
+
+
+def comparison_markdown(rows: list[dict]) -> str:
+    measured = [r for r in rows if r["kind"] == "measured"]
+    scheme = measured[0]["protocol"] if measured else "?"
+    lines = ["# This run beside published iWildCam2020-WILDS numbers", "",
+             "Accuracy and macro-F1 in percent (macro-F1 over the classes present in the split, as WILDS computes "
+             "it). *measured*: this run; *published*: cited from the source named, never run here. "
+             + ("This run used the WILDS splits: its `test` and `id_test` rows stand beside the published ones "
+                "(the published probes use the full frame embedding; ours use the PCA-reduced views, "
+                "README, Comparison)." if scheme == "wilds" else
+                "This run held out its own train locations (split.scheme: location): its rows are not comparable "
+                "with the published ones; run with the WILDS layout and split.scheme: wilds for that."),
+             "On the embedded sample or the rehearsal data the measured numbers rank our models on synthetic "
+             "data and say nothing about camera traps.", "",
+             "| model | kind | protocol | split | accuracy | macro-F1 | source |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        accuracy = "" if r["accuracy"] is None else f"{r['accuracy']:.1f}"
+        lines.append(f"| {r['model']} | {r['kind']} | {r['protocol']} | {r['split']} | {accuracy} | "
+                     f"{r['macro_f1']:.1f} | {r['source']} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,204 @@
+"""The WILDS layout and scheme: the re-packing, its loader (good and bad files), and `dvc repro` end to end with
+the official splits (fit on train, tune on val, report every split beside the published numbers)."""
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from data import DataError, QualityReport
+from data.wilds import load_wilds
+from models import registry, sequence_rows
+from models.lgbm import log_loss_of_true_class
+from models.reduce import EmbeddingPCA, FeatureFile
+from models.split import evaluation_split
+from sample.generate import generate
+from sample.wilds import assign_splits, write_wilds
+from tests.conftest import DETECTOR_JSON, TINY, TRAIN_JSON, copy_project, project_reading, read, run_stage
+from tests.test_pipeline import run, tiny_params
+
+SMALL = dict(TINY, train_locations=10, test_locations=2, images=600, bad_clock_locations=0)
+TARGETS = {"train": 180, "val": 30, "test": 80, "id_val": 15, "id_test": 20}
+CAMERA_TARGETS = {"train": 6, "val": 1, "test": 2}
+
+
+@pytest.fixture(scope="module")
+def kaggle(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kaggle") / "data"
+    generate(root, SMALL)
+    return root
+
+
+@pytest.fixture(scope="module")
+def wilds(kaggle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("wilds") / "iwildcam_v2.0"
+    return out, write_wilds(kaggle, out, TARGETS, CAMERA_TARGETS, seed=3)
+
+
+@pytest.fixture
+def damaged(wilds, tmp_path):
+    """A private copy of the WILDS-layout root that a test may damage."""
+    copy = tmp_path / "iwildcam_v2.0"
+    shutil.copytree(wilds[0], copy)
+    return copy
+
+
+def test_repacking_splits_cameras_for_ood_and_days_for_id(wilds):
+    root, shape = wilds
+    meta = pd.read_csv(root / "metadata.csv", index_col=0)
+    cameras = {s: set(meta.loc[meta["split"] == s, "location"]) for s in TARGETS}
+    assert (len(cameras["val"]), len(cameras["test"])) == (1, 2)
+    assert not cameras["val"] & cameras["test"] and not (cameras["val"] | cameras["test"]) & cameras["train"]
+    assert cameras["id_val"] <= cameras["train"] and cameras["id_test"] <= cameras["train"]
+    day = meta["location"].astype(str) + pd.to_datetime(meta["datetime"]).dt.strftime(" %Y-%m-%d")
+    days = {s: set(day[meta["split"] == s]) for s in TARGETS}
+    assert not (days["id_val"] | days["id_test"]) & days["train"] and not days["id_val"] & days["id_test"]
+    counts = meta["split"].value_counts()
+    assert all(0 < counts[s] <= TARGETS[s] for s in TARGETS) and shape["images"] == len(meta)
+    assert sorted(meta["y"].unique()) == list(range(shape["classes"]))  # dense, as WILDS's y
+
+
+def test_split_targets_are_met_exactly_where_the_cameras_hold_enough():
+    rng = np.random.default_rng(0)
+    n = 4000
+    images = pd.DataFrame({"location": rng.integers(0, 40, n), "seq_id": rng.integers(0, 900, n).astype(str),
+                           "datetime": pd.Timestamp("2020-01-01") + pd.to_timedelta(rng.integers(0, 200, n), "D"),
+                           "frame_num": 0}, index=[f"i{k}" for k in range(n)])
+    targets = {"train": 1500, "val": 300, "test": 600, "id_val": 150, "id_test": 160}
+    split = assign_splits(images, targets, {"train": 25, "val": 5, "test": 8}, seed=1)
+    assert split.value_counts().to_dict() == targets
+
+
+def test_loader_reads_the_repacked_copy_with_the_kaggle_labels(wilds, kaggle):
+    root, shape = wilds
+    report = QualityReport()
+    images, labels, categories, original = load_wilds(root, report, (2000, 2030))
+    assert original and len(images) == shape["images"] and images["file_ok"].all()
+    assert images["wilds_split"].value_counts().to_dict() == {s: shape[f"{s}_images"] for s in TARGETS}
+    kaggle_labels = {a["image_id"]: a["category_id"] for a in read(kaggle, TRAIN_JSON)["annotations"]}
+    assert labels["category_id"].to_dict() == {i: kaggle_labels[i] for i in images.index}
+    kaggle_images = pd.DataFrame(read(kaggle, TRAIN_JSON)["images"]).set_index("id")
+    assert (images["location"] == kaggle_images.loc[images.index, "location"]).all()  # the original ids
+    assert (images[["width", "height"]] == [SMALL["width"], SMALL["height"]]).all().all()  # from the headers
+    first = images.sort_values("datetime").groupby("seq_id").head(1)
+    assert (first["frame_num"] == 0).all() and (images["frame_num"] < images["seq_num_frames"]).all()
+    assert set(categories.index) == set(labels["category_id"])
+
+
+def test_bad_rows_are_counted_and_named_and_a_missing_column_is_one_error(damaged):
+    meta = pd.read_csv(damaged / "metadata.csv", index_col=0)
+    meta.loc[0, "split"] = "holdout"
+    meta.loc[1, "y"] = 999
+    meta.loc[2, "filename"] = "../escape.png"
+    meta.loc[3, "filename"] = meta.loc[4, "filename"]
+    (damaged / "train" / meta.loc[5, "filename"]).unlink()
+    meta.to_csv(damaged / "metadata.csv")
+    report = QualityReport()
+    images, labels, _, _ = load_wilds(damaged, report, (2000, 2030))
+    skipped = report.to_dict()["skipped"]
+    assert skipped["split not one of train, val, test, id_val, id_test (row skipped)"] == 1
+    assert skipped["y not in categories.csv (row skipped)"] == 1
+    assert skipped["filename is not <image id>.jpg (row skipped)"] == 1
+    assert skipped["duplicate filename (later row skipped)"] == 1
+    assert skipped["image file missing (image not read)"] == 1 and (~images["file_ok"]).sum() == 1
+    assert len(images) == len(meta) - 4 and labels.index.equals(images.index)
+    meta.drop(columns="sequence_remapped").to_csv(damaged / "metadata.csv")
+    with pytest.raises(DataError, match=r"metadata.csv: columns \['sequence_remapped'\] missing"):
+        load_wilds(damaged, QualityReport(), (2000, 2030))
+    meta.assign(location_remapped="north").to_csv(damaged / "metadata.csv")
+    with pytest.raises(DataError, match=rf"metadata.csv: line 5 \({meta.loc[3, 'filename']}\) has invalid "
+                                        r"'location_remapped' = 'north'"):
+        load_wilds(damaged, QualityReport(), (2000, 2030))
+
+
+def test_without_detector_file_or_original_locations_those_families_are_off_in_one_line(damaged, tmp_path):
+    (damaged / DETECTOR_JSON).unlink()
+    meta = pd.read_csv(damaged / "metadata.csv", index_col=0)
+    meta.drop(columns="location").to_csv(damaged / "metadata.csv")
+    (tmp_path / "work").mkdir()
+    work = project_reading(damaged, tmp_path / "work")
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["data"].update(layout="wilds", metadata="metadata.csv")
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    run_stage(work, "inventory")
+    done = run_stage(work, "load")
+    assert "the detector family and the crops are off" in done.stderr
+    assert "no original iWildCam `location` column" in done.stderr
+    notes = json.loads((work / "reports/quality/load.json").read_text())["notes"]
+    assert {"detector off", "landsat off"} <= set(notes)
+    assert pd.read_parquet(work / "artifacts/tables/detections.parquet").empty
+    assert pd.read_parquet(work / "artifacts/tables/landsat_index.parquet").empty
+    images = pd.read_parquet(work / "artifacts/tables/images.parquet")
+    remapped = meta.set_index(meta["filename"].str[:-4]).loc[images.index, "location_remapped"]
+    assert (images["location"] == remapped).all()
+
+
+def test_wilds_scheme_needs_the_wilds_layout():
+    rows = pd.DataFrame({"location": [1, 2]})
+    with pytest.raises(DataError, match="split.scheme wilds needs the WILDS layout"):
+        evaluation_split(rows, "wilds", None)
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory):
+    work = tmp_path_factory.mktemp("wilds_repo")
+    copy_project(work)
+    params = tiny_params()
+    params["sample"].update(SMALL)
+    params["data"].update(layout="wilds", metadata="metadata.csv")
+    params["split"]["scheme"] = "wilds"
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["dvc", "init", "--no-scm", "-q"], work)
+    run(["dvc", "repro"], work)
+    return work, params
+
+
+def test_repro_on_the_wilds_layout_reports_every_split_beside_the_published_numbers(repro):
+    work, _ = repro
+    metrics = json.loads((work / "reports/metrics.json").read_text())
+    baselines = json.loads((work / "reports/baselines.json").read_text())
+    assert metrics["scheme"] == "wilds" and metrics["split"] == "test"  # the leaderboard's split is the headline
+    assert set(metrics["splits"]) == {"test", "val", "id_test", "id_val"}
+    assert all({"accuracy", "macro_recall", "macro_f1"} <= set(m) for m in metrics["splits"].values())
+    assert metrics["macro_f1"] == metrics["splits"]["test"]["macro_f1"]
+    for probe in ("linear_probe_embeddings", "linear_probe_all_families"):
+        for variant in (probe, f"{probe}_sequence_smoothed"):
+            assert baselines[variant]["fit_seconds"] > 0 and set(baselines[variant]["splits"]) == set(metrics["splits"])
+    images = pd.read_parquet(work / "artifacts/tables/images.parquet")
+    submission = pd.read_csv(work / "reports/submission.csv", dtype={"Id": str})
+    assert set(submission["Id"]) == set(images.index[images["wilds_split"] == "test"])
+    comparison = json.loads((work / "reports/comparison.json").read_text())
+    published = [r for r in comparison if r["kind"] == "published"]
+    assert {r["model"] for r in published} == {"ERM, ResNet-50 fine-tuned", "CORAL, ResNet-50 fine-tuned"}
+    ours = [r for r in comparison if r["kind"] == "measured"]
+    assert all(r["comparable"] for r in ours) and {r["split"] for r in ours} == set(metrics["splits"])
+    text = (work / "reports/comparison.md").read_text()
+    assert "| ERM, ResNet-50 fine-tuned | published | wilds | test | 71.6 | 31.0 |" in text
+    assert "its `test` and `id_test` rows stand beside the published ones" in text
+
+
+def test_tuning_scored_the_val_split_with_the_model_fitted_on_train(repro):
+    """The tuning loss of the chosen params is that model fitted on `train` and scored on `val`: no test split
+    took part, and the final model is that same fit."""
+    work, params = repro
+    choice = json.loads((work / "artifacts/models/best_params.json").read_text())
+    chosen = choice["chosen"]
+    assert "on the one validation split" in choice["why"]
+    images = pd.read_parquet(work / "artifacts/tables/images.parquet")
+    labels = pd.read_parquet(work / "artifacts/tables/labels.parquet")["category_id"]
+    rows = images.loc[labels.index]
+    split = evaluation_split(rows, "wilds", None)
+    table = FeatureFile(work / "artifacts/features/feature_table.parquet")
+    pca = EmbeddingPCA.load(work / "artifacts/models/holdout_embedding_pca.npz")
+    unit = params["train"]["rows"]
+    model = registry.build(chosen, params["train"], choice["models"][chosen]["params"])
+    model.fit(pca.transform_file(table, labels.index[split.fit]), labels[split.fit].to_numpy(),
+              rows.loc[split.fit, "location"].to_numpy())
+    val = labels.index[split.tuning]
+    proba = model.predict_proba(sequence_rows.to_rows(pca.transform_file(table, val), rows.loc[val, "seq_id"], unit))
+    loss = log_loss_of_true_class(proba, model.classes_, labels[val].to_numpy(), params["train"]["class_weight"])
+    assert choice["models"][chosen]["fold_losses"] == [pytest.approx(loss)]
+    final = registry.load(work / "artifacts/models/final")
+    assert final.rounds_ == model.rounds_ and list(final.classes_) == list(model.classes_)
