@@ -10,9 +10,6 @@ import yaml
 
 from data import DataError, QualityReport
 from data.wilds import load_wilds
-from models import registry, sequence_rows
-from models.lgbm import log_loss_of_true_class
-from models.reduce import EmbeddingPCA, FeatureFile
 from models.split import evaluation_split
 from sample.generate import generate
 from sample.wilds import assign_splits, write_wilds
@@ -179,26 +176,30 @@ def test_repro_on_the_wilds_layout_reports_every_split_beside_the_published_numb
     assert "its `test` and `id_test` rows stand beside the published ones" in text
 
 
-def test_tuning_scored_the_val_split_with_the_model_fitted_on_train(repro):
-    """The tuning loss of the chosen params is that model fitted on `train` and scored on `val`: no test split
-    took part, and the final model is that same fit."""
-    work, params = repro
+def test_tuning_reads_the_val_labels_and_no_test_label(repro, tmp_path):
+    """Relabelling the test splits leaves tuning, the choice and the final model as they were (the same
+    studies, resumed with nothing to do); relabelling val starts new studies: val is what tuning scores."""
+    work, _ = repro
+    copy = tmp_path / "repo"
+    shutil.copytree(work, copy)
     choice = json.loads((work / "artifacts/models/best_params.json").read_text())
-    chosen = choice["chosen"]
+    assert all(len(m["fold_losses"]) == 1 for m in choice["models"].values())  # one fold: val
     assert "on the one validation split" in choice["why"]
-    images = pd.read_parquet(work / "artifacts/tables/images.parquet")
-    labels = pd.read_parquet(work / "artifacts/tables/labels.parquet")["category_id"]
-    rows = images.loc[labels.index]
-    split = evaluation_split(rows, "wilds", None)
-    table = FeatureFile(work / "artifacts/features/feature_table.parquet")
-    pca = EmbeddingPCA.load(work / "artifacts/models/holdout_embedding_pca.npz")
-    unit = params["train"]["rows"]
-    model = registry.build(chosen, params["train"], choice["models"][chosen]["params"])
-    model.fit(pca.transform_file(table, labels.index[split.fit]), labels[split.fit].to_numpy(),
-              rows.loc[split.fit, "location"].to_numpy())
-    val = labels.index[split.tuning]
-    proba = model.predict_proba(sequence_rows.to_rows(pca.transform_file(table, val), rows.loc[val, "seq_id"], unit))
-    loss = log_loss_of_true_class(proba, model.classes_, labels[val].to_numpy(), params["train"]["class_weight"])
-    assert choice["models"][chosen]["fold_losses"] == [pytest.approx(loss)]
-    final = registry.load(work / "artifacts/models/final")
-    assert final.rounds_ == model.rounds_ and list(final.classes_) == list(model.classes_)
+    images = pd.read_parquet(copy / "artifacts/tables/images.parquet")
+    table = copy / "artifacts/tables/labels.parquet"
+    labels = pd.read_parquet(table)
+
+    def relabelled(splits: tuple[str, ...]) -> dict:
+        rows = images.index[images["wilds_split"].isin(splits)]
+        shuffled = labels.copy()
+        shuffled.loc[rows, "category_id"] = np.random.default_rng(0).permutation(labels.loc[rows, "category_id"])
+        assert (shuffled["category_id"] != labels["category_id"]).any()
+        shuffled.to_parquet(table)
+        run_stage(copy, "train")
+        return json.loads((copy / "artifacts/models/best_params.json").read_text())
+
+    assert relabelled(("test", "id_test", "id_val")) == choice
+    assert (copy / "artifacts/models/final/booster.txt").read_bytes() == \
+        (work / "artifacts/models/final/booster.txt").read_bytes()
+    studies = {m["study"] for m in relabelled(("val",))["models"].values()}
+    assert not studies & {m["study"] for m in choice["models"].values()}
