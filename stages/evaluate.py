@@ -88,7 +88,9 @@ def run(params: dict) -> None:
     single_family = set()
     for family, prefixes in ablations(features.columns).items():
         columns = [c for c in features.columns if c.startswith(prefixes)]
-        if len(columns) < features.shape[1]:  # one family alone is the all-families row
+        # one family alone is the all-families row; a view with no column (no crops without a detector file)
+        # has no row
+        if 0 < len(columns) < features.shape[1]:
             single_family.add(f"{chosen}_{family}_only")
             models[f"{chosen}_{family}_only"] = tuned_model(chosen, columns)
 

@@ -118,6 +118,9 @@ def test_without_detector_file_or_original_locations_those_families_are_off_in_o
     work = project_reading(damaged, tmp_path / "work")
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["data"].update(layout="wilds", metadata="metadata.csv")
+    params["split"]["scheme"] = "wilds"
+    params["train"].update(max_rounds=40, cv_folds=2)
+    params["train"]["tune"]["n_trials"] = 2
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     run_stage(work, "inventory")
     done = run_stage(work, "load")
@@ -130,6 +133,15 @@ def test_without_detector_file_or_original_locations_those_families_are_off_in_o
     images = pd.read_parquet(work / "artifacts/tables/images.parquet")
     remapped = meta.set_index(meta["filename"].str[:-4]).loc[images.index, "location_remapped"]
     assert (images["location"] == remapped).all()
+    # the rest of the pipeline runs without them: no crop view to embed, so no crop ablation row
+    for stage in ("detector_stats", "sequence_timing", "landsat_summary", "image_stats", "embeddings", "join",
+                  "train", "evaluate", "predict"):
+        run_stage(work, stage)
+    baselines = json.loads((work / "reports/baselines.json").read_text())
+    chosen = json.loads((work / "artifacts/models/best_params.json").read_text())["chosen"]
+    assert f"{chosen}_embeddings_efficientnet_lite0_frame_only" in baselines
+    assert f"{chosen}_embeddings_efficientnet_lite0_crops_only" not in baselines
+    assert (work / "reports/submission.csv").stat().st_size > 0
 
 
 def test_wilds_scheme_needs_the_wilds_layout():
