@@ -95,6 +95,8 @@ def run(params: dict) -> None:
             models[f"{chosen}_{family}_only"] = tuned_model(chosen, columns)
 
     row = f"{chosen}_all_families"  # the chosen model family on all feature families
+    reported = f"{row}_sequence_smoothed" if cfg["smoothing"] else row
+    primary = next(iter(split.scored))
     smoothed_rows = (row, "linear_probe_all_families", "linear_probe_embeddings")
     for name, (estimator, columns) in tqdm(models.items(), desc="evaluate: models", unit="model"):
         xf = conf_fit if columns == "top_conf" else x_fit if columns is None else x_fit[columns]
@@ -111,10 +113,8 @@ def run(params: dict) -> None:
             for variant, p in variants.items():
                 results.setdefault(variant, {"fit_seconds": seconds, "splits": {}})["splits"][split_name] = \
                     classification_metrics(y, p, classes, seq)
-        if name == row:
-            model = estimator
-    primary = next(iter(split.scored))
-    reported = f"{row}_sequence_smoothed" if cfg["smoothing"] else row
+            if name == row and split_name == primary:
+                model, reported_proba = estimator, variants[reported]
     per_class = results[reported]["splits"][primary]["per_class"]
     summary = {name: {"skipped": m["skipped"]} if "skipped" in m else dict(
         {k: v for k, v in m["splits"][primary].items() if k != "per_class"}, fit_seconds=m["fit_seconds"],
@@ -129,7 +129,7 @@ def run(params: dict) -> None:
     if isinstance(model, Reranker):
         metrics.update(candidates=min(model.candidates, len(classes)),
                        candidate_recall=model.candidate_recall(x, sequence_rows.row_labels(
-                           pd.Series(y, index=labels.index[split.scored[primary]]), seq, unit).to_numpy()))
+                           labels[split.scored[primary]], seq, unit).to_numpy()))
     for name, m in summary.items():
         if "skipped" in m:
             log.info("evaluate: %-50s %s", name, m["skipped"])
@@ -141,7 +141,5 @@ def run(params: dict) -> None:
     comparison = compare(summary, record["scheme"], published(), backbones(features.columns), single_family)
     write_json(comparison, REPORTS / "comparison.json")
     write_text(comparison_markdown(comparison), REPORTS / "comparison.md")
-    proba = sequence_rows.to_images(model.predict_proba(x), x.index, seq, unit)
-    proba = smooth_by_sequence(proba, seq) if cfg["smoothing"] else proba
-    predicted = np.asarray(classes)[proba.argmax(axis=1)]
+    predicted = np.asarray(classes)[reported_proba.argmax(axis=1)]
     write_plots(y, predicted, per_class, model.booster_, table("categories")["name"], PLOTS, FIGURES)

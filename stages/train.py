@@ -56,7 +56,8 @@ def run(params: dict) -> None:
     log.info("train: chose %s: %s", chosen, why)
     last = split.final
     y_final = sequence_rows.row_labels(labels[last], seqs[last], unit).to_numpy()
-    pca, reduced = EmbeddingPCA.fit_transform_file(features, ids[last], cfg["pca_components"], cfg["seed"])
+    if not np.array_equal(last, split.fit):  # the WILDS scheme's final rows are the fitted ones: same PCA
+        pca, reduced = EmbeddingPCA.fit_transform_file(features, ids[last], cfg["pca_components"], cfg["seed"])
     pca.save(FINAL_PCA)
     final = registry.build(chosen, cfg, studies[chosen]["params"], execution["threads"])
     final.fit(sequence_rows.to_rows(reduced, seqs[last], unit), y_final,
