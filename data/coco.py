@@ -11,7 +11,7 @@ import pandas as pd
 
 from data.images import ImageError, jpeg_size
 from data.io import json_bytes
-from data.quality import DataError, QualityReport
+from data.quality import DataError, QualityReport, as_written, integer_column
 
 log = logging.getLogger(__name__)
 
@@ -39,16 +39,6 @@ def _require_list(doc: dict, key: str, path: Path) -> list:
     return value
 
 
-def _int_column(df: pd.DataFrame, col: str, path: Path) -> pd.Series:
-    """Coerce a required integer column; a missing or non-integer value is a DataError naming the image."""
-    values = pd.to_numeric(df[col], errors="coerce")
-    bad = values.isna() | (values != np.floor(values))
-    if bad.any():
-        first = df.loc[bad.idxmax()]
-        raise DataError(f"{path}: image {first['id']!r} has invalid '{col}' = {first[col]!r}")
-    return values.astype("int64")
-
-
 def _categories(doc: dict, path: Path) -> pd.DataFrame:
     cats = pd.DataFrame.from_records(_require_list(doc, "categories", path), columns=["id", "name"])
     cats["id"] = pd.to_numeric(cats["id"], errors="raise").astype("int64")
@@ -73,21 +63,31 @@ def parse_datetimes(raw: pd.Series, valid_years: tuple[int, int], report: Qualit
     return parsed.mask(implausible).astype("datetime64[ns]")
 
 
-def _safe_relative(file_name: object) -> bool:
-    """True if `file_name` is a plain relative path that stays inside the image folder."""
+def safe_relative(file_name: object) -> bool:
+    """True if `file_name` is a plain relative path that stays inside the image folder (an absolute path, a
+    `..` part, a home folder or a Windows separator never does)."""
     if not isinstance(file_name, str) or not file_name or "\\" in file_name or "\x00" in file_name:
         return False
     p = PurePosixPath(file_name)
     return not p.is_absolute() and ".." not in p.parts and p.parts[0] != "~"
 
 
-def _files_under(folder: Path) -> set[str]:
-    """Relative posix paths of every file under `folder` (one directory walk instead of one stat per image)."""
-    found: set[str] = set()
-    for dirpath, _, files in os.walk(folder):
-        rel = Path(dirpath).relative_to(folder).as_posix()
-        prefix = "" if rel == "." else rel + "/"
-        found.update(prefix + f for f in files)
+def _files_under(folder: Path) -> dict[str, int]:
+    """Size of every file under `folder` by relative posix path (one directory walk instead of one stat per
+    image)."""
+    found: dict[str, int] = {}
+    stack = [folder]
+    while stack:
+        top = stack.pop()
+        try:
+            entries = list(os.scandir(top))
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(Path(entry.path))
+            elif entry.is_file():
+                found[Path(entry.path).relative_to(folder).as_posix()] = entry.stat().st_size
     return found
 
 
@@ -113,7 +113,7 @@ def load_split(root: Path, split: str, report: QualityReport, valid_years: tuple
     images = images.loc[~dup]
 
     for col in ("location", "seq_num_frames", "frame_num"):
-        images[col] = _int_column(images, col, path)
+        images[col] = integer_column(images[col], col, lambda at: f"{path}: image {images.at[at, 'id']!r}")
     for col in OPTIONAL_KEYS:
         size = pd.to_numeric(images[col], errors="coerce")
         images[col] = size.where(size > 0).astype("Int64")
@@ -133,36 +133,42 @@ def load_split(root: Path, split: str, report: QualityReport, valid_years: tuple
 
 
 def check_files(images: pd.DataFrame, root: Path, folder: str, where: str, report: QualityReport) -> None:
-    """Set `file_ok` (the image's file is under `root`/`folder` and its name stays inside it) and fill a
-    missing width or height from the JPEG header; `where` names the metadata file in the skip lines."""
-    safe = images["file_name"].map(_safe_relative).astype(bool)
+    """Set `file_ok` (the image's file is under `root`/`folder`, its name stays inside it, it is not empty and,
+    where the metadata lacks the size, its JPEG header reads) and fill a missing width or height from the
+    JPEG header; `where` names the metadata file in the skip lines."""
+    safe = images["file_name"].map(safe_relative).astype(bool)
     report.skip_many("file_name escapes the image folder (image not read)",
                      [f"{where}: image {i} file_name={f!r}" for i, f in images.loc[~safe, "file_name"].items()])
-    present = images["file_name"].isin(_files_under(root / folder)) & safe
+    size = images["file_name"].where(safe).map(_files_under(root / folder))
+    present, empty = size.notna(), size == 0
     report.skip_many("image file missing (image not read)",
                      [f"{folder}/{f} (image {i})" for i, f in images.loc[safe & ~present, "file_name"].items()])
+    report.skip_many("image file empty, 0 bytes (image not read)",
+                     [f"{folder}/{f} (image {i})" for i, f in images.loc[empty, "file_name"].items()])
     images["file_name"] = images["file_name"].astype("string")
-    images["file_ok"] = present
+    images["file_ok"] = present & ~empty
     _sizes_from_headers(images, root / folder, where, report)
 
 
 def _sizes_from_headers(images: pd.DataFrame, folder: Path, where: str, report: QualityReport) -> None:
-    """Width and height from the JPEG header where the metadata lacks them (or gives one not positive)."""
+    """Width and height from the JPEG header where the metadata lacks them (or gives one not positive); a file
+    whose header does not read (not a JPEG, cut inside its header) has no usable pixels: `file_ok` false."""
     lacking = images["width"].isna() | images["height"].isna()
-    sizes, unread = {}, []
+    sizes, unread = {}, {}
     for i, f in images.loc[lacking & images["file_ok"], "file_name"].items():
         try:
             sizes[i] = jpeg_size(folder / f)
         except ImageError as e:
-            unread.append(f"{where}: image {i} ({e.reason})")
+            unread[i] = f"{where}: image {i} ({e.reason})"
     if sizes:
         ids = list(sizes)
         images.loc[ids, ["width", "height"]] = np.array(list(sizes.values()), dtype=np.int64)
+    images.loc[list(unread), "file_ok"] = False
     report.skip_many("image width/height missing or not positive (read from the JPEG header)",
                      [f"{where}: image {i}" for i in sizes])
-    unreadable = images.index[lacking & ~images["file_ok"]]
-    report.skip_many("image width/height missing or not positive, JPEG header unreadable (left NA)",
-                     unread + [f"{where}: image {i} (file not read)" for i in unreadable])
+    unreadable = images.index[lacking & ~images["file_ok"]].difference(list(unread))
+    report.skip_many("image width/height missing or not positive, JPEG header unreadable (left NA, image not read)",
+                     list(unread.values()) + [f"{where}: image {i} (file not read)" for i in unreadable])
 
 
 def _labels(annotations: pd.DataFrame, images: pd.DataFrame, categories: pd.DataFrame,
@@ -172,8 +178,8 @@ def _labels(annotations: pd.DataFrame, images: pd.DataFrame, categories: pd.Data
                              category_id=pd.to_numeric(annotations["category_id"], errors="coerce"))
     unknown_cat = ~ann["category_id"].isin(categories["id"])
     report.skip_many("annotation with unknown category id",
-                     [f"annotation {a} image {i} category={c!r}" for a, i, c in
-                      ann.loc[unknown_cat, ["id", "image_id", "category_id"]].itertuples(index=False)])
+                     [f"annotation {a} image {i} category={as_written(c)}" for a, i, c in
+                      annotations.loc[unknown_cat, ["id", "image_id", "category_id"]].itertuples(index=False)])
     ann = ann.loc[~unknown_cat]
     train_ids = images.index[images["split"] == "train"]
     unknown_img = ~ann["image_id"].isin(train_ids)

@@ -199,10 +199,11 @@ def read_image(path: str | os.PathLike, reduction: int | Callable[[int, int], in
 
 def report_unreadable(report: QualityReport, images: pd.DataFrame, reasons: pd.Series,
                       problems: pd.Series) -> None:
-    """Count every image that could not be read: files the loader flagged (missing or escaping the image
-    folder) and, per reason, those that failed to decode (`reasons`: image id -> reason or None); and the
-    images kept although they decoded with errors (`problems`)."""
-    report.skip_many("image not readable: missing or unsafe file_name (see load report)",
+    """Count every image that could not be read: files the loader flagged (missing, empty, escaping the image
+    folder, an unreadable header) and, per reason, those that failed to decode (`reasons`: image id -> reason
+    or None); and the images kept although they decoded with errors (`problems`)."""
+    report.skip_many("image not readable: no usable file at load (missing, empty, escaping the folder or an "
+                     "unreadable header: see load report)",
                      list(images.index[~images["file_ok"]]))
     reasons = reasons.dropna()
     for reason, ids in reasons.groupby(reasons).groups.items():

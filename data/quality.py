@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter, defaultdict
+from typing import Callable, Hashable
+
+import numpy as np
+import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -59,3 +64,24 @@ class QualityReport:
             log.info("%s: %s = %s", stage, key, value)
         for reason, n in sorted(self.counts.items()):
             log.warning("%s: skipped %d (%s), e.g. %s", stage, n, reason, self.examples[reason][:3])
+
+
+def as_written(value: object) -> str:
+    """A raw value as its file wrote it, for an error message: text quoted, an empty or absent one said so,
+    numbers as plain Python (never numpy's repr)."""
+    if isinstance(value, str):
+        return repr(value) if value else "'' (empty)"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "null (or absent)"
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
+def integer_column(values: pd.Series, column: str, record: Callable[[Hashable], str]) -> pd.Series:
+    """A required integer column as int64; the first value that is not an integer is a DataError naming the
+    record (`record(label)`: the file and the row) and the value as written."""
+    numbers = pd.to_numeric(values, errors="coerce")
+    bad = numbers.isna() | (numbers != np.floor(numbers))
+    if bad.any():
+        at = bad.idxmax()
+        raise DataError(f"{record(at)} has invalid {column!r} = {as_written(values[at])}")
+    return numbers.astype("int64")

@@ -2,14 +2,15 @@
 read into the same typed tables as the Kaggle layout, with the official split of each image beside them."""
 from __future__ import annotations
 
+import csv
+import io
 import os
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from data.coco import check_files, parse_datetimes
-from data.quality import DataError, QualityReport
+from data.coco import check_files, parse_datetimes, safe_relative
+from data.quality import DataError, QualityReport, integer_column
 
 METADATA_CSV, CATEGORIES_CSV, IMAGE_FOLDER = "metadata.csv", "categories.csv", "train"
 REQUIRED = ("split", "filename", "y", "location_remapped", "sequence_remapped", "datetime")
@@ -18,29 +19,43 @@ SPLITS = ("train", "val", "test", "id_val", "id_test")
 
 
 def _read_csv(path: Path, required: tuple[str, ...]) -> pd.DataFrame:
+    """Every column as the text the file holds (so a bad value is reported as written); a missing file or
+    column, or a last line cut short (a partial download), is one DataError naming the file."""
     try:
-        table = pd.read_csv(path, dtype={"filename": "string", "split": "string"}, keep_default_na=False,
-                            na_values=[""])
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except FileNotFoundError as e:
         raise DataError(f"{path}: file not found") from e
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a readable csv ({e})") from e
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not a readable csv ({' '.join(str(e).split())})") from e
     missing = [c for c in required if c not in table.columns]
     if missing:
         raise DataError(f"{path}: columns {missing} missing (found {list(table.columns)})")
+    _check_last_line(path, len(table), len(table.columns))
     return table
 
 
-def _integers(table: pd.DataFrame, column: str, path: Path) -> pd.Series:
-    """A required integer column; the first row holding something else is a DataError naming the file and
-    its line (the table's index is the row's position in the file)."""
-    values = pd.to_numeric(table[column], errors="coerce")
-    bad = values.isna() | (values != np.floor(values))
-    if bad.any():
-        row = table.loc[bad.idxmax()]
-        raise DataError(f"{path}: line {int(bad.idxmax()) + 2} ({row.get('filename', '')}) has invalid "
-                        f"{column!r} = {row[column]!r}")
-    return values.astype("int64")
+def _check_last_line(path: Path, rows: int, columns: int) -> None:
+    """pandas pads a row cut short with empty values: a last line without its newline and with fewer fields
+    than the header is a truncated file, not a row of bad values."""
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        f.seek(max(0, f.tell() - 65536))
+        tail = f.read()
+    if not rows or tail.endswith(b"\n"):
+        return
+    fields = next(csv.reader(io.StringIO(tail.rsplit(b"\n", 1)[-1].decode("utf-8", "replace"))), [])
+    if len(fields) < columns:
+        raise DataError(f"{path}: line {rows + 1} ends the file without a newline and has {len(fields)} of "
+                        f"{columns} fields: the file is truncated (download it again)")
+
+
+def _line(path: Path, table: pd.DataFrame):
+    """Describes a row of `table` (read by _read_csv: its index is the row's position) by its line in the file
+    and its filename."""
+    def record(at) -> str:
+        name = table.at[at, "filename"] if "filename" in table.columns else ""
+        return f"{path}: line {int(at) + 2}" + (f" ({name})" if name else "")
+    return record
 
 
 def load_wilds(root: str | os.PathLike, report: QualityReport, valid_years: tuple[int, int]
@@ -49,46 +64,51 @@ def load_wilds(root: str | os.PathLike, report: QualityReport, valid_years: tupl
 
     Images are indexed by the iWildCam image id (the filename without `.jpg`), carry `split` = "train" (the
     folder their files are in, as in the Kaggle layout) and `wilds_split`, the official split. `location` is
-    the original location id where metadata.csv has it, else `location_remapped`."""
+    the original location id where metadata.csv has it, else `location_remapped`. A row whose filename is not
+    a plain `<image id>.jpg` in the image folder (absolute, escaping it, in a subfolder) is skipped: no path
+    becomes an image id."""
     root = Path(root)
     path, cat_path = root / METADATA_CSV, root / CATEGORIES_CSV
     categories = _read_csv(cat_path, ("y", "category_id"))
-    y_values, ids = _integers(categories, "y", cat_path), _integers(categories, "category_id", cat_path)
+    y_values = integer_column(categories["y"], "y", _line(cat_path, categories))
+    ids = integer_column(categories["category_id"], "category_id", _line(cat_path, categories))
     if y_values.duplicated().any():
         raise DataError(f"{cat_path}: y {int(y_values[y_values.duplicated()].iloc[0])} is listed twice")
-    names = categories["name"].astype(str) if "name" in categories else ids.astype(str)
+    names = categories["name"] if "name" in categories else ids.astype(str)
     category_of = pd.Series(ids.to_numpy(), index=y_values.to_numpy())
 
     meta = _read_csv(path, REQUIRED)
     report.count_read("wilds images", len(meta))
-    unknown_split = ~meta["split"].isin(SPLITS)
-    report.skip_many(f"split not one of {', '.join(SPLITS)} (row skipped)",
-                     [f"{METADATA_CSV}: line {k + 2} ({f}) split={s!r}" for k, f, s in
-                      meta.loc[unknown_split, ["filename", "split"]].itertuples()])
-    meta = meta.loc[~unknown_split]
-    y = _integers(meta, "y", path)
-    unknown_y = ~y.isin(category_of.index)
-    report.skip_many(f"y not in {CATEGORIES_CSV} (row skipped)",
-                     [f"{METADATA_CSV}: {f} y={v}" for f, v in zip(meta.loc[unknown_y, "filename"], y[unknown_y])])
-    meta, y = meta.loc[~unknown_y], y[~unknown_y]
-    named = meta["filename"].fillna("").str.lower().str.endswith(".jpg")
-    report.skip_many("filename is not <image id>.jpg (row skipped)",
-                     [f"{METADATA_CSV}: line {k + 2} filename={f!r}"
-                      for k, f in zip(meta.index[~named], meta.loc[~named, "filename"])])
-    meta, y = meta.loc[named], y[named]
-    image_id = meta["filename"].str.slice(0, -4).astype(str)
-    dup = image_id.duplicated()
-    report.skip_many("duplicate filename (later row skipped)",
-                     [f"{METADATA_CSV}: {f}" for f in meta.loc[dup, "filename"]])
-    meta, y, image_id = meta.loc[~dup], y[~dup], image_id[~dup]
+
+    def skip(bad: pd.Series, reason: str, column: str) -> None:
+        nonlocal meta
+        report.skip_many(reason, [f"{METADATA_CSV}: line {k + 2} {column}={v!r}" for k, v in
+                                  meta.loc[bad, column].items()])
+        meta = meta.loc[~bad]
+
+    skip(~meta["split"].isin(SPLITS), f"split not one of {', '.join(SPLITS)} (row skipped)", "split")
+    y = integer_column(meta["y"], "y", _line(path, meta))
+    skip(~y.isin(category_of.index), f"y not in {CATEGORIES_CSV} (row skipped)", "y")
+    skip(~meta["filename"].map(safe_relative).astype(bool), "filename escapes the image folder (row skipped)",
+         "filename")
+    plain = meta["filename"].str.lower().str.endswith(".jpg") & ~meta["filename"].str.contains("/", regex=False)
+    skip(~plain, f"filename is not <image id>.jpg in {IMAGE_FOLDER}/ (row skipped)", "filename")
+    image_id = meta["filename"].str.slice(0, -4)
+    if "image_id" in meta.columns:  # WILDS's own column: the id the filename must carry
+        skip(meta["image_id"] != image_id, "image_id is not the filename without .jpg (row skipped)", "image_id")
+        image_id = image_id[meta.index]
+    skip(image_id.duplicated(), "duplicate filename (later row skipped)", "filename")
+    image_id, y = image_id[meta.index], y[meta.index]
 
     original = ORIGINAL_LOCATION in meta.columns
+    record = _line(path, meta)
     images = pd.DataFrame({
-        "split": "train", "wilds_split": meta["split"].astype(str).to_numpy(),
+        "split": "train", "wilds_split": meta["split"].to_numpy(),
         "file_name": meta["filename"].to_numpy(),
-        "location": _integers(meta, ORIGINAL_LOCATION if original else "location_remapped", path).to_numpy(),
-        "location_remapped": _integers(meta, "location_remapped", path).to_numpy(),
-        "seq_id": _integers(meta, "sequence_remapped", path).astype(str).to_numpy(),
+        "location": integer_column(meta[ORIGINAL_LOCATION if original else "location_remapped"],
+                                   ORIGINAL_LOCATION if original else "location_remapped", record).to_numpy(),
+        "location_remapped": integer_column(meta["location_remapped"], "location_remapped", record).to_numpy(),
+        "seq_id": integer_column(meta["sequence_remapped"], "sequence_remapped", record).astype(str).to_numpy(),
         "datetime_raw": meta["datetime"].astype("string").to_numpy(),
     }, index=pd.Index(image_id.to_numpy(), name="image_id"))
     images["datetime"] = parse_datetimes(images["datetime_raw"], valid_years, report, METADATA_CSV)

@@ -80,16 +80,19 @@ def detector_stats(images: pd.DataFrame, detections: pd.DataFrame, detector_imag
     location = images["location"].to_numpy()
     detected = stats["top_conf"].notna()
     seq = stats.groupby(seq_code)
+    # a count over a burst none of whose frames is in the detector file is unknown, not zero
+    frames_detected = seq["top_conf"].transform("count")
+    seq_detected = frames_detected > 0
     extra = {
         "seq_top_conf_max": seq["top_conf"].transform("max"),
         "seq_top_conf_mean": seq["top_conf"].transform("mean"),
         "seq_top_area_mean": seq["top_area"].transform("mean"),
-        "seq_frames_detected": seq["top_conf"].transform("count"),
+        "seq_frames_detected": frames_detected.where(seq_detected),
         "seq_rank_top_conf": seq["top_conf"].rank(ascending=False, method="min"),
     }
     for t in thresholds:
         has_animal = (stats[f"n_animal_{t:g}"] > 0).astype(float).where(detected)
-        extra[f"seq_frames_animal_{t:g}"] = has_animal.groupby(seq_code).transform("sum")
+        extra[f"seq_frames_animal_{t:g}"] = has_animal.groupby(seq_code).transform("sum").where(seq_detected)
         extra[f"seq_max_n_animal_{t:g}"] = seq[f"n_animal_{t:g}"].transform("max")
     nothing = (stats["top_conf"] < empty_threshold).astype(float).where(detected)
     extra["loc_false_trigger_rate"] = nothing.groupby(location).transform("mean")

@@ -104,9 +104,10 @@ def top_boxes(detections: pd.DataFrame, min_conf: float) -> pd.Series:
     return pd.Series(list(zip(sure["x"], sure["y"], sure["w"], sure["h"])), index=sure.index.astype(str), dtype=object)
 
 
-def image_stats(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict, cache_dir: str | Path,
-                report: QualityReport, policy: JpegPolicy = JpegPolicy()) -> pd.DataFrame:
-    """One row per image; unreadable images get NA and a counted report entry."""
+def image_stats(images: pd.DataFrame, detections: pd.DataFrame, detected: pd.Index, root: str | Path, cfg: dict,
+                cache_dir: str | Path, report: QualityReport, policy: JpegPolicy = JpegPolicy()) -> pd.DataFrame:
+    """One row per image; unreadable images get NA and a counted report entry. `detected`: the images the
+    detector file covers; for the others whether a box is present is unknown (NA), not 0."""
     boxes = top_boxes(detections, cfg["box_min_conf"])
     readable = images[images["file_ok"]]
     code = code_digest(__file__)
@@ -126,4 +127,5 @@ def image_stats(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path
     report.count_read("images from cache", n_cached)
     computed = computed.reindex(images.index)
     report_unreadable(report, images, computed["error"], computed["problem"])
+    computed.loc[~images.index.isin(detected), "box_present"] = np.nan
     return computed[COLUMNS].astype(np.float32)

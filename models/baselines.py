@@ -13,6 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from models.lgbm import stopping_rows
+from models.split import NotFittable
 
 EMPTY = 0
 
@@ -76,6 +77,9 @@ class HistGradientBoosting(ClassifierMixin, BaseEstimator):
         self.columns_ = X.columns[X[~stop].notna().any().to_numpy()]
         x, y = X[self.columns_], np.asarray(y)
         known = stop & np.isin(y, y[~stop])  # stopping rows of classes the stopped fit knows
+        if len(np.unique(y[~stop])) < 2 or not known.any():
+            raise NotFittable("its early-stopping fold (the last location fold) has no image of a class the other "
+                              "folds hold, or those hold one class: scikit-learn's early stopping needs both")
         stopped = self._model(max_iter=self.max_rounds, early_stopping=True,
                               n_iter_no_change=self.early_stopping_rounds, scoring="loss")
         stopped.fit(x[~stop], y[~stop], X_val=x[known], y_val=y[known])

@@ -20,15 +20,21 @@ def backbones(columns: pd.Index) -> set[str]:
     return {str(c).split("__")[0].removeprefix("embeddings_") for c in columns if str(c).startswith("embeddings_")}
 
 
-def compare(summary: dict, scheme: str, references: list[dict], in_use: set[str], ablations: set[str]) -> list[dict]:
+def compare(summary: dict, scheme: str, references: list[dict], in_use: set[str], ablations: set[str],
+            unscored: dict[str, str]) -> list[dict]:
     """Rows of the comparison, in percent: ours ("measured": every model and baseline of `summary` but the
-    single-family `ablations`, on every scored split) and the published ones that apply (the WILDS
-    baselines, and the frozen-feature probes of the backbones in use)."""
+    single-family `ablations`, on every scored split), ours not measured ("skipped", with the reason: a model
+    these rows give nothing to learn, a family the data lacks, a split with no image), and the published ones
+    that apply (the WILDS baselines, and the frozen-feature probes of the backbones in use)."""
     rows = [{"model": name, "kind": "measured", "protocol": scheme, "split": split,
              "accuracy": round(100 * m["accuracy"], 1), "macro_f1": round(100 * m["macro_f1"], 1),
              "comparable": scheme == "wilds", "source": "this run"}
             for name, result in summary.items() if "splits" in result and name not in ablations
             for split, m in result["splits"].items()]
+    rows += [{"model": name, "kind": "skipped", "protocol": scheme, "split": None, "reason": result["skipped"]}
+             for name, result in summary.items() if "skipped" in result]
+    rows += [{"model": "every model", "kind": "skipped", "protocol": scheme, "split": split, "reason": why}
+             for split, why in unscored.items()]
     rows += [dict(r, kind="published", protocol="wilds", comparable=True) for r in references
              if r.get("backbone") is None or r["backbone"] in in_use]
     return rows
@@ -48,8 +54,15 @@ def comparison_markdown(rows: list[dict]) -> str:
              "On the embedded sample or the rehearsal data the measured numbers rank our models on synthetic "
              "data and say nothing about camera traps.", "",
              "| model | kind | protocol | split | accuracy | macro-F1 | source |", "|---|---|---|---|---|---|---|"]
-    for r in rows:
+    for r in (r for r in rows if r["kind"] != "skipped"):
         accuracy = "" if r["accuracy"] is None else f"{r['accuracy']:.1f}"
         lines.append(f"| {r['model']} | {r['kind']} | {r['protocol']} | {r['split']} | {accuracy} | "
                      f"{r['macro_f1']:.1f} | {r['source']} |")
+    skipped = [r for r in rows if r["kind"] == "skipped"]
+    if skipped:
+        lines += ["", "## Not measured in this run", "",
+                  "Rows that these data give nothing to fit, stop or score on, with the reason (no number is "
+                  "written for them, not even a zero; single-family ablations included).", "",
+                  "| model | split | reason |", "|---|---|---|"]
+        lines += [f"| {r['model']} | {r['split'] or 'all'} | {r['reason']} |" for r in skipped]
     return "\n".join(lines) + "\n"

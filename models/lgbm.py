@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_sample_weight
 
 from infra.atomic import atomic_path, write_json
-from models.split import location_folds
+from models.split import NotFittable, location_folds
 
 BOOSTER_FILE, META_FILE = "booster.txt", "model.json"
 LOSS_FLOOR = 1e-15  # probability a miss is scored at in a log-loss
@@ -35,8 +35,11 @@ def class_weights(y: np.ndarray, class_weight: str) -> np.ndarray | None:
 
 
 def class_codes(y) -> tuple[list[int], np.ndarray]:
-    """(the sorted category ids in `y`, each row's code into them): the classes a model is fitted on."""
+    """(the sorted category ids in `y`, each row's code into them): the classes a model is fitted on, at least
+    two (NotFittable otherwise: nothing to tell apart)."""
     classes = sorted(int(c) for c in pd.unique(np.asarray(y)))
+    if len(classes) < 2:
+        raise NotFittable(f"the {len(y)} rows it fits on hold {len(classes)} class(es): nothing to tell apart")
     return classes, pd.Index(classes).get_indexer(np.asarray(y))
 
 

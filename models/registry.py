@@ -37,8 +37,9 @@ def choose(studies: dict[str, dict]) -> tuple[str, str]:
     does not fit, is chosen over it only when its tuning-fold log-loss is lower by more than one standard
     error of the paired fold differences (with weak features the two tie within noise while their accuracy
     on unseen cameras does not); with one validation split, when its loss there is lower."""
-    if LightGBMMulticlass.NAME not in studies:
-        return Reranker.NAME, "the only model tuned (the multiclass LightGBM is over the row x class cap)"
+    if len(studies) == 1:
+        (only,) = studies
+        return only, "the only model tuned (the other is skipped with its reason in best_params.json)"
     difference = np.subtract(studies[Reranker.NAME]["fold_losses"], studies[LightGBMMulticlass.NAME]["fold_losses"])
     if len(difference) == 1:  # one validation set (WILDS's val): no spread to weigh the difference by
         chosen = Reranker.NAME if difference[0] < 0 else LightGBMMulticlass.NAME

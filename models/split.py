@@ -14,8 +14,17 @@ from data.quality import DataError
 log = logging.getLogger(__name__)
 
 
+class NotFittable(ValueError):
+    """A model that these rows give nothing to learn or to stop on (one class, a stopping fold with no class
+    the fit knows): the message is the reason it is skipped with, never a traceback."""
+
+
 def holdout_locations(locations: pd.Series, fraction: float, seed: int) -> list[int]:
     """Locations to hold out, drawn as whole groups from the labelled train images."""
+    if locations.nunique() < 2:
+        raise DataError(f"split.scheme location holds out whole cameras, but the labelled train images come from "
+                        f"{locations.nunique()} location(s): label images of a second location, or use the WILDS "
+                        f"layout's official splits")
     splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
     _, held = next(splitter.split(np.zeros(len(locations)), groups=locations.to_numpy()))
     return sorted(int(v) for v in set(locations.iloc[held]))
@@ -26,6 +35,8 @@ def location_folds(groups: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, n
     tuning measures what the held-out evaluation measures, unseen cameras. With fewer locations than folds
     (a nested fold of a small dataset), one fold per location; with a single location its rows are split
     (KFold), the only out-of-sample there is, and a warning says so."""
+    if len(groups) < 2:
+        raise NotFittable(f"{len(groups)} row(s): nothing to fit and validate on")
     n_groups = len(np.unique(groups))
     if n_groups >= 2:
         return list(GroupKFold(n_splits=min(n_folds, n_groups)).split(np.zeros(len(groups)), groups=groups))
@@ -40,26 +51,49 @@ WILDS_SCORED = ("test", "val", "id_test", "id_val")  # the primary split (OOD te
 @dataclass
 class Evaluation:
     """Which labelled rows the evaluated models fit on, which rows tuning scores (None: location folds of the
-    fitted rows), the splits they are scored on (the first is the headline), and the rows the final model,
-    which predicts the submission, fits on."""
+    fitted rows), the splits they are scored on (the first is the headline), the rows the final model, which
+    predicts the submission, fits on; the labelled training images left out for want of pixels, and the
+    official splits not scored, with the reason."""
     fit: np.ndarray
     tuning: np.ndarray | None
     scored: dict[str, np.ndarray]
     final: np.ndarray
+    without_pixels: int
+    unscored: dict[str, str]
+
+
+REQUIRED_WILDS = ("train", "val", "test")  # fitted, tuned on, the headline: without one the scheme has no result
 
 
 def evaluation_split(rows: pd.DataFrame, scheme: str, holdout: list[int] | None) -> Evaluation:
     """`location`: fit on the locations not in `holdout`, tune on their location folds, score the held-out
     ones, and fit the final model on all. `wilds`: fit on `train`, tune on the OOD `val` (no test split
-    chooses anything), score every other split, and the final model is the one fitted on `train`."""
-    if scheme == "location":
-        held = rows["location"].isin(holdout).to_numpy()
-        return Evaluation(~held, None, {"holdout": held}, np.ones(len(rows), bool))
-    if scheme != "wilds":
+    chooses anything), score every other split, and the final model is the one fitted on `train`.
+
+    `rows` are the labelled train images; those whose pixels are not `usable` never train (fit and final),
+    and are scored like any other. A WILDS split the scheme needs with no labelled row is a DataError naming
+    metadata.csv and the split; an empty in-distribution split is left unscored with the reason."""
+    if scheme not in SCHEMES:
         raise DataError(f"params.yaml: split.scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
-    if "wilds_split" not in rows:
+    if scheme == "wilds" and "wilds_split" not in rows:
         raise DataError("params.yaml: split.scheme wilds needs the WILDS layout's official splits (data.layout: "
                         "wilds); the Kaggle layout has none")
-    split = rows["wilds_split"].to_numpy()
-    train = split == "train"
-    return Evaluation(train, split == "val", {s: split == s for s in WILDS_SCORED}, train)
+    trains = rows["usable"].to_numpy(bool)
+    if scheme == "location":
+        held = rows["location"].isin(holdout).to_numpy()
+        fit, tuning, scored, final, unscored = ~held, None, {"holdout": held}, np.ones(len(rows), bool), {}
+    else:
+        split = rows["wilds_split"].to_numpy()
+        for name in REQUIRED_WILDS:
+            if not (split == name).any():
+                raise DataError(f"metadata.csv: no labelled image in split {name!r}, which split.scheme wilds "
+                                f"{'fits on' if name == 'train' else 'tunes on' if name == 'val' else 'reports'}: "
+                                f"use split.scheme location on this copy")
+        fit = final = split == "train"
+        tuning = split == "val"
+        scored = {s: split == s for s in WILDS_SCORED if (split == s).any()}
+        unscored = {s: "no labelled image in this split of metadata.csv" for s in WILDS_SCORED if s not in scored}
+    if not (fit & trains).any():
+        raise DataError(f"no labelled training image has usable pixels ({int(fit.sum())} without: "
+                        f"reports/quality/join.json): nothing to train on")
+    return Evaluation(fit & trains, tuning, scored, final & trains, int((fit & ~trains).sum()), unscored)

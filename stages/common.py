@@ -28,6 +28,7 @@ WEIGHTS = Path("weights")  # downloaded backbone weights: a dependency of the em
 DATA_FOLDERS = ("train", "test", "iwildcam_rs_npy", "metadata", "metadata.csv", "categories.csv")
 FILES_TABLE = TABLES / "files.parquet"
 FEATURE_TABLE = FEATURES / "feature_table.parquet"
+USABLE_PIXELS = FEATURES / "usable_pixels.parquet"  # per image: whether its pixels were read (join)
 FINAL_MODEL = MODELS / "final"  # the chosen model fitted on all train locations: booster.txt, model.json, ...
 HOLDOUT_PCA = MODELS / "holdout_embedding_pca.npz"
 FINAL_PCA = MODELS / "final_embedding_pca.npz"
@@ -48,11 +49,13 @@ def write_quality(stage: str, report: QualityReport) -> None:
 
 
 def labelled_train() -> tuple[pd.Series, pd.DataFrame]:
-    """Labels and image rows (location, seq_id) of the labelled train images. Their features are read
-    from the feature table a block at a time (models.reduce.FeatureFile): at full scale it is 4.5 GB."""
+    """Labels and image rows (location, seq_id, whether its pixels are `usable`) of the labelled train images.
+    Their features are read from the feature table a block at a time (models.reduce.FeatureFile): at full
+    scale it is 4.5 GB."""
     images, labels = table("images"), table("labels")["category_id"]
     ids = labels.index.intersection(images.index[images["split"] == "train"])
-    return labels.loc[ids], images.loc[ids]
+    rows = images.loc[ids].join(pd.read_parquet(USABLE_PIXELS)["usable"])
+    return labels.loc[ids], rows
 
 
 @contextmanager

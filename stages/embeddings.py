@@ -1,6 +1,7 @@
 """DVC stage `embeddings` (see dvc.yaml): one feature family per backbone in `embeddings.backbones`."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pyarrow as pa
@@ -20,14 +21,16 @@ ROW_GROUP = 32_768  # rows converted to Arrow at a time: pandas would convert th
 def check_tracked(cfg: dict) -> None:
     """Weights (and an imported embeddings file) must lie under weights/, the folder dvc.yaml lists as a
     dependency, so that a new file at the same path reruns the stage; a file elsewhere would be read but
-    not tracked."""
+    not tracked. The path is judged with `..` collapsed (`weights/../x.pth` is not under weights/), but links
+    are not followed: a link inside weights/ to the download elsewhere is tracked (DVC hashes its target)."""
     tracked = WEIGHTS.absolute()
     for name in cfg["backbones"]:
         path = weights_of(name, cfg)
-        if path and not Path(path).absolute().is_relative_to(tracked):
+        where = Path(os.path.normpath(Path(path).absolute())) if path else None
+        if where and not where.is_relative_to(tracked):
             what = f"embeddings.import_file {path} is" if name == IMPORTED else f"weights of {name} at {path} are"
-            raise DataError(f"{what} outside {WEIGHTS}/, which dvc.yaml tracks: "
-                            f"link or copy them there (ln -s {Path(path).absolute()} {WEIGHTS}/)")
+            raise DataError(f"{what} outside {WEIGHTS}/ ({where}), which dvc.yaml tracks: "
+                            f"link or copy them there (ln -s {where} {WEIGHTS}/)")
 
 
 def settings(params: dict) -> dict:

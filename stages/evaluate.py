@@ -5,11 +5,13 @@ import inspect
 import json
 import logging
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from data.quality import DataError
 from infra.atomic import write_json, write_text
 from models import baselines, registry, sequence_rows
 from models.compare import backbones, compare, comparison_markdown, published
@@ -17,11 +19,12 @@ from models.metrics import classification_metrics, smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile
 from models.report_plots import write_plots
 from models.rerank import Reranker
-from models.split import evaluation_split
+from models.split import Evaluation, NotFittable, evaluation_split
 from stages.common import (FEATURES, REPORTS, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, FIGURES, FEATURE_TABLE,
-                           table, labelled_train)
+                           QUALITY, table, labelled_train)
 
 log = logging.getLogger("stages.evaluate")
+SMOOTHED = ("linear_probe_all_families", "linear_probe_embeddings")  # rows reported smoothed too, beside the chosen
 
 
 def ablations(columns: pd.Index) -> dict[str, tuple[str, ...]]:
@@ -40,106 +43,170 @@ def fit(model, x: pd.DataFrame, y: np.ndarray, groups: np.ndarray):
     return model.fit(x, y, groups=groups) if "groups" in inspect.signature(model.fit).parameters else model.fit(x, y)
 
 
-def run(params: dict) -> None:
-    """Metrics on every scored split (the held-out locations, or WILDS's val, test, id_val and id_test) for
-    every tuned model, the chosen one, its single-family ablations and the baselines, all fitted on the same
-    rows and run through one loop; then the comparison with the published numbers."""
+@dataclass
+class Rows:
+    """One set of rows as the models see them (images or sequences), their detector confidence, and per image
+    the labels and sequences the metrics need."""
+    x: pd.DataFrame
+    top_conf: pd.DataFrame
+    y: np.ndarray
+    seq: np.ndarray
+
+    def columns(self, which) -> pd.DataFrame:
+        """A model's columns: all features (None), the detector's confidence ("top_conf"), or a list."""
+        return self.top_conf if which == "top_conf" else self.x if which is None else self.x[which]
+
+
+def candidates(params: dict, tuned: dict, columns: pd.Index, top_conf: pd.DataFrame, absent: dict[str, str]
+               ) -> tuple[dict, dict[str, dict], set[str]]:
+    """(the models to fit: name -> (estimator, its columns), the rows skipped with their reason, the names of
+    the single-family ablations). Every baseline and tuned family on all features, the chosen family on each
+    family alone; a model whose evidence does not exist is skipped with the reason, never scored as zeros."""
     cfg, train_cfg, threads = params["evaluate"], params["train"], params["execution"]["threads"]
-    labels, rows = labelled_train()
-    record = json.loads(SPLIT_FILE.read_text())
-    split = evaluation_split(rows, record["scheme"], record["holdout_locations"])
-    fitted = split.fit
-    features = EmbeddingPCA.load(HOLDOUT_PCA).transform_file(FeatureFile(FEATURE_TABLE), labels.index)
-    tuned = json.loads(BEST_PARAMS.read_text())
     chosen = tuned["chosen"]
-    unit, seqs = train_cfg["rows"], rows["seq_id"].to_numpy()
-    top_conf = pd.read_parquet(FEATURES / "detector_stats.parquet")[["top_conf"]].reindex(labels.index)
-    # models learn on the same rows as the tuned ones (images or sequences); metrics are per image
-    x_fit, conf_fit = (sequence_rows.to_rows(f[fitted], seqs[fitted], unit) for f in (features, top_conf))
-    y_fit = sequence_rows.row_labels(labels[fitted], seqs[fitted], unit).to_numpy()
-    groups = sequence_rows.row_groups(rows.loc[fitted, "location"], seqs[fitted], unit)
-    scored = {name: (sequence_rows.to_rows(features[m], seqs[m], unit),
-                     sequence_rows.to_rows(top_conf[m], seqs[m], unit), labels[m].to_numpy(), seqs[m])
-              for name, m in split.scored.items()}
 
-    def tuned_model(name: str, columns: list[str] | None = None):
-        return registry.build(name, train_cfg, tuned["models"][name]["params"], threads), columns
+    def tuned_model(name: str, only: list[str] | None = None):
+        return registry.build(name, train_cfg, tuned["models"][name]["params"], threads), only
 
-    embedding_columns = [c for c in features.columns if str(c).startswith("embeddings")]
-    # name: (model, its columns: all features if None, or the detector's confidence)
+    def probe():
+        return baselines.linear_probe(train_cfg["class_weight"], train_cfg["seed"], cfg["probe_max_iter"])
+
     models: dict = {"majority_class": (baselines.majority_class(), None),
                     "detector_only": (baselines.DetectorRule(cfg["detector_threshold"]), "top_conf"),
-                    "linear_probe_all_families": (baselines.linear_probe(train_cfg["class_weight"], train_cfg["seed"],
-                                                                         cfg["probe_max_iter"]), None)}
+                    "linear_probe_all_families": (probe(), None)}
+    skipped: dict[str, dict] = {}
+    if not top_conf["top_conf"].notna().any():
+        del models["detector_only"]
+        skipped["detector_only"] = {"skipped": "no MegaDetector output for any image (reports/quality/load.json)"}
+    embedding_columns = [c for c in columns if str(c).startswith("embeddings")]
     if embedding_columns:
-        models["linear_probe_embeddings"] = (baselines.linear_probe(
-            train_cfg["class_weight"], train_cfg["seed"], cfg["probe_max_iter"]), embedding_columns)
+        models["linear_probe_embeddings"] = (probe(), embedding_columns)
+    for name, entry in tuned["models"].items():
+        if "skipped" in entry:  # train's reason: over the row x class cap, or not tunable on these rows
+            skipped[f"{name}_all_families"] = {"skipped": entry["skipped"]}
+        else:
+            models[f"{name}_all_families"] = tuned_model(name)
     multiclass = tuned["models"].get(registry.LightGBMMulticlass.NAME, {})
-    results: dict[str, dict] = {}
-    if "skipped" in multiclass:  # too many rows x classes for the multiclass trees (models.registry)
-        results.update({n: {"skipped": multiclass["skipped"]} for n in (
-            "hist_gradient_boosting", f"{registry.LightGBMMulticlass.NAME}_all_families")})
+    if "skipped" in multiclass:
+        skipped["hist_gradient_boosting"] = {"skipped": multiclass["skipped"]}
     else:
         models["hist_gradient_boosting"] = (baselines.HistGradientBoosting(
             multiclass["params"], train_cfg["class_weight"], train_cfg["cv_folds"], train_cfg["max_rounds"],
             train_cfg["early_stopping_rounds"], train_cfg["seed"]), None)
-        models[f"{registry.LightGBMMulticlass.NAME}_all_families"] = tuned_model(registry.LightGBMMulticlass.NAME)
-    models[f"{Reranker.NAME}_all_families"] = tuned_model(Reranker.NAME)
-    single_family = set()
-    for family, prefixes in ablations(features.columns).items():
-        columns = [c for c in features.columns if c.startswith(prefixes)]
-        # one family alone is the all-families row; a view with no column (no crops without a detector file)
-        # has no row
-        if 0 < len(columns) < features.shape[1]:
+    single_family = {f"{chosen}_{family}_only" for family in absent}
+    skipped.update({f"{chosen}_{family}_only": {"skipped": f"skipped: {why}"} for family, why in absent.items()})
+    for family, prefixes in ablations(columns).items():
+        only = [c for c in columns if c.startswith(prefixes)]
+        # one family alone is the all-families row; a view with no column has no row
+        if 0 < len(only) < len(columns):
             single_family.add(f"{chosen}_{family}_only")
-            models[f"{chosen}_{family}_only"] = tuned_model(chosen, columns)
+            models[f"{chosen}_{family}_only"] = tuned_model(chosen, only)
+    return models, skipped, single_family
 
-    row = f"{chosen}_all_families"  # the chosen model family on all feature families
-    reported = f"{row}_sequence_smoothed" if cfg["smoothing"] else row
-    primary = next(iter(split.scored))
-    smoothed_rows = (row, "linear_probe_all_families", "linear_probe_embeddings")
+
+def fit_and_score(models: dict, fitted: Rows, y_rows: np.ndarray, groups: np.ndarray, scored: dict[str, Rows],
+                  unit: str, smoothed: tuple[str, ...], reported: str) -> tuple[dict, object, np.ndarray | None]:
+    """(results per row name: fit seconds and metrics per scored split, or the reason it was skipped; the
+    estimator of the `reported` row and its probabilities on the headline split, None if it was skipped).
+    Rows in `smoothed` are also reported averaged over each sequence's frames."""
+    results, kept, kept_proba = {}, None, None
+    primary = next(iter(scored))
     for name, (estimator, columns) in tqdm(models.items(), desc="evaluate: models", unit="model"):
-        xf = conf_fit if columns == "top_conf" else x_fit if columns is None else x_fit[columns]
         started = time.perf_counter()
-        fit(estimator, xf, y_fit, groups)
+        try:
+            fit(estimator, fitted.columns(columns), y_rows, groups)
+        except NotFittable as e:
+            results[name] = {"skipped": f"skipped: {e}"}
+            continue
         seconds = time.perf_counter() - started
         classes = [int(c) for c in estimator.classes_]
-        for split_name, (x, conf, y, seq) in scored.items():
-            xv = conf if columns == "top_conf" else x if columns is None else x[columns]
-            proba = sequence_rows.to_images(estimator.predict_proba(xv), xv.index, seq, unit)
+        for split_name, rows in scored.items():
+            xv = rows.columns(columns)
+            proba = sequence_rows.to_images(estimator.predict_proba(xv), xv.index, rows.seq, unit)
             variants = {name: proba}
-            if name in smoothed_rows:
-                variants[f"{name}_sequence_smoothed"] = smooth_by_sequence(proba, seq)
+            if name in smoothed:
+                variants[f"{name}_sequence_smoothed"] = smooth_by_sequence(proba, rows.seq)
             for variant, p in variants.items():
                 results.setdefault(variant, {"fit_seconds": seconds, "splits": {}})["splits"][split_name] = \
-                    classification_metrics(y, p, classes, seq)
-            if name == row and split_name == primary:
-                model, reported_proba = estimator, variants[reported]
-    per_class = results[reported]["splits"][primary]["per_class"]
-    summary = {name: {"skipped": m["skipped"]} if "skipped" in m else dict(
-        {k: v for k, v in m["splits"][primary].items() if k != "per_class"}, fit_seconds=m["fit_seconds"],
-        split=primary, splits={s: {k: v for k, v in r.items() if k != "per_class"} for s, r in m["splits"].items()})
-        for name, m in results.items()}
-    classes = [int(c) for c in model.classes_]
-    metrics = dict(summary[reported], model=reported, chosen_by=tuned["why"], scheme=record["scheme"],
-                   holdout_locations=int(rows.loc[split.scored[primary], "location"].nunique()),
-                   unseen_classes=sorted(set(int(c) for c in labels[split.scored[primary]]) - set(classes)),
-                   tuning_cv_log_loss={n: m["cv_log_loss"] for n, m in tuned["models"].items() if "cv_log_loss" in m})
-    x, _, y, seq = scored[primary]
-    if isinstance(model, Reranker):
-        metrics.update(candidates=min(model.candidates, len(classes)),
-                       candidate_recall=model.candidate_recall(x, sequence_rows.row_labels(
-                           labels[split.scored[primary]], seq, unit).to_numpy()))
-    for name, m in summary.items():
-        if "skipped" in m:
-            log.info("evaluate: %-50s %s", name, m["skipped"])
-        else:
-            log.info("evaluate: %-50s %s", name, "  ".join(
-                f"{s} accuracy {r['accuracy']:.3f} macro-F1 {r['macro_f1']:.3f}" for s, r in m["splits"].items()))
+                    classification_metrics(rows.y, p, classes, rows.seq)
+                if variant == reported and split_name == primary:
+                    kept, kept_proba = estimator, p
+    return results, kept, kept_proba
+
+
+def run(params: dict) -> None:
+    """Metrics on every scored split (the held-out locations, or WILDS's val, test, id_val and id_test) for
+    every tuned model, the chosen one, its single-family ablations and the baselines, all fitted on the same
+    rows and run through one loop; then the comparison with the published numbers."""
+    cfg, unit = params["evaluate"], params["train"]["rows"]
+    labels, rows = labelled_train()
+    record = json.loads(SPLIT_FILE.read_text())
+    split = evaluation_split(rows, record["scheme"], record["holdout_locations"])
+    features = EmbeddingPCA.load(HOLDOUT_PCA).transform_file(FeatureFile(FEATURE_TABLE), labels.index)
+    tuned = json.loads(BEST_PARAMS.read_text())
+    top_conf = pd.read_parquet(FEATURES / "detector_stats.parquet")[["top_conf"]].reindex(labels.index)
+    absent = json.loads((QUALITY / "join.json").read_text())["notes"]["absent families and views"]
+    seqs = rows["seq_id"].to_numpy()
+
+    def rows_of(mask: np.ndarray) -> Rows:
+        return Rows(sequence_rows.to_rows(features[mask], seqs[mask], unit),
+                    sequence_rows.to_rows(top_conf[mask], seqs[mask], unit), labels[mask].to_numpy(), seqs[mask])
+
+    # models learn on the same rows as the tuned ones (images or sequences); metrics are per image
+    fitted = rows_of(split.fit)
+    y_rows = sequence_rows.row_labels(labels[split.fit], seqs[split.fit], unit).to_numpy()
+    groups = sequence_rows.row_groups(rows.loc[split.fit, "location"], seqs[split.fit], unit)
+    scored = {name: rows_of(mask) for name, mask in split.scored.items()}
+    models, skipped, single_family = candidates(params, tuned, features.columns, top_conf[split.fit], absent)
+    row = f"{tuned['chosen']}_all_families"  # the chosen model family on all feature families
+    reported = f"{row}_sequence_smoothed" if cfg["smoothing"] else row
+    results, model, proba = fit_and_score(models, fitted, y_rows, groups, scored, unit, (row, *SMOOTHED), reported)
+    if model is None:
+        raise DataError(f"evaluate: the chosen model {row} could not be fitted: {results[row]['skipped']}")
+    primary = next(iter(split.scored))
+    summary = summarise({**skipped, **results}, primary)
+    metrics = headline_metrics(summary[reported], reported, model, tuned, record["scheme"], split, rows, labels,
+                               scored[primary], unit)
     write_json(metrics, REPORTS / "metrics.json")
     write_json(summary, REPORTS / "baselines.json")
-    comparison = compare(summary, record["scheme"], published(), backbones(features.columns), single_family)
+    comparison = compare(summary, record["scheme"], published(), backbones(features.columns), single_family,
+                         split.unscored)
     write_json(comparison, REPORTS / "comparison.json")
     write_text(comparison_markdown(comparison), REPORTS / "comparison.md")
-    predicted = np.asarray(classes)[reported_proba.argmax(axis=1)]
-    write_plots(y, predicted, per_class, model.booster_, table("categories")["name"], PLOTS, FIGURES)
+    write_plots(scored[primary].y, np.asarray(model.classes_)[proba.argmax(axis=1)],
+                results[reported]["splits"][primary]["per_class"], model.booster_, table("categories")["name"],
+                PLOTS, FIGURES)
+
+
+def summarise(results: dict, primary: str) -> dict:
+    """baselines.json: each row's headline-split metrics and every split's, or the reason it was skipped."""
+    def without_per_class(metrics: dict) -> dict:
+        return {k: v for k, v in metrics.items() if k != "per_class"}
+    summary = {}
+    for name, m in results.items():
+        if "skipped" in m:
+            summary[name] = {"skipped": m["skipped"]}
+            log.info("evaluate: %-50s %s", name, m["skipped"])
+            continue
+        summary[name] = dict(without_per_class(m["splits"][primary]), fit_seconds=m["fit_seconds"], split=primary,
+                             splits={s: without_per_class(r) for s, r in m["splits"].items()})
+        log.info("evaluate: %-50s %s", name, "  ".join(
+            f"{s} accuracy {r['accuracy']:.3f} macro-F1 {r['macro_f1']:.3f}" for s, r in m["splits"].items()))
+    return summary
+
+
+def headline_metrics(reported_summary: dict, reported: str, model, tuned: dict, scheme: str, split: Evaluation,
+                     rows: pd.DataFrame, labels: pd.Series, headline: Rows, unit: str) -> dict:
+    """metrics.json: the chosen model on the headline split, why it was chosen, what it could not be scored on."""
+    primary = next(iter(split.scored))
+    classes = [int(c) for c in model.classes_]
+    metrics = dict(reported_summary, model=reported, chosen_by=tuned["why"], scheme=scheme,
+                   holdout_locations=int(rows.loc[split.scored[primary], "location"].nunique()),
+                   unseen_classes=sorted(set(int(c) for c in labels[split.scored[primary]]) - set(classes)),
+                   training_images_without_pixels=split.without_pixels, unscored_splits=split.unscored,
+                   tuning_cv_log_loss={n: m["cv_log_loss"] for n, m in tuned["models"].items() if "cv_log_loss" in m})
+    if isinstance(model, Reranker):
+        metrics.update(candidates=min(model.candidates, len(classes)),
+                       candidate_recall=model.candidate_recall(headline.x, sequence_rows.row_labels(
+                           labels[split.scored[primary]], headline.seq, unit).to_numpy()))
+    return metrics

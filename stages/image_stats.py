@@ -12,7 +12,8 @@ def run(params: dict) -> None:
     report = QualityReport()
     execution = params["execution"]
     with compute_backend(execution):
-        stats = image_stats(table("images"), table("detections"), params["data"]["root"],
+        stats = image_stats(table("images"), table("detections"), table("detector_images").index,
+                            params["data"]["root"],
                             dict(params["image_stats"], n_jobs=execution["n_jobs"]), CACHE / "image_stats", report,
                             JpegPolicy.from_params(params["jpeg"]))
     write_parquet(stats, FEATURES / "image_stats.parquet")

@@ -1,41 +1,108 @@
 """DVC stage `join` (see dvc.yaml)."""
 from __future__ import annotations
 
+import json
 import logging
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from infra.atomic import atomic_path
-from stages.common import EMBEDDINGS, FEATURES, FAMILIES, FEATURE_TABLE, table
+from data import QualityReport
+from infra.atomic import atomic_path, write_parquet
+from stages.common import (EMBEDDINGS, FEATURES, FAMILIES, FEATURE_TABLE, QUALITY, USABLE_PIXELS, table,
+                           write_quality)
 
 log = logging.getLogger("stages.join")
+# the column of each pixel family that every decoded image has: the family's evidence that it was read
+PIXEL_MARKERS = {"image_stats": "brightness", "embeddings": "frame_emb_0"}
+# the load report's note that switches a family off, for the families and views it empties
+OFF_NOTES = {"detector_stats": "detector off", "crops": "detector off", "landsat_summary": "landsat off"}
+
+
+def has_value(column: pa.ChunkedArray) -> bool:
+    """Whether any image has a value in the column (null and NaN are none)."""
+    valid = len(column) - column.null_count
+    if valid and pa.types.is_floating(column.type):
+        valid -= pc.sum(pc.is_nan(column)).as_py() or 0
+    return valid > 0
+
+
+def part_of(family: str, name: str) -> str:
+    """What an ablation row names a column by (stages/evaluate.ablations): its family, or for an embedding
+    family its view, `<family>_frame` or `<family>_crops` (the crops and their sequence mean)."""
+    if not family.startswith("embeddings"):
+        return family
+    return f"{family}_frame" if name.startswith("frame_") else f"{family}_crops"
 
 
 def run(params: dict) -> None:
     """One feature table keyed by image id; family switches choose the columns, prefixed by family. Joined
     in Arrow, column by column: a family already in the image order (the 4.3 GB of embeddings at full
-    scale) is not copied, where pandas' concat and reindex copied everything two or three times."""
-    images = table("images")
+    scale) is not copied, where pandas' concat and reindex copied everything two or three times.
+
+    A column no image has a value in (a family or view the data cannot feed: no detector file, no Landsat,
+    no box to crop) is left out, and a family or view left with no column is reported absent with the reason,
+    so that nothing downstream measures it. Each image's `usable` pixels (its file was usable at load and a
+    pixel family read it) are written beside the table: images without any never train (README, Data
+    quality)."""
+    images, report = table("images"), QualityReport()
     chosen = [f for f in FAMILIES if params["features"][f]]
     if not chosen:
         raise SystemExit("features: every family is switched off; switch at least one on")
+    notes = json.loads((QUALITY / "load.json").read_text())["notes"]
     # the embeddings switch brings every backbone's family the embeddings stage wrote
     files = {f: [FEATURES / f"{f}.parquet"] for f in chosen}
     files["embeddings"] = sorted(EMBEDDINGS.glob("*.parquet")) if "embeddings" in chosen else []
     # the index column, and pandas metadata for string column names
     skeleton = pa.Table.from_pandas(pd.DataFrame(index=images.index, columns=pd.Index([], dtype=str)))
     columns = dict(zip(skeleton.column_names, skeleton.columns))
-    for path in (p for f in chosen for p in files[f]):
+    present: dict[str, bool] = {}
+    pixels = []
+    for kind, path in ((f, p) for f in chosen for p in files[f]):
         family, part = path.stem, pq.read_table(path)
         index = part.schema.pandas_metadata["index_columns"][0]
         ids = pd.Index(part.column(index).to_pandas())
         if not ids.equals(images.index):
             positions = ids.get_indexer(images.index)  # -1: an image the family has no row for, null
             part = part.take(pa.array(positions, mask=positions < 0))
-        columns.update((f"{family}__{name}", part.column(name)) for name in part.column_names if name != index)
+        for name in (n for n in part.column_names if n != index):
+            kept = has_value(part.column(name))
+            present[part_of(family, name)] = present.get(part_of(family, name), False) or kept
+            if kept:
+                columns[f"{family}__{name}"] = part.column(name)
+        if kind in PIXEL_MARKERS:
+            pixels.append(part.column(PIXEL_MARKERS[kind]).is_valid().to_numpy(zero_copy_only=False))
+    absent = {}
+    for name in (n for n, kept in present.items() if not kept):
+        note = next((notes[off] for key, off in OFF_NOTES.items()
+                     if (name == key or name.endswith(f"_{key}")) and off in notes), None)
+        absent[name] = "no value for any image" + (f": {note}" if note else "")
+        log.warning("join: %s is absent (%s)", name, absent[name])
+    report.note("absent families and views", absent)
+    usable = images["file_ok"].to_numpy() & (np.logical_or.reduce(pixels) if pixels else True)
+    count_without_pixels(images, usable, report, params["data"]["warn_unusable_share"])
     joined = pa.table(columns).replace_schema_metadata(skeleton.schema.metadata)
     log.info("join: %d images x %d features from %s", joined.num_rows, joined.num_columns - 1, chosen)
     with atomic_path(FEATURE_TABLE) as tmp:
         pq.write_table(joined, tmp)
+    write_parquet(pd.DataFrame({"usable": usable}, index=images.index), USABLE_PIXELS)
+    write_quality("join", report)
+
+
+def count_without_pixels(images: pd.DataFrame, usable: np.ndarray, report: QualityReport, warn_share: float) -> None:
+    """Per split, the images no pixel family could read (no usable file, or not decodable), with a warning past
+    `warn_share`. Labelled train images among them never train; every one is still scored and predicted."""
+    split = images["wilds_split"] if "wilds_split" in images else images["split"]
+    counts = pd.DataFrame({"images": split.value_counts(), "without_pixels": split[~usable].value_counts()})
+    counts = counts.fillna(0).astype(int)
+    counts["share"] = (counts["without_pixels"] / counts["images"]).round(4)
+    report.note("images without usable pixels, per split", counts.to_dict(orient="index"))
+    report.skip_many("image without usable pixels (never trains; scored and predicted with its pixel features NA)",
+                     list(images.index[~usable]))
+    for name, row in counts[counts["share"] > warn_share].iterrows():
+        log.warning("join: %d of %d %s images (%.1f%%) have no usable pixels (reports/quality/join.json, "
+                    "load.json, image_stats.json, embeddings/): is the download complete?",
+                    row["without_pixels"], row["images"], name, 100 * row["share"])

@@ -9,25 +9,23 @@ from sample.wilds import CAMERAS, IMAGES, write_wilds
 from stages.common import SAMPLE_DIR
 
 log = logging.getLogger("stages.sample")
+WILDS_SAMPLE = "iwildcam_v2.0"  # the folder name WILDS's download unpacks to
 
 
 def run(params: dict) -> None:
-    """Write the embedded sample in the real formats of data.layout (a real download replaces it via
-    data.root): the Kaggle layout, or its WILDS re-packing with the official split shares."""
+    """Write the embedded sample in the real formats of both layouts: the Kaggle layout in sample_data/, and
+    its WILDS re-packing (official split shares, hard links to the same JPEGs) in sample_data/iwildcam_v2.0,
+    which `data.root` points at with `data.layout: wilds`. Nothing here reads data.*: choosing the real data
+    (or the other layout) never reruns this stage."""
     cfg = params["sample"]
+    tmp = SAMPLE_DIR.with_name(SAMPLE_DIR.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    counts = generate(tmp, cfg)
+    labelled, cameras = counts["train_images"], cfg["train_locations"]
+    wilds = write_wilds(tmp, tmp / WILDS_SAMPLE, {s: labelled * n // sum(IMAGES.values()) for s, n in IMAGES.items()},
+                        {s: max(1, round(cameras * n / sum(CAMERAS.values()))) for s, n in CAMERAS.items()},
+                        seed=cfg["seed"])
     if SAMPLE_DIR.exists():
         shutil.rmtree(SAMPLE_DIR)
-    tmp, kaggle = (SAMPLE_DIR.with_name(SAMPLE_DIR.name + suffix) for suffix in (".tmp", ".kaggle.tmp"))
-    for folder in (tmp, kaggle):
-        shutil.rmtree(folder, ignore_errors=True)
-    if params["data"]["layout"] == "wilds":
-        counts = generate(kaggle, cfg)
-        labelled, cameras = counts["train_images"], cfg["train_locations"]
-        counts = write_wilds(kaggle, tmp, {s: labelled * n // sum(IMAGES.values()) for s, n in IMAGES.items()},
-                             {s: max(1, round(cameras * n / sum(CAMERAS.values()))) for s, n in CAMERAS.items()},
-                             seed=cfg["seed"])
-        shutil.rmtree(kaggle)
-    else:
-        counts = generate(tmp, cfg)
     tmp.rename(SAMPLE_DIR)
-    log.info("sample: wrote %s", counts)
+    log.info("sample: wrote %s; the WILDS layout in %s: %s", counts, SAMPLE_DIR / WILDS_SAMPLE, wilds)

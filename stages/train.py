@@ -5,10 +5,11 @@ import logging
 
 import numpy as np
 
+from data.quality import DataError
 from infra.atomic import write_json
 from models import registry, sequence_rows
 from models.reduce import EmbeddingPCA, FeatureFile
-from models.split import evaluation_split, holdout_locations
+from models.split import NotFittable, evaluation_split, holdout_locations
 from models.tune import tune
 from stages.common import (FINAL_MODEL, HOLDOUT_PCA, FINAL_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, OPTUNA, FEATURE_TABLE,
                            compute_backend, labelled_train)
@@ -27,9 +28,9 @@ def run(params: dict) -> None:
     held = (holdout_locations(rows["location"], split_cfg["holdout_fraction"], split_cfg["seed"])
             if split_cfg["scheme"] == "location" else None)
     split = evaluation_split(rows, split_cfg["scheme"], held)
-    log.info("train: %s scheme: fitting on %d images from %d locations; scored on %s", split_cfg["scheme"],
-             split.fit.sum(), rows.loc[split.fit, "location"].nunique(),
-             ", ".join(f"{n} ({m.sum()} images)" for n, m in split.scored.items()))
+    log.info("train: %s scheme: fitting on %d images from %d locations (%d without usable pixels left out); "
+             "scored on %s", split_cfg["scheme"], split.fit.sum(), rows.loc[split.fit, "location"].nunique(),
+             split.without_pixels, ", ".join(f"{n} ({m.sum()} images)" for n, m in split.scored.items()))
     unit, seqs = cfg["rows"], rows["seq_id"].to_numpy()
     pca, reduced = EmbeddingPCA.fit_transform_file(features, ids[split.fit], cfg["pca_components"], cfg["seed"])
     pca.save(HOLDOUT_PCA)
@@ -41,17 +42,28 @@ def run(params: dict) -> None:
         tuning_ids = ids[split.tuning]
         validation = (sequence_rows.to_rows(pca.transform_file(features, tuning_ids), seqs[split.tuning], unit),
                       sequence_rows.row_labels(labels[split.tuning], seqs[split.tuning], unit).to_numpy())
+    if len(np.unique(y_fit)) < 2:
+        raise DataError(f"the {len(y_fit)} labelled training {unit}s are all of category {y_fit[0]}: a classifier "
+                        f"needs two classes to tell apart")
     names, skipped = registry.tuned_names(len(x_fit), len(np.unique(y_fit)), cfg["multiclass_max_row_classes"])
+    skipped = {registry.LightGBMMulticlass.NAME: skipped} if skipped else {}
     log.info("train: %d %s rows of %d classes; tuning %s", len(x_fit), unit, len(np.unique(y_fit)), ", ".join(names))
     studies = {}
     with compute_backend(execution) as client:
         for name in names:
             model = registry.build(name, cfg, threads=execution["threads"])
-            best, study = tune(model, x_fit, y_fit, groups, cfg["search_space"], cfg["tune"], cfg["seed"],
-                               client=client, threads_per_worker=execution["threads_per_worker"],
-                               validation=validation)
+            try:
+                best, study = tune(model, x_fit, y_fit, groups, cfg["search_space"], cfg["tune"], cfg["seed"],
+                                   client=client, threads_per_worker=execution["threads_per_worker"],
+                                   validation=validation)
+            except NotFittable as e:
+                skipped[name] = f"skipped: cannot be tuned on these rows: {e}"
+                log.warning("train: %s %s", name, skipped[name])
+                continue
             studies[name] = {"params": best, "study": study.study_name, "cv_log_loss": study.best_value,
                              "fold_losses": study.best_trial.user_attrs["fold_losses"], "trials": study.trials}
+    if not studies:
+        raise DataError(f"no model family can be fitted on these rows: {skipped}")
     chosen, why = registry.choose(studies)
     log.info("train: chose %s: %s", chosen, why)
     last = split.final
@@ -66,7 +78,7 @@ def run(params: dict) -> None:
     write_json({"scheme": split_cfg["scheme"], "holdout_locations": held}, SPLIT_FILE)
     write_json({"chosen": chosen, "why": why, "final_rounds": final.rounds_,
                 "models": {**{n: {k: v for k, v in s.items() if k != "trials"} for n, s in studies.items()},
-                           **({registry.LightGBMMulticlass.NAME: {"skipped": skipped}} if skipped else {})}},
+                           **{n: {"skipped": why} for n, why in skipped.items()}}},
                BEST_PARAMS)
     history, best_so_far = [], np.inf
     for t in studies[chosen]["trials"]:

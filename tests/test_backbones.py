@@ -2,6 +2,7 @@
 real architecture sizes, load strictly, embed real-format sample views, run equally in ONNX Runtime, and
 a wrong file fails in one line."""
 import json
+import os
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import yaml
 from features.backbones import BackboneError, build_backbone, check_backbones, family_name
 from features.backbones.dinov2 import resample_position_embeddings
 from tests.checkpoints import dinov2_hub_state, write_open_clip_folder
+from stages.embeddings import check_tracked
 from tests.conftest import Payload, project_reading, run_stage
 from tests.test_embeddings import cosine, sample_views
 
@@ -128,9 +130,16 @@ def test_wrong_files_fail_in_one_line_naming_backbone_file_and_keys(dinov2_files
     torch.save(state, tmp_path / "edited.pth")
     with one_line(r"2 missing keys \(blocks.3.ls1.gamma, blocks.4.ls2.gamma\); 1 unexpected keys \(head.weight\)"):
         build_backbone("dinov2_vits14", dict(CFG, weights={"dinov2_vits14": str(tmp_path / "edited.pth")}))
-    (tmp_path / "html.pth").write_bytes(b"<html>404 Not Found</html>")  # a failed download
-    with one_line(r"html.pth is not a readable checkpoint"):
+    # failed downloads: a web page saved under the checkpoint's name, a file cut to nothing, a file cut short
+    (tmp_path / "html.pth").write_bytes(b"\n<!DOCTYPE html>\n<html><head><title>Sign in</title></head></html>")
+    with one_line(r"html.pth is an HTML page, not a checkpoint: the download saved a web page"):
         build_backbone("dinov2_vits14", dict(CFG, weights={"dinov2_vits14": str(tmp_path / "html.pth")}))
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with one_line(r"empty.pth is an empty file \(0 bytes\): the download did not finish$"):
+        build_backbone("dinov2_vits14", dict(CFG, weights={"dinov2_vits14": str(tmp_path / "empty.pth")}))
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "edited.pth").read_bytes()[:5000])
+    with one_line(r"cut.pth is not a readable PyTorch checkpoint \(.+\)$"):
+        build_backbone("dinov2_vits14", dict(CFG, weights={"dinov2_vits14": str(tmp_path / "cut.pth")}))
     with one_line(r"weights file .*missing.pth not found \(download it: README, Backbones\)"):
         build_backbone("dinov2_vits14", dict(CFG, weights={"dinov2_vits14": str(tmp_path / "missing.pth")}))
     with one_line(r"backbone dinov2_vits14 needs its torch-hub checkpoint: set embeddings.weights.dinov2_vits14"):
@@ -160,9 +169,13 @@ def test_wrong_files_fail_in_one_line_naming_backbone_file_and_keys(dinov2_files
 def test_a_pickled_payload_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran"
     torch.save({"cls_token": Payload(str(marker))}, tmp_path / "payload.pth")
-    with one_line(r"payload.pth is not a readable checkpoint"):
+    with pytest.raises(BackboneError) as refused:
         build_backbone("dinov2_vits14", dict(CFG, weights={"dinov2_vits14": str(tmp_path / "payload.pth")}))
-    assert not marker.exists()
+    assert str(refused.value) == (
+        f"backbone dinov2_vits14: {tmp_path / 'payload.pth'} is a pickle holding objects other than tensors (loading "
+        "it would run code it names), refused: use the published checkpoint, or save its state dict of tensors "
+        "(torch.save(model.state_dict())) or a .safetensors file")
+    assert "weights_only=False" not in str(refused.value) and not marker.exists()
 
 
 def test_backbone_lists_name_distinct_families():
@@ -181,7 +194,7 @@ def test_backbone_lists_name_distinct_families():
         check_backbones([])
 
 
-def test_the_stage_exits_with_one_line_for_a_wrong_file_or_an_untracked_path(pristine_root, tmp_path):
+def test_the_stage_exits_with_one_line_for_a_wrong_file_or_an_untracked_path(pristine_root, tmp_path, monkeypatch):
     work = project_reading(pristine_root, tmp_path)
     run_stage(work, "load")
     params = yaml.safe_load((work / "params.yaml").read_text())
@@ -196,10 +209,22 @@ def test_the_stage_exits_with_one_line_for_a_wrong_file_or_an_untracked_path(pri
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     failed = run_stage(work, "embeddings", check=False)
     assert failed.returncode == 1 and failed.stderr.splitlines()[-1].startswith(
-        f"embeddings: error: weights of dinov2_vitb14 at {tmp_path / 'elsewhere.pth'} are outside weights/, which "
-        "dvc.yaml tracks")
+        f"embeddings: error: weights of dinov2_vitb14 at {tmp_path / 'elsewhere.pth'} are outside weights/ "
+        f"({tmp_path / 'elsewhere.pth'}), which dvc.yaml tracks")
+    # `..` is collapsed before the check, and the hint names the file it leads to
+    params["embeddings"]["weights"]["dinov2_vitb14"] = "weights/../../x.pth"
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    failed = run_stage(work, "embeddings", check=False)
+    assert failed.returncode == 1 and failed.stderr.splitlines()[-1] == (
+        f"embeddings: error: weights of dinov2_vitb14 at weights/../../x.pth are outside weights/ "
+        f"({tmp_path.parent / 'x.pth'}), which dvc.yaml tracks: link or copy them there "
+        f"(ln -s {tmp_path.parent / 'x.pth'} weights/)")
     params["embeddings"].update(backbones=["parquet"], import_file=str(tmp_path / "computed_elsewhere.parquet"))
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     failed = run_stage(work, "embeddings", check=False)
     assert failed.returncode == 1 and failed.stderr.splitlines()[-1].startswith(
         f"embeddings: error: embeddings.import_file {tmp_path / 'computed_elsewhere.parquet'} is outside weights/")
+    # a link inside weights/ to a download elsewhere is tracked, as the README recommends
+    os.symlink(tmp_path / "computed_elsewhere.parquet", work / "weights" / "linked.parquet")
+    monkeypatch.chdir(work)
+    check_tracked(dict(params["embeddings"], import_file="weights/linked.parquet"))

@@ -34,7 +34,8 @@ EXPECTED_LOAD = {
 EXPECTED_IMAGES = {"image not readable: truncated JPEG (the image data ends early)": 1,
                    "image not readable: JPEG header size over jpeg.max_megapixels": 1,
                    "image not readable: JPEG decoded with errors": 1,
-                   "image not readable: missing or unsafe file_name (see load report)": 2}
+                   "image not readable: no usable file at load (missing, empty, escaping the folder or an "
+                   "unreadable header: see load report)": 2}
 UNREADABLE = ["truncated", "missing", "traversal", "huge_header", "corrupt_body"]
 
 

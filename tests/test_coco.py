@@ -143,10 +143,12 @@ def test_image_size_missing_from_the_metadata_is_read_from_the_jpeg_header(root)
     (root / "train" / unreadable["file_name"]).write_bytes(b"\xff\xd8\xff")  # cut inside the header
     images, _, _, report = load(root)
     assert report.counts["image width/height missing or not positive (read from the JPEG header)"] == 4
-    assert report.counts["image width/height missing or not positive, JPEG header unreadable (left NA)"] == 1
+    assert report.counts["image width/height missing or not positive, JPEG header unreadable (left NA, image "
+                         "not read)"] == 1
     fixed = [im["id"] for im in doc["images"][:4]]
     pd.testing.assert_frame_equal(images.loc[fixed], clean.loc[fixed])
     assert pd.isna(images.loc[unreadable["id"], "height"]) and images.loc[unreadable["id"], "width"] == 160
+    assert not images.loc[unreadable["id"], "file_ok"]  # a file whose header does not read gives no pixels
 
 
 def test_metadata_without_any_width_or_height_key_loads_from_headers(root):

@@ -49,9 +49,9 @@ def on_dask(fn, *args):
 def test_feature_stages_on_dask_equal_local(pristine_root, tmp_path, client):
     root = pristine_root
     images, detections, landsat = tables(root)
-    local = image_stats(images, detections, root, STATS_CFG, tmp_path / "l_stats", QualityReport())
+    local = image_stats(images, detections, images.index, root, STATS_CFG, tmp_path / "l_stats", QualityReport())
     report = QualityReport()
-    remote = on_dask(image_stats, images, detections, root, STATS_CFG, tmp_path / "d_stats", report)
+    remote = on_dask(image_stats, images, detections, images.index, root, STATS_CFG, tmp_path / "d_stats", report)
     assert report.read["images computed"] == images["file_ok"].sum()
     pd.testing.assert_frame_equal(remote, local)
 

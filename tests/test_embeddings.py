@@ -124,7 +124,8 @@ def test_bad_images_get_nan_and_a_counted_reason(root, tmp_path, lite):
     frame, crop = compute_embeddings(images, detections, root, CFG, lambda: lite, tmp_path / "cache", report)
     assert np.isnan(frame[:2]).all() and not np.isnan(frame[2:]).any()
     assert report.counts["image not readable: truncated JPEG (the image data ends early)"] == 1
-    assert report.counts["image not readable: missing or unsafe file_name (see load report)"] == 1
+    assert report.counts["image not readable: no usable file at load (missing, empty, escaping the folder or an "
+                   "unreadable header: see load report)"] == 1
     has_crop = images.index.isin(crop_boxes(detections, 2, 0.3).index)
     assert not np.isnan(crop[2:][has_crop[2:]]).any() and np.isnan(crop[~has_crop]).all()
 

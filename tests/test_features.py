@@ -47,6 +47,20 @@ def test_detector_stats_known_boxes():
     assert stats.loc["c", "loc_median_top_h"] == pytest.approx(0.5)
 
 
+def test_a_burst_the_detector_never_saw_has_unknown_counts_not_zeros():
+    images = images_table(["a", "b", "c", "d"], ["2015-01-01 12:00:00"] * 4, seq_ids=["s", "s", "t", "t"])
+    det = boxes([("a", 1, 0.9, 0.1, 0.2, 0.4, 0.5)])
+    detector_images = pd.DataFrame({"n_boxes": [1, 0]}, index=pd.Index(["a", "b"], name="image_id"))
+    stats = detector_stats(images, det, detector_images, [0.1], 0.1, 0.5)
+    assert stats.loc["a", "seq_frames_detected"] == 2 and stats.loc["a", "seq_frames_animal_0.1"] == 1
+    assert stats.loc["b", "seq_frames_animal_0.1"] == 1  # b was seen, empty: its burst's count holds
+    assert stats.loc[["c", "d"], ["seq_frames_detected", "seq_frames_animal_0.1", "seq_max_n_animal_0.1",
+                                 "seq_top_conf_max"]].isna().all().all()
+    # no detector file at all: every detector column of every image is unknown
+    nothing = detector_stats(images, det.iloc[:0], detector_images.iloc[:0], [0.1], 0.1, 0.5)
+    assert nothing.isna().all().all()
+
+
 def test_sequence_timing_circles_bursts_and_activity():
     images = images_table(
         ["noon0", "noon1", "six", "later", "other_cam"],

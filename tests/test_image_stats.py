@@ -44,11 +44,12 @@ def test_bad_images_are_counted_not_fatal(root, tmp_path):
     (root / "train" / images.loc[victims[1], "file_name"]).unlink()
     images, detections = load_tables(root)  # reload: the missing file is now flagged by the loader
     report = QualityReport()
-    stats = image_stats(images, detections, root, CFG, tmp_path / "cache", report)
+    stats = image_stats(images, detections, images.index, root, CFG, tmp_path / "cache", report)
     assert stats.loc[victims].isna().all().all()
     assert stats.drop(victims)["brightness"].notna().all()
     assert report.counts["image not readable: truncated JPEG (the image data ends early)"] == 1
-    assert report.counts["image not readable: missing or unsafe file_name (see load report)"] == 1
+    assert report.counts["image not readable: no usable file at load (missing, empty, escaping the folder or an "
+                   "unreadable header: see load report)"] == 1
 
 
 def test_rerun_uses_cache_and_new_images_compute_only_themselves(root, tmp_path):
@@ -56,17 +57,17 @@ def test_rerun_uses_cache_and_new_images_compute_only_themselves(root, tmp_path)
     sequences = images["seq_id"].unique()
     first = images[images["seq_id"].isin(sequences[:-3])]
     report = QualityReport()
-    partial = image_stats(first, detections, root, CFG, tmp_path / "cache", report)
+    partial = image_stats(first, detections, images.index, root, CFG, tmp_path / "cache", report)
     assert report.read["images computed"] == len(first)
 
     report = QualityReport()
-    full = image_stats(images, detections, root, CFG, tmp_path / "cache", report)
+    full = image_stats(images, detections, images.index, root, CFG, tmp_path / "cache", report)
     assert report.read["images computed"] == len(images) - len(first)
     assert report.read["images from cache"] == len(first)
     pd.testing.assert_frame_equal(full.loc[first.index], partial)
 
     report = QualityReport()
-    image_stats(images, detections, root, CFG, tmp_path / "cache", report)
+    image_stats(images, detections, images.index, root, CFG, tmp_path / "cache", report)
     assert report.read.get("images computed", 0) == 0
 
 
@@ -75,12 +76,12 @@ def test_interrupted_run_resumes_from_finished_chunks(root, tmp_path, monkeypatc
     real = image_stats_module._chunk_stats
     monkeypatch.setattr(image_stats_module, "_chunk_stats", killed_on_call(3, real))
     with pytest.raises(KeyboardInterrupt):
-        image_stats(images, detections, root, CFG, tmp_path / "cache", QualityReport())
+        image_stats(images, detections, images.index, root, CFG, tmp_path / "cache", QualityReport())
     shards = list((tmp_path / "cache").glob("shard-*.parquet"))
     assert len(shards) == 2 and not list((tmp_path / "cache").glob(".*tmp"))
     monkeypatch.setattr(image_stats_module, "_chunk_stats", real)
     report = QualityReport()
-    resumed = image_stats(images, detections, root, CFG, tmp_path / "cache", report)
+    resumed = image_stats(images, detections, images.index, root, CFG, tmp_path / "cache", report)
     assert report.read["images from cache"] == sum(len(pd.read_parquet(s)) for s in shards)
-    fresh = image_stats(images, detections, root, CFG, tmp_path / "fresh_cache", QualityReport())
+    fresh = image_stats(images, detections, images.index, root, CFG, tmp_path / "fresh_cache", QualityReport())
     pd.testing.assert_frame_equal(resumed, fresh)

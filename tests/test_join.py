@@ -1,15 +1,34 @@
 """The join stage builds the feature table in Arrow: it must equal pandas' outer concat and reindex."""
+import json
+
 import numpy as np
 import pandas as pd
 
+import stages.common as common
 import stages.join as join
+
+PARAMS = {"features": {"detector_stats": True, "sequence_timing": True, "landsat_summary": False,
+                       "image_stats": False, "embeddings": True}, "data": {"warn_unusable_share": 0.01}}
+
+
+def in_folder(monkeypatch, folder, images: pd.DataFrame, notes: dict | None = None) -> None:
+    """The join stage reading its inputs from `folder` and writing there, the load report's notes given."""
+    (folder / "quality").mkdir(exist_ok=True)
+    (folder / "quality" / "load.json").write_text(json.dumps({"notes": notes or {}}))
+    for module in (join, common):
+        monkeypatch.setattr(module, "QUALITY", folder / "quality")
+    monkeypatch.setattr(join, "FEATURES", folder)
+    monkeypatch.setattr(join, "EMBEDDINGS", folder / "embeddings")
+    monkeypatch.setattr(join, "FEATURE_TABLE", folder / "feature_table.parquet")
+    monkeypatch.setattr(join, "USABLE_PIXELS", folder / "usable_pixels.parquet")
+    monkeypatch.setattr(join, "table", lambda name: images)
 
 
 def test_join_equals_pandas_concat_and_reindex_with_missing_and_shuffled_rows(tmp_path, monkeypatch):
     """Every backbone's embeddings file is a family of its own (in file-name order), prefixed by its name."""
     rng = np.random.default_rng(0)
     ids = pd.Index([f"img{i}" for i in range(50)], name="image_id")
-    images = pd.DataFrame({"split": "train"}, index=ids)
+    images = pd.DataFrame({"split": "train", "file_ok": True}, index=ids)
     families = {
         "detector_stats": pd.DataFrame({"n_boxes": rng.integers(0, 5, 50), "top_conf": rng.random(50)}, index=ids),
         # another order, some images missing, an integer column
@@ -26,12 +45,34 @@ def test_join_equals_pandas_concat_and_reindex_with_missing_and_shuffled_rows(tm
         frame.to_parquet(tmp_path / f"{name}.parquet")
     monkeypatch.setattr(join, "FEATURES", tmp_path)
     monkeypatch.setattr(join, "EMBEDDINGS", tmp_path / "embeddings")
-    monkeypatch.setattr(join, "FEATURE_TABLE", tmp_path / "feature_table.parquet")
-    monkeypatch.setattr(join, "table", lambda name: images)
-    join.run({"features": {"detector_stats": True, "sequence_timing": True, "landsat_summary": False,
-                           "image_stats": False, "embeddings": True}})
+    in_folder(monkeypatch, tmp_path, images)
+    join.run(PARAMS)
     expected = pd.concat([f.add_prefix(f"{n.split('/')[-1]}__") for n, f in families.items()], axis=1,
                          join="outer").reindex(ids)
     got = pd.read_parquet(tmp_path / "feature_table.parquet")
     pd.testing.assert_frame_equal(got, expected)
     assert got["sequence_timing__burst"].isna().sum() == 10
+
+
+def test_families_and_views_without_any_value_are_left_out_and_reported_absent(tmp_path, monkeypatch):
+    """No detector file: the detector family and the crop views are empty for every image; no pixel family read
+    img1, whose file was there, nor img2, whose file was not: neither trains."""
+    ids = pd.Index(["img0", "img1", "img2"], name="image_id")
+    images = pd.DataFrame({"split": "train", "file_ok": [True, True, False]}, index=ids)
+    empty = np.full(3, np.nan, np.float32)
+    (tmp_path / "embeddings").mkdir()
+    pd.DataFrame({"n_boxes": empty, "top_conf": empty}, index=ids).to_parquet(tmp_path / "detector_stats.parquet")
+    pd.DataFrame({"night": [1.0, 0.0, 1.0]}, index=ids).to_parquet(tmp_path / "sequence_timing.parquet")
+    pd.DataFrame({"frame_emb_0": [0.5, np.nan, np.nan], "crop_emb_0": empty, "seq_crop_emb_0": empty},
+                 index=ids).to_parquet(tmp_path / "embeddings" / "embeddings_x.parquet")
+    in_folder(monkeypatch, tmp_path, images, {"detector off": "no MegaDetector file at m.json"})
+    join.run(PARAMS)
+    got = pd.read_parquet(tmp_path / "feature_table.parquet")
+    assert list(got.columns) == ["sequence_timing__night", "embeddings_x__frame_emb_0"]
+    report = json.loads((tmp_path / "quality" / "join.json").read_text())
+    assert report["notes"]["absent families and views"] == {
+        "detector_stats": "no value for any image: no MegaDetector file at m.json",
+        "embeddings_x_crops": "no value for any image: no MegaDetector file at m.json"}
+    assert pd.read_parquet(tmp_path / "usable_pixels.parquet")["usable"].tolist() == [True, False, False]
+    assert report["notes"]["images without usable pixels, per split"] == {
+        "train": {"images": 3, "without_pixels": 2, "share": 0.6667}}

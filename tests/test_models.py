@@ -9,7 +9,8 @@ from models import baselines, registry
 from models.lgbm import LightGBMMulticlass, log_loss_of_true_class, stopping_rows
 from models.metrics import classification_metrics, smooth_by_sequence
 from models.rerank import LOG_FLOOR, Proposer, Reranker, candidates, out_of_fold, proposer_columns
-from models.split import holdout_locations, location_folds
+from data.quality import DataError
+from models.split import NotFittable, evaluation_split, holdout_locations, location_folds
 from models.tune import cross_validate, tune, tuning_folds, tuning_rows
 
 SPACE = {"learning_rate": {"low": 0.05, "high": 0.3, "log": True}, "num_leaves": {"low": 3, "high": 15, "int": True},
@@ -448,3 +449,55 @@ def test_the_reranker_is_chosen_only_when_its_tuning_folds_say_so_beyond_noise()
     assert registry.tuned_names(1000, 188, 2_000_000) == ([rr, mc], None)
     assert registry.tuned_names(20_000, 188, 2_000_000) == ([rr], "skipped: 20,000 rows x 188 classes = 3,760,000 > "
                                                                  "train.multiclass_max_row_classes (2,000,000)")
+
+
+def test_thin_rows_skip_a_model_with_the_reason_instead_of_a_traceback():
+    """Classes at one camera each (as most real classes): the stopping fold holds no class the other folds know,
+    which scikit-learn's early stopping cannot use; a fit of one class has nothing to tell apart."""
+    x, _, _ = toy(90)
+    groups = np.repeat([0, 1, 2], 30)
+    y = groups * 10  # each location its own class
+    with pytest.raises(NotFittable, match="its early-stopping fold .* has no image of a class the other folds"):
+        baselines.HistGradientBoosting(max_rounds=10).fit(x, y, groups=groups)
+    for model in (reranker(), LightGBMMulticlass(max_rounds=10)):
+        with pytest.raises(NotFittable, match="the 90 rows it fits on hold 1 class"):
+            model.fit(x, np.full(90, 4), groups)
+    with pytest.raises(NotFittable, match="1 row"):
+        location_folds(np.array([3]), 3)
+    assert len(location_folds(groups, 3)) == 3 and reranker().fit(x, y, groups).classes_.tolist() == [0, 10, 20]
+
+
+def official(splits: dict[str, int], usable: bool = True) -> pd.DataFrame:
+    """Labelled rows of a WILDS-layout copy: `splits` gives each official split's image count."""
+    split = np.concatenate([[s] * n for s, n in splits.items()])
+    return pd.DataFrame({"wilds_split": split, "location": np.arange(len(split)) % 4, "usable": usable})
+
+
+def test_wilds_splits_the_scheme_needs_are_refused_by_name_and_others_left_unscored():
+    split = evaluation_split(official({"train": 8, "val": 2, "test": 3, "id_test": 2}), "wilds", None)
+    assert list(split.scored) == ["test", "val", "id_test"]
+    assert split.unscored == {"id_val": "no labelled image in this split of metadata.csv"}
+    for missing in ("train", "val", "test"):
+        with pytest.raises(DataError, match=rf"^metadata.csv: no labelled image in split '{missing}', which split"
+                                            r".scheme wilds (fits on|tunes on|reports): use split.scheme location"):
+            evaluation_split(official({s: 3 for s in ("train", "val", "test") if s != missing}), "wilds", None)
+    with pytest.raises(DataError, match="holds out whole cameras, but the labelled train images come from 1 location"):
+        holdout_locations(pd.Series([5, 5, 5]), 0.25, 0)
+
+
+def test_rows_without_usable_pixels_never_train_and_are_scored_all_the_same():
+    rows = official({"train": 8, "val": 2, "test": 3})
+    rows.loc[[0, 1, 9, 10], "usable"] = False  # two training images, one val and one test image
+    split = evaluation_split(rows, "wilds", None)
+    assert split.fit.tolist() == split.final.tolist() == [False, False] + [True] * 6 + [False] * 5
+    assert split.without_pixels == 2 and split.tuning[9] and split.scored["test"][10]
+    rows = rows.assign(location=[0, 1, 2, 3] * 3 + [0], usable=[False, True] * 6 + [True])
+    split = evaluation_split(rows.drop(columns="wilds_split"), "location", [3])
+    assert not (split.fit & ~rows["usable"]).any() and split.scored["holdout"].sum() == 3
+    with pytest.raises(DataError, match="no labelled training image has usable pixels"):
+        evaluation_split(rows.assign(usable=False), "location", [3])
+
+
+def test_the_one_family_tuned_is_chosen_with_the_reason():
+    chosen, why = registry.choose({"lightgbm_multiclass": {"fold_losses": [0.5, 0.6]}})
+    assert chosen == "lightgbm_multiclass" and why.startswith("the only model tuned")

@@ -317,3 +317,17 @@ def test_added_backbones_are_families_of_their_own_and_only_they_are_computed(re
     run(["dvc", "repro", "embeddings"], work)  # a backbone taken off the list leaves no family behind
     assert sorted(p.name for p in (work / "artifacts/features/embeddings").iterdir()) == [
         "embeddings_bioclip.parquet", "embeddings_efficientnet_lite0.parquet"]
+
+
+def test_choosing_the_real_data_never_reruns_the_sample(repro):
+    """`sample` reads no data.* key: pointing the root or the layout at a download leaves it up to date."""
+    work, _ = repro
+    before = (work / "params.yaml").read_text()
+    params = yaml.safe_load(before)
+    params["data"].update(root="/data/iwildcam_v2.0", layout="wilds", metadata="metadata.csv")
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    try:
+        status = json.loads(run(["dvc", "status", "--json"], work).stdout)
+    finally:
+        (work / "params.yaml").write_text(before)
+    assert "sample" not in status and "load" in status

@@ -86,27 +86,59 @@ def test_loader_reads_the_repacked_copy_with_the_kaggle_labels(wilds, kaggle):
 
 def test_bad_rows_are_counted_and_named_and_a_missing_column_is_one_error(damaged):
     meta = pd.read_csv(damaged / "metadata.csv", index_col=0)
+    meta["image_id"] = meta["filename"].str[:-4]  # WILDS's own column, checked against the filename
     meta.loc[0, "split"] = "holdout"
     meta.loc[1, "y"] = 999
     meta.loc[2, "filename"] = "../escape.png"
     meta.loc[3, "filename"] = meta.loc[4, "filename"]
+    meta.loc[3, "image_id"] = meta.loc[4, "image_id"]
     (damaged / "train" / meta.loc[5, "filename"]).unlink()
+    # an absolute path and a relative one out of the folder are skipped alike, and never become an image id
+    meta.loc[6, "filename"] = f"{damaged}/train/{meta.loc[6, 'filename']}"
+    meta.loc[7, "filename"] = f"../../{meta.loc[7, 'filename']}"
+    meta.loc[8, "filename"] = f"sub/{meta.loc[8, 'filename']}"
+    meta.loc[9, "image_id"] = "not-its-id"
     meta.to_csv(damaged / "metadata.csv")
     report = QualityReport()
     images, labels, _, _ = load_wilds(damaged, report, (2000, 2030))
-    skipped = report.to_dict()["skipped"]
+    skipped, examples = report.to_dict()["skipped"], report.to_dict()["examples"]
     assert skipped["split not one of train, val, test, id_val, id_test (row skipped)"] == 1
     assert skipped["y not in categories.csv (row skipped)"] == 1
-    assert skipped["filename is not <image id>.jpg (row skipped)"] == 1
+    assert examples["y not in categories.csv (row skipped)"] == ["metadata.csv: line 3 y='999'"]
+    assert skipped["filename escapes the image folder (row skipped)"] == 3
+    assert skipped["filename is not <image id>.jpg in train/ (row skipped)"] == 1
+    assert skipped["image_id is not the filename without .jpg (row skipped)"] == 1
     assert skipped["duplicate filename (later row skipped)"] == 1
     assert skipped["image file missing (image not read)"] == 1 and (~images["file_ok"]).sum() == 1
-    assert len(images) == len(meta) - 4 and labels.index.equals(images.index)
+    assert len(images) == len(meta) - 8 and labels.index.equals(images.index)
+    assert not images.index.str.contains("/").any() and images.index.isin(meta["image_id"]).all()
     meta.drop(columns="sequence_remapped").to_csv(damaged / "metadata.csv")
     with pytest.raises(DataError, match=r"metadata.csv: columns \['sequence_remapped'\] missing"):
         load_wilds(damaged, QualityReport(), (2000, 2030))
     meta.assign(location_remapped="north").to_csv(damaged / "metadata.csv")
     with pytest.raises(DataError, match=rf"metadata.csv: line 5 \({meta.loc[3, 'filename']}\) has invalid "
-                                        r"'location_remapped' = 'north'"):
+                                        r"'location_remapped' = 'north'$"):
+        load_wilds(damaged, QualityReport(), (2000, 2030))
+
+
+def test_a_bad_value_is_reported_as_written_and_a_truncated_file_as_truncated(damaged):
+    path = damaged / "metadata.csv"
+    meta = pd.read_csv(path, index_col=0).astype({"y": object})
+    meta.loc[4, "y"] = None  # an empty cell, which pandas would read as NaN
+    meta.to_csv(path)
+    with pytest.raises(DataError, match=rf"metadata.csv: line 6 \({meta.loc[4, 'filename']}\) has invalid 'y' = "
+                                        r"'' \(empty\)$"):
+        load_wilds(damaged, QualityReport(), (2000, 2030))
+    meta.loc[4, "y"] = "nan"
+    meta.to_csv(path)
+    with pytest.raises(DataError, match=r"has invalid 'y' = 'nan'$"):
+        load_wilds(damaged, QualityReport(), (2000, 2030))
+    meta.loc[4, "y"] = 0
+    meta.to_csv(path)
+    text = path.read_bytes()
+    path.write_bytes(text[:text.rstrip(b"\n").rfind(b",", 0, len(text) - 30)])  # a download cut mid-line
+    with pytest.raises(DataError, match=rf"metadata.csv: line {len(meta) + 1} ends the file without a newline and "
+                                        r"has \d of 8 fields: the file is truncated \(download it again\)$"):
         load_wilds(damaged, QualityReport(), (2000, 2030))
 
 
@@ -139,8 +171,9 @@ def test_without_detector_file_or_original_locations_those_families_are_off_in_o
         run_stage(work, stage)
     baselines = json.loads((work / "reports/baselines.json").read_text())
     chosen = json.loads((work / "artifacts/models/best_params.json").read_text())["chosen"]
-    assert f"{chosen}_embeddings_efficientnet_lite0_frame_only" in baselines
-    assert f"{chosen}_embeddings_efficientnet_lite0_crops_only" not in baselines
+    assert "accuracy" in baselines[f"{chosen}_embeddings_efficientnet_lite0_frame_only"]
+    assert baselines[f"{chosen}_embeddings_efficientnet_lite0_crops_only"]["skipped"].startswith(
+        "skipped: no value for any image: no MegaDetector file")
     assert (work / "reports/submission.csv").stat().st_size > 0
 
 
@@ -156,7 +189,7 @@ def repro(tmp_path_factory):
     copy_project(work)
     params = tiny_params()
     params["sample"].update(SMALL)
-    params["data"].update(layout="wilds", metadata="metadata.csv")
+    params["data"].update(root="sample_data/iwildcam_v2.0", layout="wilds", metadata="metadata.csv")
     params["split"]["scheme"] = "wilds"
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     run(["dvc", "init", "--no-scm", "-q"], work)

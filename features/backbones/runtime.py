@@ -10,6 +10,7 @@ reason is logged and noted in the quality report).
 from __future__ import annotations
 
 import logging
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,20 +62,46 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+def _not_a_checkpoint(path: Path) -> str | None:
+    """What a file that cannot be a checkpoint is, from its first bytes: a download cut to nothing, or the web
+    page a browser or a blocked request saved under the checkpoint's name. None if it may be one."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "an empty file (0 bytes): the download did not finish"
+    text = head.lstrip().lower()
+    if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<!--")):
+        return "an HTML page, not a checkpoint: the download saved a web page (a login, error or redirect page)"
+    return None
+
+
 def read_state_dict(path: str | Path, name: str) -> dict[str, torch.Tensor]:
-    """The tensors of a .pth/.pt/.bin (loaded with weights_only: no pickled code runs) or .safetensors file."""
+    """The tensors of a .pth/.pt/.bin (loaded with weights_only: no pickled code runs) or .safetensors file.
+    A file that is not one is named with what it is instead (empty, a web page, a pickle of more than
+    tensors), never with a reader's traceback."""
     path = Path(path)
     if not path.is_file():
         raise BackboneError(f"backbone {name}: weights file {path} not found (download it: README, Backbones)")
+    what = _not_a_checkpoint(path)
+    if what:
+        raise BackboneError(f"backbone {name}: {path} is {what}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any reader failure is this file's defect, said in one line
-        raise BackboneError(f"backbone {name}: {path} is not a readable checkpoint "
-                            f"({' '.join(str(e).split())[:200]})") from e
+    except pickle.UnpicklingError as e:
+        # torch's weights-only unpickler met an object other than tensors and containers: loading it would
+        # run code the file names, which is refused whatever the file claims to be
+        raise BackboneError(f"backbone {name}: {path} is a pickle holding objects other than tensors (loading "
+                            f"it would run code it names), refused: use the published checkpoint, or save its "
+                            f"state dict of tensors (torch.save(model.state_dict())) or a .safetensors file") from e
+    except Exception as e:  # noqa: BLE001 - any other reader failure is this file's defect, said in one line
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise BackboneError(f"backbone {name}: {path} is not a readable "
+                            f"{'safetensors file' if path.suffix == '.safetensors' else 'PyTorch checkpoint'} "
+                            f"({reason[:200]})") from e
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
