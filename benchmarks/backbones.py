@@ -9,8 +9,11 @@ with their crops. The crops are counted from `--megadetector` (a real MegaDetect
 params' `crop_min_conf`, at most `crops_top_k` per image); without it the table gives the frames alone and
 the upper bound of `crops_top_k` crops on every frame. EfficientNet-Lite0 is the reference: each row also
 gives its views/s as a ratio to Lite0's in the same run. Asserts that ONNX Runtime gives PyTorch's features
-(cosine >= 0.9999) for every backbone, including those too large for the test suite. `--device cuda` adds
-PyTorch on the GPU.
+(cosine >= 0.9999) for every backbone, including those too large for the test suite. Beside fp32, the int8
+graph as `embeddings.precision: int8` runs it (ONNX Runtime's dynamic quantization, one view per call): its
+views/s, ratio to fp32 in the same run, cosine to the fp32 features (min, mean: random weights lack the
+activation outliers of trained ViTs, so this says nothing of real weights, which the stage's self-check
+measures) and hours. `--device cuda` adds PyTorch on the GPU.
 """
 from __future__ import annotations
 
@@ -31,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import features.backbones  # noqa: E402
 from features.backbones import clip, dinov2, efficientnet_lite  # noqa: E402
-from features.backbones.runtime import (IMAGENET_MEAN, IMAGENET_STD, Network, frozen, onnx_session,  # noqa: E402
-                                        pixel_scale, resolve_device)
+from features.backbones.runtime import (IMAGENET_MEAN, IMAGENET_STD, Network, cosines, frozen,  # noqa: E402
+                                        int8_graph, onnx_graph, ort_session, pixel_scale, resolve_device)
 
 FRAMES = 280_853  # iWildCam 2020: 217,959 train + 62,894 test images
 BATCH = 8
@@ -108,15 +111,23 @@ def main() -> None:
                                                                backbone.input_size, 3), dtype=np.uint8)
             row = {"backbone": name, "dim": backbone.dim, "input": backbone.input_size, "gflops": gflops(backbone),
                    "torch": views_per_s(lambda v: backbone.embed(v, BATCH), views)}
-            reference = backbone.embed(views[:BATCH], BATCH)
-            backbone.session = onnx_session(backbone, Path(tmp), args.threads, features.backbones.__file__)
+            reference = backbone.embed(views, BATCH)
+            backbone.graph = onnx_graph(backbone, Path(tmp), features.backbones.__file__)
+            backbone.use_fp32(args.threads)
             row["onnxruntime"] = views_per_s(lambda v: backbone.embed(v, BATCH), views)
-            exported = backbone.embed(views[:BATCH], BATCH)  # the same features, or the speed means nothing
-            row["min_cosine"] = float(((exported * reference).sum(1) / np.linalg.norm(exported, axis=1)
-                                       / np.linalg.norm(reference, axis=1)).min())
+            exported = backbone.embed(views, BATCH)  # the same features, or the speed means nothing
+            row["min_cosine"] = float(cosines(exported, reference).min())
             assert row["min_cosine"] >= 0.9999, f"{name}: ONNX Runtime differs from PyTorch ({row['min_cosine']})"
+            backbone.int8 = int8_graph(backbone.graph)
+            backbone.use_int8(args.threads)  # as the stage runs it: one view per call
+            row["int8"] = views_per_s(lambda v: backbone.embed(v, BATCH), views)
+            similarity = cosines(backbone.embed(views, BATCH), exported)
+            row["int8_vs_fp32"] = row["int8"] / row["onnxruntime"]
+            row["int8_min_cosine"], row["int8_mean_cosine"] = float(similarity.min()), float(similarity.mean())
+            row["int8_hours_frames"] = FRAMES / row["int8"] / 3600
+            row["int8_hours_all_crops"] = FRAMES * (1 + top_k) / row["int8"] / 3600
             if args.device == "cuda":
-                backbone.session, backbone.device = None, resolve_device("cuda")
+                backbone.session, backbone.runtime, backbone.device = None, "torch", resolve_device("cuda")
                 backbone.network.to(backbone.device)
                 row["cuda"] = views_per_s(lambda v: backbone.embed(v, 64), np.concatenate([views] * 8))
             best = row["onnxruntime"]
@@ -131,7 +142,10 @@ def main() -> None:
                   f"ONNX Runtime {row['onnxruntime']:6.1f} views/s ({row['vs_lite0']:.2f}x Lite0, cosine to PyTorch "
                   f"{row['min_cosine']:.6f})  "
                   f"PyTorch {row['torch']:6.1f}  frames {row['hours_frames']:6.1f} h  + {top_k} crops each "
-                  f"{row['hours_all_crops']:6.1f} h" + (f"  cuda {row['cuda']:.0f} views/s" if "cuda" in row else "")
+                  f"{row['hours_all_crops']:6.1f} h  |  int8 {row['int8']:6.1f} views/s ({row['int8_vs_fp32']:.2f}x "
+                  f"fp32, cosine to fp32 min {row['int8_min_cosine']:.5f} mean {row['int8_mean_cosine']:.5f}) frames "
+                  f"{row['int8_hours_frames']:6.1f} h + crops {row['int8_hours_all_crops']:6.1f} h"
+                  + (f"  cuda {row['cuda']:.0f} views/s" if "cuda" in row else "")
                   + (f"  frames + {crops:,} crops {row['hours_frames_and_crops']:.1f} h" if crops is not None else ""),
                   flush=True)
     if args.out:

@@ -121,7 +121,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     cfg = dict(weights={}, input_size=224, device="cpu", threads=args.threads,
                decode_workers=2, batch_size=args.batch_size, crops_top_k=1, crop_min_conf=0.3, crop_margin=0.15,
-               chunk_images=256, flip=False, runtime="torch")
+               chunk_images=256, flip=False, runtime="torch", precision="fp32")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         torch_lite0 = build_backbone("efficientnet_lite0", cfg)

@@ -14,6 +14,7 @@ rerun computes. Embeddings can also be imported from a parquet file computed els
 """
 from __future__ import annotations
 
+import json
 import logging
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,9 @@ from scipy import sparse
 from data import ImageError, QualityReport, image_path, read_image, report_unreadable
 from data.embeddings import load_embeddings
 from data.images import REDUCTIONS, JpegPolicy, metadata_size
-from features.backbones import IMPORTED, Backbone, build_backbone, family_name
+from features.backbones import IMPORTED, Backbone, BackboneError, build_backbone, family_name
+from features.backbones.runtime import INT8_RUNTIME, cosines
+from infra.atomic import write_json
 from infra.code_deps import code_digest
 from infra.hashing import digest, file_identity
 from infra.shard_cache import KEY, ShardCache
@@ -40,6 +43,7 @@ log = logging.getLogger(__name__)
 
 PAD_VALUE = (127, 127, 127)  # mid-grey: close to zero after every backbone's input scaling
 VIEWS = ("frame", "crop", "seq_crop")
+INT8_CHECK_VIEWS = 32  # frame views the int8 graph is checked on against the fp32 one, once per graph
 
 
 class Views(NamedTuple):
@@ -146,11 +150,14 @@ _LOADED: dict[str, Backbone] = {}  # per process: a Dask worker loads each backb
 
 
 def _embed_chunk(chunk: list[tuple[str, dict]], load_backbone: Callable[[], Backbone], model_id: str, cfg: dict,
-                 policy: JpegPolicy) -> pd.DataFrame:
+                 policy: JpegPolicy, int8: bool) -> pd.DataFrame:
     """Frame and mean crop embeddings of one chunk of images (one cache shard). Runs in this process or
-    on a Dask worker; decoding runs ahead of inference in a thread pool."""
+    on a Dask worker (in int8 if the stage's self-check chose it); decoding runs ahead of inference in a
+    thread pool."""
     if model_id not in _LOADED:
         _LOADED[model_id] = load_backbone()
+        if int8:
+            _LOADED[model_id].use_int8(cfg["threads"])
     backbone, batch = _LOADED[model_id], cfg["batch_size"]
     torch.set_num_threads(cfg["threads"])
     decoded = prefetched(lambda it: image_views(it, backbone.input_size, cfg["crop_margin"], policy),
@@ -168,6 +175,45 @@ def _embed_chunk(chunk: list[tuple[str, dict]], load_backbone: Callable[[], Back
                         index=pd.Index([it["image_id"] for _, it in chunk], name="image_id"))
 
 
+def int8_self_check(backbone: Backbone, items: list[dict], cfg: dict, policy: JpegPolicy,
+                    report: QualityReport) -> None:
+    """Whether the int8 graph may stand in for the fp32 one on these weights: the first time it runs, the frame
+    views of this run's first INT8_CHECK_VIEWS readable images are embedded in both precisions, and the per-view
+    cosine (min, mean) is kept beside the int8 graph and noted in the report. At or above
+    `embeddings.int8_min_cosine` the backbone runs in int8; below, the stage stops in one line, or with
+    `embeddings.int8_fallback` runs it in fp32. Real ViTs have activation outliers that random weights lack:
+    only the user's own weights can say how int8 treats them."""
+    record = backbone.int8.with_name(f"{backbone.int8.stem}.check.json")
+    if record.is_file():
+        check = json.loads(record.read_text())
+    else:
+        decoded = (image_views(it, backbone.input_size, cfg["crop_margin"], policy) for it in items)
+        frames = [v.frame for v in islice((v for v in decoded if v.frame is not None), INT8_CHECK_VIEWS)]
+        if not frames:
+            report.note("precision", "fp32: no readable view to check the int8 graph on")
+            return
+        views = np.stack(frames)
+        fp32 = backbone.embed(views, cfg["batch_size"])
+        backbone.use_int8(cfg["threads"])
+        similarity = cosines(fp32, backbone.embed(views, cfg["batch_size"]))
+        backbone.use_fp32(cfg["threads"])
+        check = {"views": len(views), "min_cosine": round(float(similarity.min()), 6),
+                 "mean_cosine": round(float(similarity.mean()), 6)}
+        write_json(check, record)
+    threshold = cfg["int8_min_cosine"]
+    report.note("int8 self-check", dict(check, threshold=threshold))
+    if check["min_cosine"] >= threshold:
+        backbone.use_int8(cfg["threads"])
+        return
+    figure = (f"backbone {backbone.name}: int8 self-check: min cosine to fp32 {check['min_cosine']:.4f} (mean "
+              f"{check['mean_cosine']:.4f}) over {check['views']} views of this run, below "
+              f"embeddings.int8_min_cosine {threshold}")
+    if not cfg["int8_fallback"]:
+        raise BackboneError(f"{figure}: run it in fp32 (embeddings.precision), or set embeddings.int8_fallback")
+    log.warning("embeddings: %s: running it in fp32 (embeddings.int8_fallback)", figure)
+    report.note("precision", "fp32: the int8 self-check fell below embeddings.int8_min_cosine")
+
+
 def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, cfg: dict,
                        load_backbone: Callable[[], Backbone], cache_dir: str | Path, report: QualityReport,
                        policy: JpegPolicy = JpegPolicy()) -> tuple[np.ndarray, np.ndarray]:
@@ -178,22 +224,25 @@ def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str
     """
     backbone = load_backbone()
     _LOADED[backbone.model_id] = backbone
+    boxes = crop_boxes(detections, cfg["crops_top_k"], cfg["crop_min_conf"])
+    readable = images[images["file_ok"]]
+    items = [{"image_id": i, "path": str(image_path(root, s, f)), "width": metadata_size(w),
+              "height": metadata_size(h), "boxes": boxes.get(i, [])}
+             for i, s, f, w, h in readable[["split", "file_name", "width", "height"]].itertuples()]
+    if backbone.int8 is not None:
+        int8_self_check(backbone, items, cfg, policy, report)
     report.note("backbone", backbone.model_id)
     report.note("runtime", backbone.runtime)
     if backbone.runtime_reason:
         report.note("runtime_reason", backbone.runtime_reason)
-    boxes = crop_boxes(detections, cfg["crops_top_k"], cfg["crop_min_conf"])
-    readable = images[images["file_ok"]]
+    # the runtime says the precision too: an int8 family is cached apart from the fp32 one
     view_params = (backbone.model_id, backbone.runtime, backbone.input_size, cfg["crops_top_k"],
                    cfg["crop_min_conf"], cfg["crop_margin"], cfg["flip"], policy, code_digest(__file__))
-    items = [{"image_id": i, "path": str(image_path(root, s, f)), "width": metadata_size(w),
-              "height": metadata_size(h), "boxes": boxes.get(i, [])}
-             for i, s, f, w, h in readable[["split", "file_name", "width", "height"]].itertuples()]
     keys = [digest(view_params, file_identity(it["path"]), it["boxes"], it["width"], it["height"]) for it in items]
     log.info("embeddings: %d images on %s with %s", len(items), backbone.device, backbone.model_id)
     computed, n_fresh, n_cached = ShardCache(cache_dir).fill(
         list(zip(keys, items)), partial(_embed_chunk, load_backbone=load_backbone, model_id=backbone.model_id, cfg=cfg,
-                                        policy=policy),
+                                        policy=policy, int8=backbone.runtime == INT8_RUNTIME),
         chunk_size=cfg["chunk_images"], n_jobs=1, desc="embeddings", unit="img",
         columns=["frame", "crop", "error", "problem"])
     report.count_read("images computed", n_fresh)

@@ -3,20 +3,25 @@ real architecture sizes, load strictly, embed real-format sample views, run equa
 a wrong file fails in one line."""
 import json
 import os
+import shutil
+from functools import partial
 
 import numpy as np
 import pytest
 import torch
 import yaml
 
+from data import QualityReport
 from features.backbones import BackboneError, build_backbone, check_backbones, family_name
+from features.backbones.runtime import cosines
+from features.embeddings import compute_embeddings
 from features.backbones.dinov2 import resample_position_embeddings
 from tests.checkpoints import dinov2_hub_state, write_open_clip_folder
 from stages.embeddings import check_tracked
-from tests.conftest import Payload, project_reading, run_stage
+from tests.conftest import Payload, load_tables, project_reading, run_stage
 from tests.test_embeddings import cosine, sample_views
 
-CFG = dict(device="cpu", runtime="torch", threads=2, input_size=224)
+CFG = dict(device="cpu", runtime="torch", threads=2, input_size=224, precision="fp32")
 
 
 def cubic_weights(t: float, a: float = -0.75) -> list[float]:
@@ -228,3 +233,62 @@ def test_the_stage_exits_with_one_line_for_a_wrong_file_or_an_untracked_path(pri
     os.symlink(tmp_path / "computed_elsewhere.parquet", work / "weights" / "linked.parquet")
     monkeypatch.chdir(work)
     check_tracked(dict(params["embeddings"], import_file="weights/linked.parquet"))
+
+
+EMBED = dict(CFG, runtime="onnxruntime", input_size=112, import_file=None, decode_workers=1, batch_size=8,
+             crops_top_k=1, crop_min_conf=0.3, crop_margin=0.15, chunk_images=8, flip=False, int8_min_cosine=0.99,
+             int8_fallback=False)
+
+
+def int8_run(root, dinov2_file, cache, report, images, **settings):
+    """compute_embeddings of `images` with DINOv2-S from `dinov2_file` (at 112 px), in int8 unless `settings` say
+    otherwise."""
+    cfg = {**EMBED, "weights": {"dinov2_vits14": str(dinov2_file)}, "precision": "int8", **settings}
+    _, detections = load_tables(root)
+    return compute_embeddings(images, detections, root, cfg,
+                              partial(build_backbone, "dinov2_vits14", cfg, cache / "onnx"), cache / "family", report)
+
+
+def test_int8_runs_after_its_self_check_and_is_cached_apart_from_fp32(pristine_root, dinov2_files, tmp_path):
+    images = load_tables(pristine_root)[0].iloc[:40]
+    report = QualityReport()
+    frame, _ = int8_run(pristine_root, dinov2_files["dinov2_vits14"], tmp_path, report, images)
+    check = report.notes["int8 self-check"]
+    assert report.notes["runtime"] == "onnxruntime-int8" and check["views"] == 32 and check["threshold"] == 0.99
+    assert 0.99 <= check["min_cosine"] <= check["mean_cosine"] < 1
+    fp32_report = QualityReport()
+    fp32, _ = int8_run(pristine_root, dinov2_files["dinov2_vits14"], tmp_path, fp32_report, images, precision="fp32")
+    assert fp32_report.read["images computed"] == 40 and "int8 self-check" not in fp32_report.notes  # its own key
+    similarity = cosines(frame, fp32)
+    assert similarity.min() >= check["min_cosine"] - 0.01 and not np.array_equal(frame, fp32)
+    # a rerun reads its cache and the recorded check; the batch size changes nothing (one view per call)
+    again = QualityReport()
+    same, _ = int8_run(pristine_root, dinov2_files["dinov2_vits14"], tmp_path, again, images)
+    assert again.read["images computed"] == 0 and again.notes["int8 self-check"] == check
+    shutil.rmtree(tmp_path / "family")
+    batched, _ = int8_run(pristine_root, dinov2_files["dinov2_vits14"], tmp_path, QualityReport(), images,
+                          batch_size=3)
+    np.testing.assert_array_equal(batched, same)
+
+
+def test_the_int8_self_check_refuses_weights_with_activation_outliers(pristine_root, tmp_path):
+    """Trained ViTs carry a few huge LayerNorm gains; dynamic quantization scales each activation tensor by its
+    largest value, so the outlier channel leaves the others a handful of levels. Injected here into every
+    block, the int8 graph falls far below fp32: the stage stops in one line, or runs the backbone in fp32."""
+    state = dinov2_hub_state("dinov2_vits14")
+    for key in (k for k in state if k.endswith(("norm1.weight", "norm2.weight"))):
+        state[key][7] = 300.0
+    torch.save(state, tmp_path / "outliers.pth")
+    images = load_tables(pristine_root)[0].iloc[:16]
+    with pytest.raises(BackboneError, match=r"^backbone dinov2_vits14: int8 self-check: min cosine to fp32 0\.\d{4} "
+                                            r"\(mean 0\.\d{4}\) over 16 views of this run, below "
+                                            r"embeddings.int8_min_cosine 0.99: run it in fp32"):
+        int8_run(pristine_root, tmp_path / "outliers.pth", tmp_path, QualityReport(), images)
+    report = QualityReport()
+    int8_run(pristine_root, tmp_path / "outliers.pth", tmp_path, report, images, int8_fallback=True)
+    assert report.notes["runtime"] == "onnxruntime" and report.notes["int8 self-check"]["min_cosine"] < 0.95
+    assert report.notes["precision"] == "fp32: the int8 self-check fell below embeddings.int8_min_cosine"
+    with one_line("embeddings.precision int8 .* runs ONNX Runtime's int8 graph on the CPU: set embeddings.runtime "
+                  "onnxruntime"):
+        build_backbone("dinov2_vits14", dict(EMBED, weights={"dinov2_vits14": str(tmp_path / "outliers.pth")},
+                                             precision={"dinov2_vits14": "int8"}, runtime="torch"))

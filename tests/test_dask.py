@@ -24,7 +24,7 @@ from tests.test_models import SPACE, TUNE, reranker, toy
 
 EMBED_CFG = dict(backbones=["efficientnet_lite0"], weights={}, input_size=224, import_file=None, device="cpu", threads=1,
                  decode_workers=1, batch_size=8, crops_top_k=2, crop_min_conf=0.3, crop_margin=0.15, chunk_images=8,
-                 flip=False, runtime="torch")
+                 flip=False, runtime="torch", precision="fp32")
 STATS_CFG = dict(short_side=32, box_min_conf=0.3, chunk_sequences=4, n_jobs=2)  # n_jobs: from execution
 LANDSAT_CFG = dict(max_cloud_confidence=1, max_cirrus_confidence=1, centre_window=9, min_clear_share=0.1,
                    band_resolution=1, nearest_window_days=60, n_jobs=2)

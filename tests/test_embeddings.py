@@ -17,7 +17,7 @@ from features.backbones.runtime import UInt8Input, resolve_device
 from models.reduce import EmbeddingPCA, FeatureFile
 from tests.conftest import killed_on_call, load_tables
 
-LITE_CFG = dict(weights={}, device="cpu", runtime="torch", input_size=224)
+LITE_CFG = dict(weights={}, device="cpu", runtime="torch", input_size=224, precision="fp32")
 CFG = dict(LITE_CFG, import_file=None, threads=2, decode_workers=2, batch_size=8, crops_top_k=2,
            crop_min_conf=0.3, crop_margin=0.15, chunk_images=16, flip=False)
 TABBY, TIGER_CAT, EGYPTIAN_CAT, ESPRESSO, CUP, COFFEE_MUG = 281, 282, 285, 967, 968, 504

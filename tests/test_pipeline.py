@@ -331,3 +331,25 @@ def test_choosing_the_real_data_never_reruns_the_sample(repro):
     finally:
         (work / "params.yaml").write_text(before)
     assert "sample" not in status and "load" in status
+
+
+def test_int8_precision_reruns_only_the_embeddings_of_its_backbone_and_what_follows(repro):
+    """`embeddings.precision: {bioclip: int8}` beside an fp32 EfficientNet: the embeddings stage reruns (its params
+    changed), computes only BioCLIP's family again, in int8 after its self-check, and the model stages follow."""
+    work, _ = repro
+    write_open_clip_folder(work / "weights/bioclip", layers=2, width=128, patch=16, embed_dim=64)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["embeddings"].update(backbones=["efficientnet_lite0", "bioclip"], precision="fp32")
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["dvc", "repro"], work)
+    ran = repro_with(work, "embeddings", "precision", {"bioclip": "int8"})
+    assert ran == {"embeddings", "join", "train", "evaluate", "predict"}
+
+    def quality(family):
+        return json.loads((work / f"reports/quality/embeddings/embeddings_{family}.json").read_text())
+    readable = pd.read_parquet(work / "artifacts/tables/images.parquet")["file_ok"].sum()
+    assert quality("efficientnet_lite0")["read"]["images from cache"] == readable
+    assert quality("efficientnet_lite0")["notes"]["runtime"] == "onnxruntime"
+    bioclip = quality("bioclip")
+    assert bioclip["read"]["images computed"] == readable and bioclip["notes"]["runtime"] == "onnxruntime-int8"
+    assert bioclip["notes"]["int8 self-check"]["min_cosine"] >= 0.99

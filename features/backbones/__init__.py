@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 from features.backbones import clip, dinov2, efficientnet_lite, external
-from features.backbones.runtime import (RUNTIMES, Backbone, BackboneError, Network, frozen, onnx_session,
-                                        resolve_device)
+from features.backbones.runtime import (PRECISIONS, RUNTIMES, Backbone, BackboneError, Network, frozen, int8_graph,
+                                        onnx_graph, ort_session, resolve_device)
 
 log = logging.getLogger(__name__)
 IMPORTED = "parquet"
@@ -31,7 +31,8 @@ BUILDERS: dict[str, Callable[[str, str | None, dict], Network]] = {
     **{name: clip.build for name in clip.NAMED}}
 PREFIXED = {"clip:": clip.build, **{prefix: external.build for prefix in external.PREFIXES}}
 
-__all__ = ["Backbone", "BackboneError", "build_backbone", "family_name", "check_backbones", "weights_of", "IMPORTED"]
+__all__ = ["Backbone", "BackboneError", "build_backbone", "family_name", "check_backbones", "weights_of",
+           "precision_of", "IMPORTED"]
 
 
 def _builder(name: str) -> Callable[[str, str | None, dict], Network]:
@@ -79,21 +80,42 @@ def check_backbones(names: list[str]) -> list[str]:
     return names
 
 
+def precision_of(name: str, cfg: dict) -> str:
+    """`embeddings.precision` for backbone `name`: one precision for all, or a mapping {backbone: precision}
+    whose unlisted backbones run in fp32."""
+    precision = cfg["precision"]
+    value = precision.get(name, "fp32") if isinstance(precision, dict) else precision
+    if value not in PRECISIONS:
+        raise BackboneError(f"embeddings.precision of {name} must be one of {', '.join(PRECISIONS)}, not {value!r}")
+    return value
+
+
 def build_backbone(name: str, cfg: dict, export_dir: str | Path | None = None) -> Backbone:
     """Backbone `name` with its weights from `cfg["weights"][name]`, frozen, on `cfg["device"]`, run by
     `cfg["runtime"]`: ONNX Runtime on the CPU (exported into `export_dir`), PyTorch where the network does
-    not export, the reason kept in `runtime_reason`."""
+    not export, the reason kept in `runtime_reason`. In int8 (`precision_of`) the quantized graph is made
+    ready in `int8`, and runs once its self-check passes (features.embeddings)."""
     device, runtime = resolve_device(cfg["device"]), cfg["runtime"]
     if runtime not in RUNTIMES:
         raise BackboneError(f"embeddings.runtime must be one of {RUNTIMES}, not {runtime!r}")
+    int8 = precision_of(name, cfg) == "int8"
+    if int8 and (runtime != "onnxruntime" or device.type != "cpu"):
+        raise BackboneError(f"embeddings.precision int8 ({name}) runs ONNX Runtime's int8 graph on the CPU: set "
+                            f"embeddings.runtime onnxruntime and embeddings.device cpu, or run {name} in fp32")
     backbone = frozen(_builder(name)(name, weights_of(name, cfg), cfg), name, device)
     if runtime == "onnxruntime" and device.type == "cpu":
         if export_dir is None:
             raise BackboneError("embeddings.runtime onnxruntime needs a folder for the exported network")
         try:
-            backbone.session = onnx_session(backbone, Path(export_dir), cfg["threads"], __file__)
+            backbone.graph = onnx_graph(backbone, Path(export_dir), __file__)
+            backbone.session = ort_session(backbone.graph, cfg["threads"])
             backbone.runtime = "onnxruntime"
         except Exception as e:  # noqa: BLE001 - any exporter failure leaves PyTorch to run the network
             backbone.runtime_reason = f"does not export to ONNX: {' '.join(str(e).split())[:200]}"
             log.warning("embeddings: %s %s; running it in PyTorch", name, backbone.runtime_reason)
+    if int8 and backbone.graph is None:
+        raise BackboneError(f"embeddings.precision int8 ({name}): the network {backbone.runtime_reason}, and int8 "
+                            f"is a quantization of the exported graph: run {name} in fp32")
+    if int8:
+        backbone.int8 = int8_graph(backbone.graph)
     return backbone

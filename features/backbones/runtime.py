@@ -1,11 +1,13 @@
 """What every backbone shares: strict loading of a downloaded checkpoint, the uint8 input step, the device,
 and ONNX Runtime.
 
-On the CPU a network runs in ONNX Runtime (`embeddings.runtime: onnxruntime`), 1.6-2x PyTorch's speed on
-two cores: it is exported once from the PyTorch module at its fixed input size, with the uint8 NHWC ->
-normalised NCHW step inside the graph, and kept on disk under a name that hashes the weights and the export
-settings. PyTorch runs it on CUDA, with `runtime: torch`, and for a network that does not export (the
-reason is logged and noted in the quality report).
+On the CPU a network runs in ONNX Runtime (`embeddings.runtime: onnxruntime`; README, Backbones, has the
+measured speed against PyTorch): it is exported once from the PyTorch module at its fixed input size, with
+the uint8 NHWC -> normalised NCHW step inside the graph, and kept on disk under a name that hashes the
+weights and the export settings; `embeddings.precision: int8` runs that graph quantized by ONNX Runtime's
+own tool (dynamic quantization, per-channel int8 weights), once its self-check on the run's own views
+passes (features.embeddings). PyTorch runs it on CUDA, with `runtime: torch`, and for a network that does
+not export (the reason is logged and noted in the quality report).
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ from infra.hashing import digest, source_digest
 log = logging.getLogger(__name__)
 ONNX_OPSET = 17
 RUNTIMES = ("onnxruntime", "torch")
+PRECISIONS = ("fp32", "int8")
+INT8_RUNTIME = "onnxruntime-int8"  # the runtime a backbone running its int8 graph reports (and is cached under)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 KEYS_SHOWN = 3  # key names an error message shows of each kind
 
@@ -155,13 +159,27 @@ class Backbone:
     runtime: str = "torch"
     session: object | None = None       # an onnxruntime.InferenceSession when runtime is onnxruntime
     runtime_reason: str | None = None   # why it runs in PyTorch although ONNX Runtime was asked for
+    graph: Path | None = None           # the exported fp32 graph the session runs
+    int8: Path | None = None            # its int8 graph, when embeddings.precision asks for one
+
+    def use_int8(self, threads: int) -> None:
+        """Run the int8 graph from now on."""
+        self.session, self.runtime = ort_session(self.int8, threads), INT8_RUNTIME
+
+    def use_fp32(self, threads: int) -> None:
+        """Run the exported fp32 graph from now on."""
+        self.session, self.runtime = ort_session(self.graph, threads), "onnxruntime"
 
     @property
     def model_id(self) -> str:
         return f"{self.name}@{self.weights_sha}"
 
     def embed(self, views: np.ndarray, batch_size: int) -> np.ndarray:
-        """Features (N, dim) float32 of RGB uint8 views (N, S, S, 3), in batches of `batch_size`."""
+        """Features (N, dim) float32 of RGB uint8 views (N, S, S, 3), in batches of `batch_size`. The int8
+        graph quantizes activations with one scale per call, taken over the whole batch, so it runs one view
+        per call: a view's features never depend on the views batched with it (nor on the batch size)."""
+        if self.runtime == INT8_RUNTIME:
+            batch_size = 1
         out = np.empty((len(views), self.dim), np.float32)
         with torch.inference_mode():
             for start in range(0, len(views), batch_size):
@@ -181,10 +199,9 @@ def frozen(network: Network, name: str, device: torch.device) -> Backbone:
     return Backbone(name, source_digest(*network.weights), wrapped, network.dim, network.input_size, device)
 
 
-def onnx_session(backbone: Backbone, folder: Path, threads: int, code: str):
-    """An ONNX Runtime session of the backbone, exported on first use and reused from `folder` after; `code`
-    is the file whose imports built the network (part of the export's name)."""
-    import onnxruntime
+def onnx_graph(backbone: Backbone, folder: Path, code: str) -> Path:
+    """The backbone's ONNX graph in `folder`, exported on first use and reused after; `code` is the file whose
+    imports built the network (part of the graph's name)."""
     settings = digest(backbone.input_size, ONNX_OPSET, torch.__version__, code_digest(code))[:12]
     path = Path(folder) / f"{backbone.name.replace(':', '_').replace('/', '_')}-{backbone.weights_sha}-{settings}.onnx"
     if not path.is_file():
@@ -197,8 +214,35 @@ def onnx_session(backbone: Backbone, folder: Path, threads: int, code: str):
                               output_names=["features"], dynamic_axes={"views": {0: "n"}, "features": {0: "n"}},
                               opset_version=ONNX_OPSET, dynamo=False)
         backbone.network.to(backbone.device)
+    return path
+
+
+def int8_graph(graph: Path) -> Path:
+    """The graph with its weights quantized to int8 (ONNX Runtime's dynamic quantization: per-channel int8
+    weights, activations quantized per batch at run time), beside it, quantized on first use."""
+    path = graph.with_name(f"{graph.stem}-int8{graph.suffix}")
+    if not path.is_file():
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+        log.info("embeddings: quantizing %s to int8 (%s)", graph.name, path)
+        logging.disable(logging.WARNING)  # the quantizer's advice on static pre-processing, logged at the root
+        try:
+            with atomic_path(path) as tmp:
+                quantize_dynamic(str(graph), str(tmp), per_channel=True, weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
+    return path
+
+
+def ort_session(graph: Path, threads: int):
+    """An ONNX Runtime session of a graph on `threads` CPU threads."""
+    import onnxruntime
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     # idle inference threads sleep instead of spinning, leaving the cores to the decode threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(str(graph), options, providers=["CPUExecutionProvider"])
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosine similarity of each row of `a` to the same row of `b`."""
+    return (a * b).sum(axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
