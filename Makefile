@@ -11,7 +11,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # DVC stage commands say `python`: make it the project's environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test rehearse rehearse-wilds env clean-env
+.PHONY: repro test compare rehearse rehearse-wilds env clean-env
 
 env: $(STAMP)
 

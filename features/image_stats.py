@@ -98,8 +98,11 @@ def _chunk_stats(work: list[tuple[str, list[dict]]], short_side: int, policy: Jp
 
 
 def top_boxes(detections: pd.DataFrame, min_conf: float) -> pd.Series:
-    """The most confident box (x, y, w, h) per image, if at least `min_conf`."""
-    sure = detections.loc[detections["conf"] >= min_conf].sort_values("conf", ascending=False)
+    """The most confident box (x, y, w, h) per image, if at least `min_conf`; of boxes tied in confidence
+    (MegaDetector rounds to 3-4 decimals, so ties are common) the first in the detector file. A stable sort:
+    numpy's default quicksort dispatches to SIMD sorts that order ties differently on AVX2 and AVX-512 CPUs,
+    which gave another top box, and other box features, on another machine."""
+    sure = detections.loc[detections["conf"] >= min_conf].sort_values("conf", ascending=False, kind="stable")
     sure = sure.drop_duplicates("image_id").set_index("image_id")
     return pd.Series(list(zip(sure["x"], sure["y"], sure["w"], sure["h"])), index=sure.index.astype(str), dtype=object)
 

@@ -157,9 +157,9 @@ def _nearest_ndvi(images: pd.DataFrame, per_date: pd.DataFrame, window_days: flo
     # merge_asof needs one datetime resolution and one key dtype on both sides
     timed = timed.astype({"datetime": "datetime64[ns]", "location": "int64"})
     acquisitions = acquisitions.astype({"date": "datetime64[ns]", "location": "int64"})
-    joined = pd.merge_asof(timed.sort_values("datetime"), acquisitions.sort_values("date"),
-                           left_on="datetime", right_on="date", by="location", direction="nearest",
-                           tolerance=pd.Timedelta(days=window_days))
+    joined = pd.merge_asof(timed.sort_values("datetime", kind="stable"),
+                           acquisitions.sort_values("date", kind="stable"), left_on="datetime", right_on="date",
+                           by="location", direction="nearest", tolerance=pd.Timedelta(days=window_days))
     joined = joined.set_index("image_id")
     out.loc[joined.index, "ndvi_nearest"] = joined["ndvi"]
     out.loc[joined.index, "days_to_nearest"] = (joined["datetime"] - joined["date"]).abs().dt.days

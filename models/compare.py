@@ -27,7 +27,10 @@ def compare(summary: dict, scheme: str, references: list[dict], in_use: set[str]
     these rows give nothing to learn, a family the data lacks, a split with no image), and the published ones
     that apply (the WILDS baselines, and the frozen-feature probes of the backbones in use)."""
     rows = [{"model": name, "kind": "measured", "protocol": scheme, "split": split,
-             "accuracy": round(100 * m["accuracy"], 1), "macro_f1": round(100 * m["macro_f1"], 1),
+             "accuracy": percent(m["accuracy"]), "macro_f1": percent(m["macro_f1"]),
+             "accuracy_ci": percent(m["accuracy_ci"]), "macro_f1_ci": percent(m["macro_f1_ci"]),
+             **({"chosen_minus_this": {k: {"difference": percent(d["difference"]), "ci": percent(d["ci"])}
+                                       for k, d in m["vs_chosen"].items()}} if "vs_chosen" in m else {}),
              "comparable": scheme == "wilds", "source": "this run"}
             for name, result in summary.items() if "splits" in result and name not in ablations
             for split, m in result["splits"].items()]
@@ -38,6 +41,18 @@ def compare(summary: dict, scheme: str, references: list[dict], in_use: set[str]
     rows += [dict(r, kind="published", protocol="wilds", comparable=True) for r in references
              if r.get("backbone") is None or r["backbone"] in in_use]
     return rows
+
+
+def percent(value):
+    """A share (or a [low, high] interval of shares) in percent, to one decimal."""
+    return [percent(v) for v in value] if isinstance(value, list) else round(100 * value, 1)
+
+
+def _cell(r: dict, metric: str) -> str:
+    """`value [low, high]` of a measured row, the value alone of a published one."""
+    value = "" if r[metric] is None else f"{r[metric]:.1f}"
+    interval = r.get(f"{metric}_ci")
+    return f"{value} [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else value
 
 
 def comparison_markdown(rows: list[dict]) -> str:
@@ -53,11 +68,17 @@ def comparison_markdown(rows: list[dict]) -> str:
                 "with the published ones; run with the WILDS layout and split.scheme: wilds for that."),
              "On the embedded sample or the rehearsal data the measured numbers rank our models on synthetic "
              "data and say nothing about camera traps.", "",
-             "| model | kind | protocol | split | accuracy | macro-F1 | source |", "|---|---|---|---|---|---|---|"]
+             "Brackets: 95% interval from 1,000 bootstrap replicates over the split's camera locations (whole "
+             "cameras resampled; macro-F1 over the labels present in each replicate). *chosen minus this*: the "
+             "chosen model's macro-F1 minus this row's on the same replicates (paired), with its 95% interval: an "
+             "interval containing 0 is no evidence of a difference.", "",
+             "| model | kind | protocol | split | accuracy [95% CI] | macro-F1 [95% CI] | chosen minus this, "
+             "macro-F1 [95% CI] | source |", "|---|---|---|---|---|---|---|---|"]
     for r in (r for r in rows if r["kind"] != "skipped"):
-        accuracy = "" if r["accuracy"] is None else f"{r['accuracy']:.1f}"
-        lines.append(f"| {r['model']} | {r['kind']} | {r['protocol']} | {r['split']} | {accuracy} | "
-                     f"{r['macro_f1']:.1f} | {r['source']} |")
+        paired = r.get("chosen_minus_this", {}).get("macro_f1")
+        versus = f"{paired['difference']:+.1f} [{paired['ci'][0]:+.1f}, {paired['ci'][1]:+.1f}]" if paired else ""
+        lines.append(f"| {r['model']} | {r['kind']} | {r['protocol']} | {r['split']} | {_cell(r, 'accuracy')} | "
+                     f"{_cell(r, 'macro_f1')} | {versus} | {r['source']} |")
     skipped = [r for r in rows if r["kind"] == "skipped"]
     if skipped:
         lines += ["", "## Not measured in this run", "",

@@ -20,7 +20,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_sample_weight
 
-from infra.atomic import atomic_path, write_json
+from infra.atomic import write_json, write_text
 from models.split import NotFittable, location_folds
 
 BOOSTER_FILE, META_FILE = "booster.txt", "model.json"
@@ -141,7 +141,10 @@ class MulticlassData:
 
 
 def save_booster(booster: lgb.Booster, folder: str | Path, meta: dict) -> None:
+    """The booster as LightGBM's text model, less the `[num_threads: N]` line of its parameter list: how many
+    threads fitted it is not part of the model, and the same fit on another thread count is the same file."""
+    text = booster.model_to_string()
+    lines = [line for line in text.split("\n") if not line.startswith("[num_threads:")]
     Path(folder).mkdir(parents=True, exist_ok=True)
-    with atomic_path(Path(folder) / BOOSTER_FILE) as tmp:
-        booster.save_model(tmp)
+    write_text("\n".join(lines), Path(folder) / BOOSTER_FILE)
     write_json(meta, Path(folder) / META_FILE)

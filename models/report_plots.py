@@ -25,7 +25,8 @@ def importance_by_family(booster: lgb.Booster) -> pd.Series:
 
 
 def write_plots(y_true: np.ndarray, y_pred: np.ndarray, per_class: dict, booster: lgb.Booster,
-                names: pd.Series, plots: Path, figures: Path) -> None:
+                names: pd.Series, split: str, plots: Path, figures: Path) -> None:
+    """The headline split's confusion (DVC plot data and a figure), per-class recall and importance by family."""
     label = lambda c: f"{int(c)} {names.get(int(c), '?')}"  # noqa: E731
     top = pd.Series(y_true).value_counts().index[:TOP_CLASSES]
     actual = [label(c) if c in top else "other" for c in y_true]
@@ -46,7 +47,7 @@ def write_plots(y_true: np.ndarray, y_pred: np.ndarray, per_class: dict, booster
             ax.text(j, i, int(v), ha="center", va="center", fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("actual")
-    ax.set_title("Held-out locations: confusion matrix")
+    ax.set_title(f"{split}: confusion matrix")
     _save(fig, figures / "confusion.png")
 
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -54,6 +55,29 @@ def write_plots(y_true: np.ndarray, y_pred: np.ndarray, per_class: dict, booster
     ax.set_xlabel("share of total split gain")
     ax.set_title("Feature importance by family")
     _save(fig, figures / "importance_by_family.png")
+
+
+def write_interval_plots(summary: dict, split: str, reported: str, plots: Path, figures: Path) -> None:
+    """Every measured row's accuracy and macro-F1 on `split` with their 95% location-bootstrap intervals: DVC
+    plot data (the interval's ends as fields) and a figure with error bars, the reported model marked."""
+    rows = [{"model": name, **{k: m["splits"][split][k] for k in ("accuracy", "macro_f1")},
+             **{f"{k}_{end}": m["splits"][split][f"{k}_ci"][i] for k in ("accuracy", "macro_f1")
+                for i, end in enumerate(("low", "high"))}}
+            for name, m in summary.items() if split in m.get("splits", {})]
+    rows.sort(key=lambda r: r["macro_f1"])
+    write_json(rows, plots / "intervals.json")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 0.3 * len(rows) + 1.5), sharey=True)
+    for ax, metric in zip(axes, ("accuracy", "macro_f1")):
+        value = np.array([r[metric] for r in rows])
+        error = np.array([[v - r[f"{metric}_low"], r[f"{metric}_high"] - v] for v, r in zip(value, rows)]).T
+        mine = np.array([r["model"] == reported for r in rows])
+        for chosen, colour in ((False, "tab:blue"), (True, "tab:red")):
+            at = np.flatnonzero(mine == chosen)
+            ax.errorbar(value[at], at, xerr=error[:, at], fmt="o", markersize=3, color=colour, capsize=2)
+        ax.set_xlabel(f"{metric} (95% interval, bootstrap over cameras)")
+    axes[0].set_yticks(range(len(rows)), [r["model"] for r in rows], fontsize=7)
+    fig.suptitle(f"{split}: every measured model, the reported one in red")
+    _save(fig, figures / "intervals.png")
 
 
 def _save(fig, path: Path) -> None:

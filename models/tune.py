@@ -9,7 +9,9 @@ The study lives in an Optuna storage (SQLite by default), named after everything
 model and its settings, search space, the content of the training matrix, labels and groups, and the code
 of this module and of what it imports), so an interrupted run resumes where it stopped, any change to a
 feature value starts a new study, and `optuna-dashboard <storage>` shows it. `n_trials` is the study's
-target: trials already finished count. Execution settings (threads) are not part of the name.
+target: trials already finished count, and the study chooses only once it has them all: `timeout_s` stops a
+slow run with an error (the rerun resumes the stored study), never with fewer trials deciding the params.
+Execution settings (threads) are not part of the name.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import pandas as pd
 from optuna_integration.lightgbm import LightGBMPruningCallback
 from sklearn.base import clone
 
+from data.quality import DataError
 from infra.code_deps import code_digest
 from infra.hashing import digest
 from models.lgbm import log_loss_of_true_class
@@ -159,8 +162,8 @@ def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, 
          ) -> tuple[dict, optuna.Study]:
     """The model's best booster params (its fixed ones included) and the study.
 
-    `cfg` is train.tune (n_trials, max_rows, timeout_s, pruning, storage); tuning runs on whole locations up
-    to `max_rows` rows, in `model.cv_folds` location folds, or, given a fixed `validation` set (X, y: the
+    `cfg` is train.tune (n_trials, max_rows, pruning, storage) and timeout_s (execution.tune_timeout_s); tuning
+    runs on whole locations up to `max_rows` rows, in `model.cv_folds` location folds, or, given a fixed `validation` set (X, y: the
     WILDS scheme's OOD `val`), as one fold: the model fitted on all tuning rows, scored on it. With a Dask
     client the remaining trials are shared out over the workers, each running LightGBM on
     `threads_per_worker` threads with its own sampler seed; trials then finish in a different order than
@@ -173,8 +176,7 @@ def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, 
         data += data_digest(*validation, np.zeros(len(validation[1])))
     name = study_name(model, space, seed, cfg["pruning"], data)
     study = study_for(name, seed, cfg["pruning"], storage)
-    finished = [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE,
-                                                        optuna.trial.TrialState.PRUNED)]
+    finished = finished_trials(study)
     remaining = max(cfg["n_trials"] - len(finished), 0)
     log.info("tune: study %s on %d rows from %d locations has %d finished trials, running %d more",
              name, len(y), len(np.unique(groups)), len(finished), remaining)
@@ -193,4 +195,15 @@ def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, 
                                  space, share, cfg["timeout_s"], threads_per_worker, pure=False)
                    for i, share in enumerate(shares) if share]
         client.gather(futures)
+    done = len(finished_trials(study))
+    if done < cfg["n_trials"]:
+        # what a study chooses must not depend on how fast the machine was: an incomplete one chooses nothing
+        raise DataError(f"train: study {name} finished {done} of its {cfg['n_trials']} trials within "
+                        f"execution.tune_timeout_s ({cfg['timeout_s']} s): rerun to resume it where it stopped (it is "
+                        f"stored in {cfg['storage']}), or raise the timeout")
     return dict(model.booster_params or {}, **study.best_trial.params), study
+
+
+def finished_trials(study: optuna.Study) -> list:
+    """The study's complete and pruned trials: the ones that count towards its target."""
+    return [t for t in study.trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]

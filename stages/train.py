@@ -53,7 +53,8 @@ def run(params: dict) -> None:
         for name in names:
             model = registry.build(name, cfg, threads=execution["threads"])
             try:
-                best, study = tune(model, x_fit, y_fit, groups, cfg["search_space"], cfg["tune"], cfg["seed"],
+                best, study = tune(model, x_fit, y_fit, groups, cfg["search_space"],
+                                   dict(cfg["tune"], timeout_s=execution["tune_timeout_s"]), cfg["seed"],
                                    client=client, threads_per_worker=execution["threads_per_worker"],
                                    validation=validation)
             except NotFittable as e:

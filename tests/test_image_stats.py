@@ -1,4 +1,8 @@
-"""Image statistics: known answers on drawn images, bad files, and the per-sequence cache."""
+"""Image statistics: known answers on drawn images, bad files, the per-sequence cache, the same bytes on any CPU."""
+import os
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -6,8 +10,8 @@ import pytest
 
 import features.image_stats as image_stats_module
 from data import QualityReport
-from features.image_stats import frame_stats, image_stats
-from tests.conftest import killed_on_call, load_tables
+from features.image_stats import frame_stats, image_stats, top_boxes
+from tests.conftest import REPO, killed_on_call, load_tables
 
 CFG = dict(short_side=32, box_min_conf=0.3, chunk_sequences=4, n_jobs=1)
 
@@ -85,3 +89,46 @@ def test_interrupted_run_resumes_from_finished_chunks(root, tmp_path, monkeypatc
     assert report.read["images from cache"] == sum(len(pd.read_parquet(s)) for s in shards)
     fresh = image_stats(images, detections, images.index, root, CFG, tmp_path / "fresh_cache", QualityReport())
     pd.testing.assert_frame_equal(resumed, fresh)
+
+
+def test_of_boxes_tied_in_confidence_the_first_in_the_detector_file_is_the_top_box():
+    """MegaDetector rounds confidences, so ties are common; numpy's default quicksort orders them differently
+    with AVX2 and AVX-512 sorts, which once made image_stats differ between two machines."""
+    rng = np.random.default_rng(0)
+    n = 300
+    detections = pd.DataFrame({"image_id": np.repeat([f"i{k}" for k in range(n // 3)], 3),
+                               "conf": np.round(rng.choice([0.9, 0.91], n), 2), "x": np.arange(n) / n,
+                               "y": 0.1, "w": 0.2, "h": 0.2})
+    expected = detections.sort_values("conf", ascending=False, kind="stable").drop_duplicates("image_id")
+    top = top_boxes(detections, 0.3)
+    assert [box[0] for box in top.loc[expected["image_id"]]] == expected["x"].tolist()
+    first_best = detections[detections["conf"] == detections.groupby("image_id")["conf"].transform("max")]
+    assert top.map(lambda b: b[0]).sort_index().tolist() == \
+        first_best.drop_duplicates("image_id").set_index("image_id")["x"].sort_index().tolist()
+
+
+CPU_PATHS = """
+import sys
+sys.path.insert(0, sys.argv[3])
+from tests.conftest import load_tables
+from data import QualityReport
+from features.image_stats import image_stats
+images, detections = load_tables(__import__("pathlib").Path(sys.argv[1]))
+cfg = dict(short_side=32, box_min_conf=0.3, chunk_sequences=4, n_jobs=1)
+image_stats(images, detections, images.index, sys.argv[1], cfg, sys.argv[2] + "/cache", QualityReport()).to_parquet(
+    sys.argv[2] + "/stats.parquet")
+"""
+
+
+def test_image_stats_are_the_same_with_numpy_s_avx512_and_avx2_kernels_switched_off(pristine_root, tmp_path):
+    """The family is computed alike whatever vector units numpy dispatches to (NPY_DISABLE_CPU_FEATURES
+    emulates an older CPU): sorts, reductions and trigonometry give the same bytes."""
+    tables = []
+    for name, disabled in (("native", ""), ("no_avx", "X86_V4 AVX512_ICL AVX512_SPR X86_V3")):
+        out = tmp_path / name
+        out.mkdir()
+        env = dict(os.environ, NPY_DISABLE_CPU_FEATURES=disabled)
+        subprocess.run([sys.executable, "-c", CPU_PATHS, str(pristine_root), str(out), str(REPO)], env=env,
+                       check=True, capture_output=True)
+        tables.append(pd.read_parquet(out / "stats.parquet"))
+    pd.testing.assert_frame_equal(tables[0], tables[1], check_exact=True)

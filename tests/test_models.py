@@ -6,6 +6,7 @@ import pytest
 from sklearn.metrics import f1_score, recall_score
 
 from models import baselines, registry
+from models.bootstrap import counts, location_intervals, location_weights, replicate_scores
 from models.lgbm import LightGBMMulticlass, log_loss_of_true_class, stopping_rows
 from models.metrics import classification_metrics, smooth_by_sequence
 from models.rerank import LOG_FLOOR, Proposer, Reranker, candidates, out_of_fold, proposer_columns
@@ -385,7 +386,7 @@ def test_confusion_plot_keeps_the_most_frequent_classes_and_folds_the_rest(tmp_p
                         lgb.Dataset(pd.DataFrame({"a__x": rng.random(50), "b__y": rng.random(50)}),
                                     label=rng.integers(0, 2, 50)), num_boost_round=3)
     per_class = {c: {"precision": 1.0, "recall": 1.0, "support": 1} for c in range(20)}
-    write_plots(y_true, y_pred, per_class, booster, names, tmp_path / "plots", tmp_path / "figures")
+    write_plots(y_true, y_pred, per_class, booster, names, "holdout", tmp_path / "plots", tmp_path / "figures")
     confusion = pd.read_csv(tmp_path / "plots/confusion.csv")
     assert len(confusion) == len(y_true)
     assert set(confusion["actual"]) == {f"{c} species {c}" for c in range(TOP_CLASSES)} | {"other"}
@@ -501,3 +502,43 @@ def test_rows_without_usable_pixels_never_train_and_are_scored_all_the_same():
 def test_the_one_family_tuned_is_chosen_with_the_reason():
     chosen, why = registry.choose({"lightgbm_multiclass": {"fold_losses": [0.5, 0.6]}})
     assert chosen == "lightgbm_multiclass" and why.startswith("the only model tuned")
+
+
+def test_a_study_short_of_its_trials_at_the_timeout_chooses_nothing_and_resumes(tmp_path):
+    """The timeout ends a slow run with an error, never with fewer trials deciding the params; the rerun
+    resumes the stored study and chooses what a run without the timeout would have chosen."""
+    x, y, groups = toy()
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    with pytest.raises(DataError, match=r"^train: study reranker-\w+ finished 0 of its 3 trials within "
+                                        r"execution.tune_timeout_s \(1e-09 s\): rerun to resume it"):
+        tuned(x, y, groups, storage, n_trials=3, timeout_s=1e-9)
+    resumed, study = tuned(x, y, groups, storage, n_trials=3)
+    assert len(study.trials) == 3
+    uninterrupted, _ = tuned(x, y, groups, f"sqlite:///{tmp_path / 'other.db'}", n_trials=3)
+    assert resumed == uninterrupted
+
+
+def test_location_bootstrap_resamples_whole_cameras_and_scores_as_wilds_does():
+    """Each replicate equals scikit-learn on the images of the locations it drew (macro-F1 over the labels present
+    in that replicate); a paired difference is computed on the same replicates, so a model against itself is 0."""
+    rng = np.random.default_rng(3)
+    n = 600
+    locations = rng.integers(0, 9, n)
+    y = np.where(locations < 3, 4, rng.choice([1, 2, 7], n))  # class 4 lives at three cameras only
+    good, bad = np.where(rng.random(n) < 0.8, y, 2), np.where(rng.random(n) < 0.4, y, 7)
+    codes, weights = location_weights(locations, 50, seed=0)
+    table = counts(y, good, codes, weights.shape[1], pd.Index([1, 2, 4, 7]))
+    scores = replicate_scores(table, weights)
+    for r in range(50):
+        rows = np.concatenate([np.flatnonzero(codes == c) for c in np.repeat(np.arange(9), weights[r].astype(int))])
+        assert scores["accuracy"][r] == pytest.approx(np.mean(good[rows] == y[rows]))
+        assert scores["macro_f1"][r] == pytest.approx(f1_score(y[rows], good[rows], labels=np.unique(y[rows]),
+                                                               average="macro", zero_division=0))
+    found = location_intervals(y, {"good": good, "bad": bad, "same": good}, locations, "good", 1000, seed=0)
+    low, high = found["good"]["macro_f1_ci"]
+    assert low < f1_score(y, good, labels=np.unique(y), average="macro") < high
+    assert found["same"]["vs_chosen"]["macro_f1"] == {"difference": 0.0, "ci": [0.0, 0.0]}
+    versus = found["bad"]["vs_chosen"]["accuracy"]
+    assert versus["difference"] == pytest.approx(np.mean(good == y) - np.mean(bad == y)) and versus["ci"][0] > 0
+    assert "vs_chosen" not in found["good"]
+    assert location_intervals(y, {"good": good}, locations, "good", 1000, seed=0) == {"good": found["good"]}

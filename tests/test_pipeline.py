@@ -16,7 +16,7 @@ import yaml
 
 from models.registry import choose
 from tests.checkpoints import dinov2_hub_state, write_open_clip_folder
-from tests.conftest import REPO, TINY, copy_project
+from tests.conftest import REPO, TINY, copy_project, run_stage
 
 
 
@@ -105,7 +105,9 @@ def test_repro_writes_metrics_submission_and_quality_report(repro):
                               f"{chosen}_all_families_sequence_smoothed"} | probes | {
                                   f"{chosen}_{f}_only" for f in families}
     assert all(set(m["splits"]) == {"holdout"} and m["split"] == "holdout" for m in baselines.values())
-    assert all(m["fit_seconds"] > 0 for m in baselines.values())
+    timings = json.loads((work / "reports/timings.json").read_text())  # run-time fields, apart from the metrics
+    assert set(timings) == {n for n, m in baselines.items() if "splits" in m} and all(s > 0 for s in timings.values())
+    assert not any("fit_seconds" in m for m in (metrics, *baselines.values()))
     assert metrics["accuracy"] > baselines["majority_class"]["accuracy"]
     for plot in ("confusion.csv", "per_class_recall.json", "importance_by_family.json", "optuna_history.json"):
         assert (work / "reports/plots" / plot).stat().st_size > 0
@@ -138,10 +140,12 @@ def test_second_repro_runs_only_the_inventory_and_it_finds_nothing_changed(repro
 
 
 def test_execution_settings_rerun_nothing(repro):
-    """Threads, processes, decode workers, batch size: speed, not results; no stage declares them."""
+    """Threads, processes, decode workers, batch size, the tuning timeout: speed, not results; no stage declares
+    them."""
     work, _ = repro
     params = yaml.safe_load((work / "params.yaml").read_text())
-    params["execution"].update(threads=1, n_jobs=1, decode_workers=1, batch_size=3, workers=1, threads_per_worker=2)
+    params["execution"].update(threads=1, n_jobs=1, decode_workers=1, batch_size=3, workers=1, threads_per_worker=2,
+                               tune_timeout_s=60)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     assert stages_run(work) == set()
 
@@ -353,3 +357,28 @@ def test_int8_precision_reruns_only_the_embeddings_of_its_backbone_and_what_foll
     bioclip = quality("bioclip")
     assert bioclip["read"]["images computed"] == readable and bioclip["notes"]["runtime"] == "onnxruntime-int8"
     assert bioclip["notes"]["int8 self-check"]["min_cosine"] >= 0.99
+
+
+def test_execution_settings_change_no_model_file_and_no_metric(repro, tmp_path):
+    """train and evaluate from fresh studies on 1 and on 2 threads, in processes with different hash seeds:
+    every model file (the thread count is not written in it), the chosen params and every metric are the same
+    bytes; only reports/timings.json, which holds how long the fits took, may differ."""
+    work, _ = repro
+    written = {}
+    for threads in (1, 2):
+        copy = tmp_path / f"threads_{threads}"
+        shutil.copytree(work, copy, symlinks=True, ignore=shutil.ignore_patterns(".dvc"))
+        for fresh in ("artifacts/optuna", "artifacts/models"):  # new studies, new models
+            shutil.rmtree(copy / fresh)
+        params = yaml.safe_load((copy / "params.yaml").read_text())
+        params["execution"].update(backend="local", threads=threads)
+        (copy / "params.yaml").write_text(yaml.safe_dump(params))
+        for stage in ("train", "evaluate"):
+            run_stage(copy, stage, PYTHONHASHSEED=str(threads))
+        files = sorted((copy / "artifacts/models").rglob("*.*")) + [
+            copy / "reports" / name for name in ("metrics.json", "baselines.json", "comparison.json")]
+        written[threads] = {f.relative_to(copy).as_posix(): f.read_bytes() for f in files}
+    assert "artifacts/models/final/booster.txt" in written[1] and b"[num_threads:" not in written[1][
+        "artifacts/models/final/booster.txt"]
+    assert written[1].keys() == written[2].keys()
+    assert [f for f in written[1] if written[1][f] != written[2][f]] == []

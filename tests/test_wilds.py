@@ -207,7 +207,7 @@ def test_repro_on_the_wilds_layout_reports_every_split_beside_the_published_numb
     assert metrics["macro_f1"] == metrics["splits"]["test"]["macro_f1"]
     for probe in ("linear_probe_embeddings", "linear_probe_all_families"):
         for variant in (probe, f"{probe}_sequence_smoothed"):
-            assert baselines[variant]["fit_seconds"] > 0 and set(baselines[variant]["splits"]) == set(metrics["splits"])
+            assert set(baselines[variant]["splits"]) == set(metrics["splits"])
     images = pd.read_parquet(work / "artifacts/tables/images.parquet")
     submission = pd.read_csv(work / "reports/submission.csv", dtype={"Id": str})
     assert set(submission["Id"]) == set(images.index[images["wilds_split"] == "test"])

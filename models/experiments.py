@@ -1,0 +1,142 @@
+"""Compare DVC experiments over seeds: `make compare` (or `python -m models.experiments`).
+
+Experiments are run by DVC itself (`dvc exp run -S split.seed=1`, or queued: `dvc exp run --queue -S
+'split.seed=1,2,3'` then `dvc queue start`); this reads what `dvc exp show --json` reports for the current
+commit and its experiments, and writes reports/experiments.md and .json: the experiments grouped by the
+params that differ between them other than the seeds (a family switched off, another backbone, another
+precision), and per group and model row, the headline split's accuracy and macro-F1 on each seed, their
+mean and standard deviation, and a 95% interval of the mean over the seeds (Student's t): a difference
+between two groups smaller than these intervals is noise of the split, not of the model.
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from infra.atomic import write_json, write_text
+
+SEEDS = ("split.seed", "train.seed")  # what varies within a group
+NOT_COMPARED = ("execution.",)        # how a run ran, never what it computed
+METRICS, BASELINES = "reports/metrics.json", "reports/baselines.json"
+CHOSEN = "chosen model (metrics.json)"
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a.b": value} of a nested params dict."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def records(show: list[dict]) -> tuple[list[dict], list[str]]:
+    """(the commit's run and each of its experiments with params and both metric files; the names of those
+    without, e.g. failed runs) from `dvc exp show --json`. The workspace row repeats one of them: left out."""
+    found, missing = [], []
+    entries = [(e.get("name") or e["rev"], e) for e in show if e["rev"] != "workspace"]
+    entries += [(r.get("name") or r["rev"], r) for e in show for group in (e.get("experiments") or [])
+                for r in group.get("revs", [])]
+    for name, entry in entries:
+        data = entry.get("data") or {}
+        metrics = {path: (data.get("metrics") or {}).get(path, {}).get("data") for path in (METRICS, BASELINES)}
+        params = (data.get("params") or {}).get("params.yaml", {}).get("data")
+        if entry.get("error") or params is None or not all(metrics.values()):
+            missing.append(name)
+            continue
+        found.append({"name": name, "params": flatten(params), "metrics": metrics[METRICS],
+                      "baselines": metrics[BASELINES]})
+    return found, missing
+
+
+def varying(runs: list[dict]) -> list[str]:
+    """The params that differ between the runs, seeds and execution settings aside."""
+    keys = sorted({k for r in runs for k in r["params"]})
+    return [k for k in keys if not k.startswith(NOT_COMPARED) and k not in SEEDS
+            and len({json.dumps(r["params"].get(k), sort_keys=True) for r in runs}) > 1]
+
+
+def mean_interval(values: list[float]) -> dict:
+    """Mean, standard deviation and the 95% t interval of the mean of per-seed values (None from one seed)."""
+    n, mean = len(values), float(np.mean(values))
+    if n < 2:
+        return {"mean": mean, "sd": None, "ci": None}
+    sd = float(np.std(values, ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+    return {"mean": mean, "sd": sd, "ci": [mean - half, mean + half]}
+
+
+def _spread(a: dict, f: dict) -> tuple[str, str]:
+    """`mean ± sd` and the interval of accuracy / macro-F1, or what one seed cannot give."""
+    if a["sd"] is None:
+        return f"{a['mean']:.3f} / {f['mean']:.3f} (one seed)", "needs two seeds"
+    return (f"{a['mean']:.3f} ± {a['sd']:.3f} / {f['mean']:.3f} ± {f['sd']:.3f}",
+            f"[{a['ci'][0]:.3f}, {a['ci'][1]:.3f}] / [{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]")
+
+
+def compare_runs(runs: list[dict]) -> list[dict]:
+    """One entry per group of runs (params alike but the seeds): per model row, per-seed and pooled figures."""
+    keys = varying(runs)
+    groups: dict[str, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(json.dumps({k: run["params"].get(k) for k in keys}, sort_keys=True), []).append(run)
+    out = []
+    for key, members in groups.items():
+        members.sort(key=lambda r: tuple(str(r["params"].get(s)) for s in SEEDS))
+        rows = {CHOSEN: [(r, r["metrics"]) for r in members]}
+        for name in dict.fromkeys(n for r in members for n, m in r["baselines"].items() if "accuracy" in m):
+            rows[name] = [(r, r["baselines"][name]) for r in members if "accuracy" in r["baselines"].get(name, {})]
+        out.append({"params": json.loads(key), "runs": [r["name"] for r in members], "rows": {
+            name: {"seeds": [{s: r["params"].get(s) for s in SEEDS} | {
+                       "run": r["name"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
+                       **({"model": m["model"]} if name == CHOSEN else {})} for r, m in entries],
+                   **{metric: mean_interval([m[metric] for _, m in entries]) for metric in ("accuracy", "macro_f1")}}
+            for name, entries in rows.items()}})
+    return out
+
+
+def markdown(groups: list[dict], missing: list[str]) -> str:
+    lines = ["# Experiments over seeds", "",
+             "From `dvc exp show --json` (`make compare`). Per group of experiments (the params that differ, seeds "
+             "aside), each model row's headline-split accuracy / macro-F1: mean ± sd over the seeds, and the 95% "
+             "interval of the mean (Student's t over seeds). On the embedded sample these rank our models on "
+             "synthetic data and say nothing about camera traps."]
+    if missing:
+        lines += ["", f"Left out (no params or metrics, e.g. a failed run): {', '.join(missing)}."]
+    for group in groups:
+        title = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in group["params"].items()) or "one group"
+        first = next(iter(group["rows"].values()))["seeds"]
+        seeds = [", ".join(f"{k}={s[k]}" for k in SEEDS) for s in first]
+        lines += ["", f"## {title}", "", f"{len(group['runs'])} runs: {'; '.join(seeds)}", "",
+                  "| model | " + " | ".join(f"seed {i + 1}" for i in range(len(seeds)))
+                  + " | mean ± sd | 95% interval of the mean |", "|---|" + "---|" * (len(seeds) + 2)]
+        for name, row in group["rows"].items():
+            cells = [f"{s['accuracy']:.3f} / {s['macro_f1']:.3f}" + (f" ({s['model']})" if "model" in s else "")
+                     for s in row["seeds"]] + [""] * (len(seeds) - len(row["seeds"]))
+            spread, interval = _spread(row["accuracy"], row["macro_f1"])
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {spread} | {interval} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    show = json.loads(subprocess.run(["dvc", "exp", "show", "--json"], check=True, capture_output=True,
+                                     text=True).stdout)
+    runs, missing = records(show)
+    if not runs:
+        sys.exit("compare: dvc exp show lists no run with reports/metrics.json and reports/baselines.json")
+    groups = compare_runs(runs)
+    write_json({"groups": groups, "left_out": missing}, Path("reports/experiments.json"))
+    write_text(markdown(groups, missing), Path("reports/experiments.md"))
+    print(markdown(groups, missing))
+
+
+if __name__ == "__main__":
+    main()

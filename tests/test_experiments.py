@@ -1,0 +1,48 @@
+"""`make compare`: DVC's experiments of a commit grouped by the params that differ (seeds aside), summarised over
+the seeds, from what `dvc exp show --json` writes."""
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from models.experiments import CHOSEN, compare_runs, markdown, records
+
+
+def run(name: str, seed: int, families: bool, accuracy: float, macro_f1: float) -> dict:
+    """One row of `dvc exp show --json` as DVC 3 writes it."""
+    params = {"split": {"seed": seed, "scheme": "location"}, "features": {"landsat_summary": families},
+              "execution": {"threads": seed}}  # how a run ran: never a group of its own
+    metrics = {"accuracy": accuracy, "macro_f1": macro_f1, "model": "reranker_all_families_sequence_smoothed"}
+    baselines = {"majority_class": {"accuracy": 0.4, "macro_f1": 0.1 * seed},
+                 "hist_gradient_boosting": {"skipped": "skipped: over the cap"}}
+    return {"rev": f"rev{name}", "name": name, "error": None, "experiments": None, "data": {
+        "params": {"params.yaml": {"data": params}},
+        "metrics": {"reports/metrics.json": {"data": metrics}, "reports/baselines.json": {"data": baselines}}}}
+
+
+def test_runs_group_by_what_differs_and_pool_over_seeds():
+    seeds = [run(f"s{k}", k, True, acc, f1) for k, acc, f1 in ((1, 0.9, 0.8), (2, 0.8, 0.7), (3, 0.7, 0.9))]
+    without = [run(f"n{k}", k, False, 0.5, 0.5) for k in (1, 2)]
+    head = dict(run("main", 7, True, 0.95, 0.85), experiments=[{"revs": seeds + without, "executor": None}])
+    failed = dict(run("broken", 4, True, 0, 0), error={"msg": "failed"})
+    workspace = dict(run("workspace", 3, True, 0.7, 0.9), rev="workspace")
+    found, missing = records([workspace, head, {"rev": "x", "experiments": [{"revs": [failed]}]}])
+    assert [r["name"] for r in found] == ["main", "s1", "s2", "s3", "n1", "n2"] and missing == ["x", "broken"]
+    groups = compare_runs(found)
+    assert [g["params"] for g in groups] == [{"features.landsat_summary": True}, {"features.landsat_summary": False}]
+    chosen = groups[0]["rows"][CHOSEN]
+    assert [s["split.seed"] for s in chosen["seeds"]] == [1, 2, 3, 7]
+    values = [0.9, 0.8, 0.7, 0.95]
+    assert chosen["accuracy"]["mean"] == pytest.approx(np.mean(values))
+    assert chosen["accuracy"]["sd"] == pytest.approx(np.std(values, ddof=1))
+    half = stats.t.ppf(0.975, 3) * np.std(values, ddof=1) / 2
+    assert chosen["accuracy"]["ci"] == pytest.approx([np.mean(values) - half, np.mean(values) + half])
+    assert set(groups[0]["rows"]) == {CHOSEN, "majority_class"}  # a skipped row has no number to pool
+    text = markdown(groups, missing)
+    assert "## `features.landsat_summary=true`" in text and "Left out (no params or metrics" in text
+    assert "| majority_class | 0.400 / 0.100 | 0.400 / 0.200 | 0.400 / 0.300 | 0.400 / 0.700 | 0.400 ± 0.000 /" in text
+    single = compare_runs(found[:1])
+    assert single[0]["rows"][CHOSEN]["accuracy"] == {"mean": 0.95, "sd": None, "ci": None}
+    assert "(one seed) | needs two seeds |" in markdown(single, [])
+    json.dumps(groups, allow_nan=False)  # strict JSON: no NaN for a one-seed group
