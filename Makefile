@@ -29,6 +29,11 @@ repro: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The DVC experiments of this commit (dvc exp run -S split.seed=N, or queued) over seeds, grouped by the params
+# that differ: reports/experiments.md and .json (models/experiments.py).
+compare: $(STAMP)
+	$(BIN)/python -m models.experiments
+
 # The whole pipeline at iWildCam 2020's real shape (about 50 min on 2 cores, ~27 GB of disk under
 # benchmarks/out/rehearsal): writes reports/scale.json. See benchmarks/rehearse.py.
 rehearse: $(STAMP)

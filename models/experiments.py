@@ -65,13 +65,14 @@ def varying(runs: list[dict]) -> list[str]:
 
 
 def mean_interval(values: list[float]) -> dict:
-    """Mean, standard deviation and the 95% t interval of the mean of per-seed values (None from one seed)."""
+    """Mean, standard deviation and the 95% t interval of the mean of per-seed values (None from one seed),
+    clipped to [0, 1], where accuracy and macro-F1 live."""
     n, mean = len(values), float(np.mean(values))
     if n < 2:
         return {"mean": mean, "sd": None, "ci": None}
     sd = float(np.std(values, ddof=1))
     half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-    return {"mean": mean, "sd": sd, "ci": [mean - half, mean + half]}
+    return {"mean": mean, "sd": sd, "ci": [max(mean - half, 0.0), min(mean + half, 1.0)]}  # shares: within [0, 1]
 
 
 def _spread(a: dict, f: dict) -> tuple[str, str]:
@@ -113,14 +114,17 @@ def markdown(groups: list[dict], missing: list[str]) -> str:
         lines += ["", f"Left out (no params or metrics, e.g. a failed run): {', '.join(missing)}."]
     for group in groups:
         title = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in group["params"].items()) or "one group"
-        first = next(iter(group["rows"].values()))["seeds"]
-        seeds = [", ".join(f"{k}={s[k]}" for k in SEEDS) for s in first]
-        lines += ["", f"## {title}", "", f"{len(group['runs'])} runs: {'; '.join(seeds)}", "",
-                  "| model | " + " | ".join(f"seed {i + 1}" for i in range(len(seeds)))
-                  + " | mean ± sd | 95% interval of the mean |", "|---|" + "---|" * (len(seeds) + 2)]
+        runs = group["rows"][CHOSEN]["seeds"]  # every run of the group has a chosen model
+        headers = [", ".join(f"{k}={s[k]}" for k in SEEDS) for s in runs]
+        lines += ["", f"## {title}", "", f"{len(runs)} runs ({', '.join(s['run'] for s in runs)}). A row with "
+                  "empty cells exists on some seeds only (the ablations of the family chosen on that seed).", "",
+                  "| model | " + " | ".join(headers) + " | mean ± sd | 95% interval of the mean |",
+                  "|---|" + "---|" * (len(runs) + 2)]
         for name, row in group["rows"].items():
-            cells = [f"{s['accuracy']:.3f} / {s['macro_f1']:.3f}" + (f" ({s['model']})" if "model" in s else "")
-                     for s in row["seeds"]] + [""] * (len(seeds) - len(row["seeds"]))
+            by_run = {s["run"]: s for s in row["seeds"]}
+            cells = [f"{by_run[r['run']]['accuracy']:.3f} / {by_run[r['run']]['macro_f1']:.3f}"
+                     + (f" ({by_run[r['run']]['model'].split('_all_families')[0]})" if name == CHOSEN else "")
+                     if r["run"] in by_run else "" for r in runs]
             spread, interval = _spread(row["accuracy"], row["macro_f1"])
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {spread} | {interval} |")
     return "\n".join(lines) + "\n"

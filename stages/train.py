@@ -18,9 +18,10 @@ log = logging.getLogger("stages.train")
 
 
 def run(params: dict) -> None:
-    """Tune each model family (on location folds of the fitted rows, or on WILDS's OOD val), choose the one with
-    the lower tuning loss (no scored split chooses anything), and fit it for the submission: on all train
-    locations (location scheme) or on WILDS's train split. evaluate fits the tuned models and scores them."""
+    """Tune each model family (on location folds of the fitted rows, or on WILDS's OOD val), choose one by the
+    tuning losses (models.registry.choose: the re-ranker only when clearly lower; no scored split chooses
+    anything), and fit it for the submission: on all train locations (location scheme) or on WILDS's train
+    split. evaluate fits the tuned models and scores them."""
     cfg, execution, split_cfg = params["train"], params["execution"], params["split"]
     OPTUNA.mkdir(parents=True, exist_ok=True)  # declared in dvc.yaml even when the storage is elsewhere
     labels, rows = labelled_train()
