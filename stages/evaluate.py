@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from data.quality import DataError
 from infra.atomic import write_json, write_text
+from infra.blas import one_blas_thread
 from models import baselines, registry, sequence_rows
 from models.bootstrap import location_intervals
 from models.compare import backbones, compare, comparison_markdown, published
@@ -137,6 +138,7 @@ def fit_and_score(models: dict, fitted: Rows, y_rows: np.ndarray, groups: np.nda
     return results, kept, kept_proba
 
 
+@one_blas_thread()
 def run(params: dict) -> None:
     """Metrics on every scored split (the held-out locations, or WILDS's val, test, id_val and id_test) for
     every tuned model, the chosen one, its single-family ablations and the baselines, all fitted on the same

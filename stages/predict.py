@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from infra.atomic import write_text
+from infra.blas import one_blas_thread
 from models import registry, sequence_rows
 from models.metrics import smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile
@@ -15,6 +16,7 @@ from stages.common import REPORTS, FEATURE_TABLE, FINAL_MODEL, FINAL_PCA, table
 log = logging.getLogger("stages.predict")
 
 
+@one_blas_thread()
 def run(params: dict) -> None:
     """Kaggle submission: one row per test image id, in the order of the test information file; in the WILDS
     layout (no unlabelled test images) the same file for the images of WILDS's OOD test split."""

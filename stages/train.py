@@ -7,6 +7,7 @@ import numpy as np
 
 from data.quality import DataError
 from infra.atomic import write_json
+from infra.blas import one_blas_thread
 from models import registry, sequence_rows
 from models.reduce import EmbeddingPCA, FeatureFile
 from models.split import NotFittable, evaluation_split, holdout_locations
@@ -17,6 +18,7 @@ from stages.common import (FINAL_MODEL, HOLDOUT_PCA, FINAL_PCA, SPLIT_FILE, BEST
 log = logging.getLogger("stages.train")
 
 
+@one_blas_thread()
 def run(params: dict) -> None:
     """Tune each model family (on location folds of the fitted rows, or on WILDS's OOD val), choose one by the
     tuning losses (models.registry.choose: the re-ranker only when clearly lower; no scored split chooses

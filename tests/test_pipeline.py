@@ -360,7 +360,8 @@ def test_int8_precision_reruns_only_the_embeddings_of_its_backbone_and_what_foll
 
 
 def test_execution_settings_change_no_model_file_and_no_metric(repro, tmp_path):
-    """train and evaluate from fresh studies on 1 and on 2 threads, in processes with different hash seeds:
+    """train and evaluate from fresh studies on 1 and on 2 threads (LightGBM's and OpenBLAS's), in processes with
+    different hash seeds:
     every model file (the thread count is not written in it), the chosen params and every metric are the same
     bytes; only reports/timings.json, which holds how long the fits took, may differ."""
     work, _ = repro
@@ -374,7 +375,7 @@ def test_execution_settings_change_no_model_file_and_no_metric(repro, tmp_path):
         params["execution"].update(backend="local", threads=threads)
         (copy / "params.yaml").write_text(yaml.safe_dump(params))
         for stage in ("train", "evaluate"):
-            run_stage(copy, stage, PYTHONHASHSEED=str(threads))
+            run_stage(copy, stage, PYTHONHASHSEED=str(threads), OPENBLAS_NUM_THREADS=str(threads))
         files = sorted((copy / "artifacts/models").rglob("*.*")) + [
             copy / "reports" / name for name in ("metrics.json", "baselines.json", "comparison.json")]
         written[threads] = {f.relative_to(copy).as_posix(): f.read_bytes() for f in files}
