@@ -68,12 +68,11 @@ def write_interval_plots(summary: dict, split: str, reported: str, plots: Path, 
     write_json(rows, plots / "intervals.json")
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.3 * len(rows) + 1.5), sharey=True)
     for ax, metric in zip(axes, ("accuracy", "macro_f1")):
-        value = np.array([r[metric] for r in rows])
-        error = np.array([[v - r[f"{metric}_low"], r[f"{metric}_high"] - v] for v, r in zip(value, rows)]).T
-        mine = np.array([r["model"] == reported for r in rows])
-        for chosen, colour in ((False, "tab:blue"), (True, "tab:red")):
-            at = np.flatnonzero(mine == chosen)
-            ax.errorbar(value[at], at, xerr=error[:, at], fmt="o", markersize=3, color=colour, capsize=2)
+        # the interval as a line from its ends: a percentile interval need not contain the split's own value
+        for y, r in enumerate(rows):
+            colour = "tab:red" if r["model"] == reported else "tab:blue"
+            ax.plot([r[f"{metric}_low"], r[f"{metric}_high"]], [y, y], color=colour, marker="|")
+            ax.plot(r[metric], y, "o", color=colour, markersize=3)
         ax.set_xlabel(f"{metric} (95% interval, bootstrap over cameras)")
     axes[0].set_yticks(range(len(rows)), [r["model"] for r in rows], fontsize=7)
     fig.suptitle(f"{split}: every measured model, the reported one in red")

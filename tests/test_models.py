@@ -1,4 +1,6 @@
 """Splits, tuning, model files, baselines and metrics on small hand-built cases."""
+import json
+
 import numpy as np
 import optuna
 import pandas as pd
@@ -9,6 +11,7 @@ from models import baselines, registry
 from models.bootstrap import counts, location_intervals, location_weights, replicate_scores
 from models.lgbm import LightGBMMulticlass, log_loss_of_true_class, stopping_rows
 from models.metrics import classification_metrics, smooth_by_sequence
+from models.report_plots import write_interval_plots
 from models.rerank import LOG_FLOOR, Proposer, Reranker, candidates, out_of_fold, proposer_columns
 from data.quality import DataError
 from models.split import NotFittable, evaluation_split, holdout_locations, location_folds
@@ -542,3 +545,17 @@ def test_location_bootstrap_resamples_whole_cameras_and_scores_as_wilds_does():
     assert versus["difference"] == pytest.approx(np.mean(good == y) - np.mean(bad == y)) and versus["ci"][0] > 0
     assert "vs_chosen" not in found["good"]
     assert location_intervals(y, {"good": good}, locations, "good", 1000, seed=0) == {"good": found["good"]}
+
+
+def test_interval_plot_draws_intervals_that_exclude_their_own_value(tmp_path):
+    """A percentile-bootstrap interval of macro-F1 can lie wholly below the split's own value (duplicated cameras
+    change the labels present): drawn as a line between its ends, never as +- errors, which cannot be negative."""
+    summary = {"chosen": {"splits": {"test": {"accuracy": 0.9, "macro_f1": 0.85, "accuracy_ci": [0.8, 0.95],
+                                                "macro_f1_ci": [0.6, 0.8]}}},
+               "baseline": {"splits": {"test": {"accuracy": 0.4, "macro_f1": 0.1, "accuracy_ci": [0.3, 0.5],
+                                                  "macro_f1_ci": [0.05, 0.15]}}},
+               "not_fitted": {"skipped": "skipped: one class"}}
+    write_interval_plots(summary, "test", "chosen", tmp_path, tmp_path)
+    rows = json.loads((tmp_path / "intervals.json").read_text())
+    assert [r["model"] for r in rows] == ["baseline", "chosen"] and rows[1]["macro_f1_high"] == 0.8
+    assert (tmp_path / "intervals.png").read_bytes()[:4] == b"\x89PNG"
