@@ -85,3 +85,18 @@ def integer_column(values: pd.Series, column: str, record: Callable[[Hashable], 
         at = bad.idxmax()
         raise DataError(f"{record(at)} has invalid {column!r} = {as_written(values[at])}")
     return numbers.astype("int64")
+
+
+def count_per_split(stage: str, images: pd.DataFrame, lacking: np.ndarray, column: str, note: str,
+                    report: QualityReport, warn_share: float, warning: str) -> None:
+    """Per split (the official WILDS split, or train/test), how many images are `lacking` (`column`) and their
+    share, noted in the report under `note`, and a warning line per split past `warn_share` (`warning`: the
+    stage's words after "N of M <split> images (x%)"): a partial download must be obvious."""
+    split = images["wilds_split"] if "wilds_split" in images else images["split"]
+    counts = pd.DataFrame({"images": split.value_counts(), column: split[lacking].value_counts()})
+    counts = counts.fillna(0).astype(int)
+    counts["share"] = (counts[column] / counts["images"]).round(4)
+    report.note(note, counts.to_dict(orient="index"))
+    for name, row in counts[counts["share"] > warn_share].iterrows():
+        log.warning("%s: %d of %d %s images (%.1f%%) %s: is the download complete?", stage, row[column],
+                    row["images"], name, 100 * row["share"], warning)

@@ -163,10 +163,10 @@ def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, 
     """The model's best booster params (its fixed ones included) and the study.
 
     `cfg` is train.tune (n_trials, max_rows, pruning, storage) and timeout_s (execution.tune_timeout_s); tuning
-    runs on whole locations up to `max_rows` rows, in `model.cv_folds` location folds, or, given a fixed `validation` set (X, y: the
-    WILDS scheme's OOD `val`), as one fold: the model fitted on all tuning rows, scored on it. With a Dask
-    client the remaining trials are shared out over the workers, each running LightGBM on
-    `threads_per_worker` threads with its own sampler seed; trials then finish in a different order than
+    runs on whole locations up to `max_rows` rows, in `model.cv_folds` location folds, or, given a fixed
+    `validation` set (X, y: the WILDS scheme's OOD `val`), as one fold: the model fitted on all tuning rows,
+    scored on it. With a Dask client the remaining trials are shared out over the workers, each running
+    LightGBM on `threads_per_worker` threads with its own sampler seed; trials then finish in a different order than
     locally, so the study's path (not the objective of any given params) differs from a local run."""
     rows = tuning_rows(groups, cfg["max_rows"], seed)
     X, y, groups = X[rows], np.asarray(y)[rows], np.asarray(groups)[rows]

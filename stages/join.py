@@ -11,6 +11,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from data import QualityReport
+from data.quality import count_per_split
 from infra.atomic import atomic_path, write_parquet
 from stages.common import (EMBEDDINGS, FEATURES, FAMILIES, FEATURE_TABLE, QUALITY, USABLE_PIXELS, table,
                            write_quality)
@@ -69,8 +70,8 @@ def run(params: dict) -> None:
             positions = ids.get_indexer(images.index)  # -1: an image the family has no row for, null
             part = part.take(pa.array(positions, mask=positions < 0))
         for name in (n for n in part.column_names if n != index):
-            kept = has_value(part.column(name))
-            present[part_of(family, name)] = present.get(part_of(family, name), False) or kept
+            kept, part_name = has_value(part.column(name)), part_of(family, name)
+            present[part_name] = present.get(part_name, False) or kept
             if kept:
                 columns[f"{family}__{name}"] = part.column(name)
         if kind in PIXEL_MARKERS:
@@ -83,26 +84,15 @@ def run(params: dict) -> None:
         log.warning("join: %s is absent (%s)", name, absent[name])
     report.note("absent families and views", absent)
     usable = images["file_ok"].to_numpy() & (np.logical_or.reduce(pixels) if pixels else True)
-    count_without_pixels(images, usable, report, params["data"]["warn_unusable_share"])
+    # labelled train images among them never train; every one is still scored and predicted
+    count_per_split("join", images, ~usable, "without_pixels", "images without usable pixels, per split",
+                    report, params["data"]["warn_unusable_share"],
+                    "have no usable pixels (reports/quality/join.json, load.json, image_stats.json, embeddings/)")
+    report.skip_many("image without usable pixels (never trains; scored and predicted with its pixel features NA)",
+                     list(images.index[~usable]))
     joined = pa.table(columns).replace_schema_metadata(skeleton.schema.metadata)
     log.info("join: %d images x %d features from %s", joined.num_rows, joined.num_columns - 1, chosen)
     with atomic_path(FEATURE_TABLE) as tmp:
         pq.write_table(joined, tmp)
     write_parquet(pd.DataFrame({"usable": usable}, index=images.index), USABLE_PIXELS)
     write_quality("join", report)
-
-
-def count_without_pixels(images: pd.DataFrame, usable: np.ndarray, report: QualityReport, warn_share: float) -> None:
-    """Per split, the images no pixel family could read (no usable file, or not decodable), with a warning past
-    `warn_share`. Labelled train images among them never train; every one is still scored and predicted."""
-    split = images["wilds_split"] if "wilds_split" in images else images["split"]
-    counts = pd.DataFrame({"images": split.value_counts(), "without_pixels": split[~usable].value_counts()})
-    counts = counts.fillna(0).astype(int)
-    counts["share"] = (counts["without_pixels"] / counts["images"]).round(4)
-    report.note("images without usable pixels, per split", counts.to_dict(orient="index"))
-    report.skip_many("image without usable pixels (never trains; scored and predicted with its pixel features NA)",
-                     list(images.index[~usable]))
-    for name, row in counts[counts["share"] > warn_share].iterrows():
-        log.warning("join: %d of %d %s images (%.1f%%) have no usable pixels (reports/quality/join.json, "
-                    "load.json, image_stats.json, embeddings/): is the download complete?",
-                    row["without_pixels"], row["images"], name, 100 * row["share"])

@@ -4,10 +4,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import pandas as pd
-
 from data import DataError, QualityReport, index_landsat, load_detections, load_metadata
 from data.coco import TRAIN_JSON
+from data.quality import count_per_split
 from data.landsat import empty_index
 from data.megadetector import no_detections
 from data.wilds import METADATA_CSV, load_wilds
@@ -48,28 +47,17 @@ def run(params: dict) -> None:
         off(report, "landsat", f"{root / METADATA_CSV} has no original iWildCam `location` column (only "
                                f"location_remapped): Landsat sites cannot be matched, the Landsat family is off")
         landsat_index = empty_index()
-    report_unusable(images, report, cfg["warn_unusable_share"])
+    # files that exist but do not decode are counted by the stages decoding them, and every image left without
+    # pixels by the join
+    count_per_split("load", images, ~images["file_ok"].to_numpy(), "without_usable_file",
+                    "images without a usable file, per split", report, cfg["warn_unusable_share"],
+                    "have no usable file (missing, empty, unreadable header or escaping the folder; examples in "
+                    "reports/quality/load.json)")
     for name, df in (("images", images), ("labels", labels), ("categories", categories),
                      ("detections", detections), ("detector_images", detector_images),
                      ("landsat_index", landsat_index)):
         write_parquet(df, TABLES / f"{name}.parquet")
     write_quality("load", report)
-
-
-def report_unusable(images, report: QualityReport, warn_share: float) -> None:
-    """Per split (the official WILDS split, or train/test), the images whose file cannot give pixels (missing,
-    escaping the folder, empty, header unreadable) and their share, with a warning past `warn_share`: a
-    partial download must be obvious. Files that exist but do not decode are counted by the stages that
-    decode them; the join counts every image left without pixels."""
-    split = images["wilds_split"] if "wilds_split" in images else images["split"]
-    counts = pd.DataFrame({"images": split.value_counts(), "without_usable_file": split[~images["file_ok"]]
-                           .value_counts()}).fillna(0).astype(int)
-    counts["share"] = (counts["without_usable_file"] / counts["images"]).round(4)
-    report.note("images without a usable file, per split", counts.to_dict(orient="index"))
-    for name, row in counts[counts["share"] > warn_share].iterrows():
-        log.warning("load: %d of %d %s images (%.1f%%) have no usable file (missing, empty, unreadable header or "
-                    "escaping the folder; examples in reports/quality/load.json): is the download complete?",
-                    row["without_usable_file"], row["images"], name, 100 * row["share"])
 
 
 def off(report: QualityReport, family: str, why: str) -> None:
