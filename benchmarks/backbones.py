@@ -72,7 +72,7 @@ def views_per_s(embed, views: np.ndarray) -> float:
 def gflops(backbone) -> float:
     x = torch.zeros((1, backbone.input_size, backbone.input_size, 3), dtype=torch.uint8)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
-        backbone.network.cpu()(x)
+        backbone.module.cpu()(x)
     return counter.get_total_flops() / 1e9
 
 
@@ -128,7 +128,7 @@ def main() -> None:
             row["int8_hours_all_crops"] = FRAMES * (1 + top_k) / row["int8"] / 3600
             if args.device == "cuda":
                 backbone.session, backbone.runtime, backbone.device = None, "torch", resolve_device("cuda")
-                backbone.network.to(backbone.device)
+                backbone.module.to(backbone.device)
                 row["cuda"] = views_per_s(lambda v: backbone.embed(v, 64), np.concatenate([views] * 8))
             best = row["onnxruntime"]
             lite0 = lite0 or best

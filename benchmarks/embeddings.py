@@ -34,7 +34,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data import QualityReport, read_image  # noqa: E402
-from features.embeddings import compute_embeddings, image_views, prefetched  # noqa: E402
+from features.embeddings import compute_embeddings  # noqa: E402
+from features.views import image_views, prefetched  # noqa: E402
 from features.backbones import build_backbone  # noqa: E402
 
 WIDTH, HEIGHT = 1920, 1080
@@ -71,7 +72,7 @@ def time_opencv_reduced(paths: list[Path]) -> float:
 
 def naive(paths: list[Path], backbone, batch_size: int) -> tuple[np.ndarray, float]:
     """Full decode, resize, NCHW contiguous batches, decoding and inference taking turns."""
-    network = backbone.network.network.to(memory_format=torch.contiguous_format)
+    network = backbone.module.network.to(memory_format=torch.contiguous_format)
     started, out = time.perf_counter(), []
     with torch.inference_mode():
         for start in range(0, len(paths), batch_size):
@@ -80,7 +81,7 @@ def naive(paths: list[Path], backbone, batch_size: int) -> tuple[np.ndarray, flo
             x = (torch.from_numpy(np.stack(views)).permute(0, 3, 1, 2).float() - 127.0) / 128.0
             out.append(network(x.contiguous()).numpy())
     rate = len(paths) / (time.perf_counter() - started)
-    backbone.network.network.to(memory_format=torch.channels_last)
+    backbone.module.network.to(memory_format=torch.channels_last)
     return np.concatenate(out), rate
 
 

@@ -197,11 +197,16 @@ def read_image(path: str | os.PathLike, reduction: int | Callable[[int, int], in
     return Decoded(image, width, height, problem)
 
 
-def report_unreadable(report: QualityReport, images: pd.DataFrame, reasons: pd.Series,
-                      problems: pd.Series) -> None:
-    """Count every image that could not be read: files the loader flagged (missing, empty, escaping the image
-    folder, an unreadable header) and, per reason, those that failed to decode (`reasons`: image id -> reason
-    or None); and the images kept although they decoded with errors (`problems`)."""
+def report_computed(report: QualityReport, images: pd.DataFrame, computed: pd.DataFrame, n_fresh: int,
+                    n_cached: int) -> pd.DataFrame:
+    """A pixel family's per-image results (a cache fill's, with `error` and `problem` columns) aligned with
+    `images`, after counting them (computed now, from the cache) and every image that could not be read: files
+    the loader flagged (missing, empty, escaping the image folder, an unreadable header) and, per reason, those
+    that failed to decode; and the images kept although they decoded with errors."""
+    report.count_read("images computed", n_fresh)
+    report.count_read("images from cache", n_cached)
+    computed = computed.reindex(images.index)
+    reasons, problems = computed["error"], computed["problem"]
     report.skip_many("image not readable: no usable file at load (missing, empty, escaping the folder or an "
                      "unreadable header: see load report)",
                      list(images.index[~images["file_ok"]]))
@@ -210,3 +215,4 @@ def report_unreadable(report: QualityReport, images: pd.DataFrame, reasons: pd.S
         report.skip_many(f"image not readable: {reason}", list(ids))
     report.skip_many("image used although its JPEG decoded with errors (jpeg.keep_decoded_with_errors)",
                      [f"{i}: {p}" for i, p in problems.dropna().items()])
+    return computed

@@ -7,8 +7,7 @@ Per image: the frame's pooled features, the mean over its top-k detector crops (
 with a margin around the box, then resized, so the animal keeps its shape), and the mean crop embedding
 of its sequence, which carries the animal into frames where the detector missed it. Optionally every view
 is also embedded mirrored and the two averaged, so the embedding does not depend on the animal's heading.
-JPEGs are decoded reduced to just above the network's input size in a thread pool that runs ahead of
-batched inference.
+The views are cut by features/views.py, decoded ahead of batched inference.
 Results are cached per image in chunks, so an interrupted run resumes and new images are all that a
 rerun computes. Embeddings can also be imported from a parquet file computed elsewhere (e.g. on a GPU).
 """
@@ -16,24 +15,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from itertools import islice
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import Callable
 
-import cv2
 import numpy as np
 import pandas as pd
 import torch
 from scipy import sparse
 
-from data import ImageError, QualityReport, image_path, read_image, report_unreadable
+from data import QualityReport, image_path
 from data.embeddings import load_embeddings
-from data.images import REDUCTIONS, JpegPolicy, metadata_size
+from data.images import JpegPolicy, metadata_size, report_computed
 from features.backbones import IMPORTED, Backbone, BackboneError, build_backbone, family_name
 from features.backbones.runtime import INT8_RUNTIME, cosines
+from features.views import Views, crop_boxes, image_views, prefetched
 from infra.atomic import write_json
 from infra.code_deps import code_digest
 from infra.hashing import digest, file_identity
@@ -41,77 +38,8 @@ from infra.shard_cache import KEY, ShardCache
 
 log = logging.getLogger(__name__)
 
-PAD_VALUE = (127, 127, 127)  # mid-grey: close to zero after every backbone's input scaling
 VIEWS = ("frame", "crop", "seq_crop")
 INT8_CHECK_VIEWS = 32  # frame views the int8 graph is checked on against the fp32 one, once per graph
-
-
-class Views(NamedTuple):
-    frame: np.ndarray | None  # RGB uint8 (S, S, 3)
-    crops: np.ndarray         # RGB uint8 (k, S, S, 3), k may be 0
-    error: str | None         # why the image could not be used
-    problem: str | None       # a decoding error the image was kept despite
-
-
-def square_crop(image: np.ndarray, box: tuple[float, float, float, float], margin: float, size: int
-                ) -> np.ndarray:
-    """The square around a normalised (x, y, w, h) box, its side the box's longer side plus `margin` of
-    it on each side, padded with grey where it leaves the image, resized to `size` x `size`."""
-    h, w = image.shape[:2]
-    x, y, bw, bh = box
-    side = max(int(round(max(bw * w, bh * h) * (1 + 2 * margin))), 1)
-    x0 = int(round((x + bw / 2) * w - side / 2))
-    y0 = int(round((y + bh / 2) * h - side / 2))
-    x1, y1 = x0 + side, y0 + side
-    inside = image[max(y0, 0):min(y1, h), max(x0, 0):min(x1, w)]
-    if inside.size == 0:  # the loader clips boxes into the frame, so only a degenerate box lands here
-        inside = np.full((1, 1, 3), PAD_VALUE, np.uint8)
-    pads = [max(-y0, 0), max(y1 - h, 0), max(-x0, 0), max(x1 - w, 0)]
-    square = cv2.copyMakeBorder(inside, *pads, cv2.BORDER_CONSTANT, value=PAD_VALUE) if any(pads) else inside
-    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
-
-
-def decode_reduction(width: int, height: int, boxes: list[tuple], margin: float, size: int) -> int:
-    """Largest JPEG reduction keeping the frame's short side and every crop's side at least `size` pixels
-    (width and height are the full size, read from the JPEG header)."""
-    needed = [min(width, height)] + [max(b[2] * width, b[3] * height) * (1 + 2 * margin) for b in boxes]
-    smallest = min(needed)
-    return max((f for f in REDUCTIONS if smallest / f >= size), default=1)
-
-
-def image_views(item: dict, size: int, margin: float, policy: JpegPolicy = JpegPolicy()) -> Views:
-    """Decode one image (reduced) and cut its frame and crop views; errors become a reason, not an exception."""
-    no_crops = np.empty((0, size, size, 3), np.uint8)
-    try:
-        image, _, _, problem = read_image(
-            item["path"], lambda w, h: decode_reduction(w, h, item["boxes"], margin, size),
-            (item["width"], item["height"]), policy)
-    except ImageError as e:
-        return Views(None, no_crops, e.reason, None)
-    frame = cv2.cvtColor(cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
-    crops = [cv2.cvtColor(square_crop(image, b, margin, size), cv2.COLOR_BGR2RGB) for b in item["boxes"]]
-    return Views(frame, np.stack(crops) if crops else no_crops, None, problem)
-
-
-def prefetched(fn: Callable, items: Iterable, workers: int, ahead: int) -> Iterator:
-    """fn(item) for each item, in order, computed by `workers` threads up to `ahead` items in advance
-    (OpenCV decodes without the GIL, so decoding overlaps inference)."""
-    items = iter(items)
-    with ThreadPoolExecutor(workers) as pool:
-        pending = deque(pool.submit(fn, item) for item in islice(items, ahead))
-        while pending:
-            result = pending.popleft().result()
-            for item in islice(items, 1):
-                pending.append(pool.submit(fn, item))
-            yield result
-
-
-def crop_boxes(detections: pd.DataFrame, top_k: int, min_conf: float) -> pd.Series:
-    """Per image, its `top_k` most confident boxes (x, y, w, h) at or above `min_conf`."""
-    sure = detections.loc[detections["conf"] >= min_conf].sort_values("conf", ascending=False, kind="stable")
-    top = sure.groupby("image_id", observed=True, sort=False).head(top_k)
-    boxes = pd.Series(list(zip(top["x"], top["y"], top["w"], top["h"])), index=top["image_id"].astype(str))
-    return boxes.groupby(level=0, sort=False).agg(list)
 
 
 def _embed(backbone: Backbone, views: np.ndarray, batch_size: int, flip: bool) -> np.ndarray:
@@ -245,10 +173,7 @@ def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str
                                         policy=policy, int8=backbone.runtime == INT8_RUNTIME),
         chunk_size=cfg["chunk_images"], n_jobs=1, desc="embeddings", unit="img",
         columns=["frame", "crop", "error", "problem"])
-    report.count_read("images computed", n_fresh)
-    report.count_read("images from cache", n_cached)
-    computed = computed.reindex(images.index)
-    report_unreadable(report, images, computed["error"], computed["problem"])
+    computed = report_computed(report, images, computed, n_fresh, n_cached)
     return _stack(computed["frame"], backbone.dim), _stack(computed["crop"], backbone.dim)
 
 
@@ -294,14 +219,14 @@ def embedding_table(images: pd.DataFrame, frame: np.ndarray, crop: np.ndarray, c
     return pd.DataFrame(out, index=images.index, columns=columns, copy=False)
 
 
-def embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, backbone: str, cfg: dict,
+def embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str | Path, backbone_name: str, cfg: dict,
                cache_dir: str | Path, report: QualityReport, policy: JpegPolicy = JpegPolicy()) -> pd.DataFrame:
     """One backbone's family for every image: computed (cached per image in `cache_dir/<family>`, ONNX
     exports in `cache_dir/onnx`), or imported from `cfg["import_file"]` for the backbone `parquet`."""
-    if backbone == IMPORTED:
+    if backbone_name == IMPORTED:
         frame, crop = imported_embeddings(images, cfg["import_file"], report)
     else:
         frame, crop = compute_embeddings(images, detections, root, cfg,
-                                         partial(build_backbone, backbone, cfg, Path(cache_dir) / "onnx"),
-                                         Path(cache_dir) / family_name(backbone), report, policy)
+                                         partial(build_backbone, backbone_name, cfg, Path(cache_dir) / "onnx"),
+                                         Path(cache_dir) / family_name(backbone_name), report, policy)
     return embedding_table(images, frame, crop)

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 from skimage.feature import local_binary_pattern
 
-from data import ImageError, QualityReport, image_path, read_image, reduction_for, report_unreadable
-from data.images import JpegPolicy, metadata_size
+from data import ImageError, QualityReport, image_path, read_image, reduction_for
+from data.images import JpegPolicy, metadata_size, report_computed
 from infra.code_deps import code_digest
 from infra.hashing import digest, file_identity
 from infra.shard_cache import KEY, ShardCache
@@ -126,9 +126,6 @@ def image_stats(images: pd.DataFrame, detections: pd.DataFrame, detected: pd.Ind
     computed, n_fresh, n_cached = ShardCache(cache_dir).fill(
         work, partial(_chunk_stats, short_side=cfg["short_side"], policy=policy), chunk_size=cfg["chunk_sequences"],
         n_jobs=cfg["n_jobs"], desc="image_stats", unit="img", columns=COLUMNS + ["error", "problem"], size_of=len)
-    report.count_read("images computed", n_fresh)
-    report.count_read("images from cache", n_cached)
-    computed = computed.reindex(images.index)
-    report_unreadable(report, images, computed["error"], computed["problem"])
+    computed = report_computed(report, images, computed, n_fresh, n_cached)
     computed.loc[~images.index.isin(detected), "box_present"] = np.nan
     return computed[COLUMNS].astype(np.float32)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
@@ -12,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from models.lgbm import stopping_rows
+from models.lgbm import ProbabilityClassifier, stopping_rows
 from models.split import NotFittable
 
 EMPTY = 0
@@ -22,7 +21,7 @@ def majority_class() -> DummyClassifier:
     return DummyClassifier(strategy="most_frequent")
 
 
-class DetectorRule(ClassifierMixin, BaseEstimator):
+class DetectorRule(ProbabilityClassifier):
     """Empty if no box reaches the threshold (or the image is not in the detector file), else the most
     common non-empty training class: the rule many camera-trap projects start with. Its classes are the
     training classes plus "empty", which the rule says even where no training image is labelled empty (many
@@ -54,7 +53,7 @@ def linear_probe(class_weight: str, seed: int, max_iter: int):
                                             class_weight="balanced" if class_weight == "balanced" else None))
 
 
-class HistGradientBoosting(ClassifierMixin, BaseEstimator):
+class HistGradientBoosting(ProbabilityClassifier):
     """scikit-learn's peer tree model at the tuned multiclass LightGBM's params, fitted the way our models
     are: early stopping on its last location fold, then a refit on all rows for the stopped round count
     scaled by the row ratio. Columns with no value in the rows it first fits carry nothing and break its

@@ -75,6 +75,20 @@ def boost(params: dict, data: lgb.Dataset, stop: np.ndarray, max_rounds: int, ea
     return lgb.train(params, data, num_boost_round=rounds), rounds
 
 
+class ProbabilityClassifier(ClassifierMixin, BaseEstimator):
+    """A scikit-learn classifier defined by its `predict_proba` and `classes_`: `predict` is the likeliest
+    class, so `score` (accuracy) and the rest of scikit-learn's classifier API work on it."""
+
+    def predict(self, X: pd.DataFrame) -> np.ndarray:
+        return np.asarray(self.classes_)[self.predict_proba(X).argmax(axis=1)]
+
+
+def saved_params(model: BaseEstimator) -> dict:
+    """The constructor params a model was fitted with, as its model.json keeps them for `load`: all but the
+    thread count, which is how it ran, not what it is."""
+    return {k: v for k, v in model.get_params().items() if k != "num_threads"}
+
+
 def log_loss_of_true_class(proba: np.ndarray, classes: list[int], y: np.ndarray, class_weight: str) -> float:
     """Weighted multiclass log-loss of `proba` (columns in `classes` order) for labels `y`, a class the
     model does not know scoring LOSS_FLOOR: the loss the tuning folds compare models and params by."""
@@ -84,7 +98,7 @@ def log_loss_of_true_class(proba: np.ndarray, classes: list[int], y: np.ndarray,
     return float(np.average(-np.log(np.maximum(p, LOSS_FLOOR)), weights=weight))
 
 
-class LightGBMMulticlass(ClassifierMixin, BaseEstimator):
+class LightGBMMulticlass(ProbabilityClassifier):
     """One multiclass LightGBM (a tree per class per round): affordable while rows x classes stay small."""
     NAME, STOPPING_METRIC = "lightgbm_multiclass", "multi_logloss"
 
@@ -117,12 +131,14 @@ class LightGBMMulticlass(ClassifierMixin, BaseEstimator):
 
     def save(self, folder: str | Path) -> None:
         """`folder`/booster.txt (LightGBM's text format) and model.json (classes, columns)."""
-        save_booster(self.booster_, folder, {"model": self.NAME, "classes": self.classes_.tolist(),
-                                             "columns": self.feature_names_in_, "rounds": self.rounds_})
+        save_booster(self.booster_, folder, {"model": self.NAME, "params": saved_params(self),
+                                             "classes": self.classes_.tolist(), "columns": self.feature_names_in_,
+                                             "rounds": self.rounds_})
 
     @classmethod
     def load(cls, folder: str | Path) -> "LightGBMMulticlass":
-        meta, model = json.loads((Path(folder) / META_FILE).read_text()), cls()
+        meta = json.loads((Path(folder) / META_FILE).read_text())
+        model = cls(**meta["params"])
         model.booster_ = lgb.Booster(model_file=str(Path(folder) / BOOSTER_FILE))
         model.classes_, model.feature_names_in_, model.rounds_ = (np.asarray(meta["classes"]), meta["columns"],
                                                                   meta["rounds"])

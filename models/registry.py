@@ -10,16 +10,20 @@ from models.lgbm import META_FILE, LightGBMMulticlass
 from models.rerank import Reranker
 
 MODELS = {m.NAME: m for m in (Reranker, LightGBMMulticlass)}
+# the train.* keys `build` reads: a stage that builds a tuned model (evaluate) declares these in dvc.yaml
+SETTINGS = ("candidates", "class_weight", "cv_folds", "early_stopping_rounds", "fixed", "max_rounds", "seed")
 
 
-def build(name: str, cfg: dict, booster_params: dict | None = None, threads: int = 0):
-    """Model `name` with train's settings (`cfg`) and LightGBM params (the fixed ones if none given)."""
-    settings = dict(class_weight=cfg["class_weight"], cv_folds=cfg["cv_folds"], max_rounds=cfg["max_rounds"],
-                    early_stopping_rounds=cfg["early_stopping_rounds"], seed=cfg["seed"], num_threads=threads,
-                    booster_params=dict(cfg["fixed"]) if booster_params is None else booster_params)
+def build(name: str, settings: dict, booster_params: dict | None = None, threads: int = 0):
+    """Model `name` with train's estimator `settings` (SETTINGS) and LightGBM params (the fixed ones if none
+    given)."""
+    model = dict(class_weight=settings["class_weight"], cv_folds=settings["cv_folds"],
+                 max_rounds=settings["max_rounds"], early_stopping_rounds=settings["early_stopping_rounds"],
+                 seed=settings["seed"], num_threads=threads,
+                 booster_params=dict(settings["fixed"]) if booster_params is None else booster_params)
     if name == Reranker.NAME:
-        settings["candidates"] = cfg["candidates"]
-    return MODELS[name](**settings)
+        model["candidates"] = settings["candidates"]
+    return MODELS[name](**model)
 
 
 def tuned_names(n_rows: int, n_classes: int, cap: int) -> tuple[list[str], str | None]:
@@ -31,17 +35,18 @@ def tuned_names(n_rows: int, n_classes: int, cap: int) -> tuple[list[str], str |
                              f"train.multiclass_max_row_classes ({cap:,})")
 
 
-def choose(studies: dict[str, dict]) -> tuple[str, str]:
-    """(chosen model family, why) from each tuned family's best `fold_losses` (the same location folds).
-    The multiclass LightGBM is the standard model; the re-ranker, which exists for class counts where that
-    does not fit, is chosen over it only when its tuning-fold log-loss is lower by more than one standard
-    error of the paired fold differences (with weak features the two tie within noise while their accuracy
-    on unseen cameras does not); with one validation split, when its loss there is lower."""
+def choose(studies: dict[str, dict], scheme: str) -> tuple[str, str]:
+    """(chosen model family, why) from each tuned family's best `fold_losses` (the same location folds, or
+    under `scheme` wilds the one OOD validation split). The multiclass LightGBM is the standard model; the
+    re-ranker, which exists for class counts where that does not fit, is chosen over it only when its
+    tuning-fold log-loss is lower by more than one standard error of the paired fold differences (with weak
+    features the two tie within noise while their accuracy on unseen cameras does not); on WILDS's one
+    validation split, which has no spread to weigh the difference by, when its loss there is lower."""
     if len(studies) == 1:
         (only,) = studies
         return only, "the only model tuned (the other is skipped with its reason in best_params.json)"
     difference = np.subtract(studies[Reranker.NAME]["fold_losses"], studies[LightGBMMulticlass.NAME]["fold_losses"])
-    if len(difference) == 1:  # one validation set (WILDS's val): no spread to weigh the difference by
+    if scheme == "wilds":
         chosen = Reranker.NAME if difference[0] < 0 else LightGBMMulticlass.NAME
         return chosen, (f"re-ranker's validation log-loss minus the multiclass LightGBM's: {difference[0]:+.4f} "
                         f"on the one validation split")

@@ -23,12 +23,11 @@ import numpy as np
 import pandas as pd
 from scipy import sparse
 from scipy.special import log_softmax
-from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.covariance import ledoit_wolf
 
 from infra.atomic import atomic_path
-from models.lgbm import (BOOSTER_FILE, LOSS_FLOOR, META_FILE, boost, class_codes, class_weights, fit_params,
-                         save_booster, stopping_rows)
+from models.lgbm import (BOOSTER_FILE, LOSS_FLOOR, META_FILE, ProbabilityClassifier, boost, class_codes,
+                         class_weights, fit_params, save_booster, saved_params, stopping_rows)
 from models.split import location_folds
 
 PROPOSERS_FILE = "proposers.npz"
@@ -190,7 +189,7 @@ class PairData:
                            categorical_feature=["candidate__class"], params=params, free_raw_data=True)
 
 
-class Reranker(ClassifierMixin, BaseEstimator):
+class Reranker(ProbabilityClassifier):
     """Proposers + one binary LightGBM over (row, candidate) pairs, as a scikit-learn classifier:
     `fit(X, y, groups)` builds and names its own pairs (evidence out of location fold), stops early on its
     last location fold and refits on all rows (models.lgbm.boost); `predict_proba` gives (rows, classes_)."""
@@ -255,8 +254,8 @@ class Reranker(ClassifierMixin, BaseEstimator):
         Path(folder).mkdir(parents=True, exist_ok=True)
         with atomic_path(Path(folder) / PROPOSERS_FILE) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
-        save_booster(self.booster_, folder, {"model": self.NAME, "classes": self.classes_.tolist(),
-                                             "columns": self.feature_names_in_, "candidates": self.candidates,
+        save_booster(self.booster_, folder, {"model": self.NAME, "params": saved_params(self),
+                                             "classes": self.classes_.tolist(), "columns": self.feature_names_in_,
                                              "rounds": self.rounds_,
                                              "proposers": list(ev.columns.items())})  # a list: keeps the order
 
@@ -267,7 +266,7 @@ class Reranker(ClassifierMixin, BaseEstimator):
         with np.load(Path(folder) / PROPOSERS_FILE, allow_pickle=False) as a:
             proposers = {name: Proposer(*(a[f"{name}/{key}"] for key in PROPOSER_ARRAYS)) for name in columns}
             evidence = ClassEvidence(proposers, columns, a["log_prior"], a["location_share"])
-        model = cls(candidates=meta["candidates"])
+        model = cls(**meta["params"])
         model.booster_ = lgb.Booster(model_file=str(Path(folder) / BOOSTER_FILE))
         model.classes_, model.feature_names_in_ = np.asarray(meta["classes"]), meta["columns"]
         model.evidence_, model.rounds_ = evidence, meta["rounds"]

@@ -1,7 +1,6 @@
 """DVC stage `evaluate` (see dvc.yaml)."""
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -9,6 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from sklearn import config_context
+from sklearn.utils.metadata_routing import get_routing_for_object
 from tqdm import tqdm
 
 from data.quality import DataError
@@ -41,8 +42,10 @@ def ablations(columns: pd.Index) -> dict[str, tuple[str, ...]]:
 
 
 def fit(model, x: pd.DataFrame, y: np.ndarray, groups: np.ndarray):
-    """`model.fit`, with the location groups for the models that stop early on whole cameras."""
-    return model.fit(x, y, groups=groups) if "groups" in inspect.signature(model.fit).parameters else model.fit(x, y)
+    """`model.fit`, with the location groups where the model requests them (scikit-learn's metadata routing:
+    the models that stop early on whole cameras, `set_fit_request(groups=True)` in `candidates`)."""
+    wanted = get_routing_for_object(model).consumes("fit", ["groups"])
+    return model.fit(x, y, **({"groups": groups} if wanted else {}))
 
 
 @dataclass
@@ -69,7 +72,8 @@ def candidates(params: dict, tuned: dict, columns: pd.Index, top_conf: pd.DataFr
     chosen = tuned["chosen"]
 
     def tuned_model(name: str, only: list[str] | None = None):
-        return registry.build(name, train_cfg, tuned["models"][name]["params"], threads), only
+        return registry.build(name, train_cfg, tuned["models"][name]["params"], threads).set_fit_request(
+            groups=True), only
 
     def probe():
         return baselines.linear_probe(train_cfg["class_weight"], train_cfg["seed"], cfg["probe_max_iter"])
@@ -95,7 +99,7 @@ def candidates(params: dict, tuned: dict, columns: pd.Index, top_conf: pd.DataFr
     else:
         models["hist_gradient_boosting"] = (baselines.HistGradientBoosting(
             multiclass["params"], train_cfg["class_weight"], train_cfg["cv_folds"], train_cfg["max_rounds"],
-            train_cfg["early_stopping_rounds"], train_cfg["seed"]), None)
+            train_cfg["early_stopping_rounds"], train_cfg["seed"]).set_fit_request(groups=True), None)
     single_family = {f"{chosen}_{family}_only" for family in absent}
     skipped.update({f"{chosen}_{family}_only": {"skipped": f"skipped: {why}"} for family, why in absent.items()})
     for family, prefixes in ablations(columns).items():
@@ -139,11 +143,12 @@ def fit_and_score(models: dict, fitted: Rows, y_rows: np.ndarray, groups: np.nda
 
 
 @one_blas_thread()
+@config_context(enable_metadata_routing=True)
 def run(params: dict) -> None:
     """Metrics on every scored split (the held-out locations, or WILDS's val, test, id_val and id_test) for
     every tuned model, the chosen one, its single-family ablations and the baselines, all fitted on the same
     rows and run through one loop; then the comparison with the published numbers."""
-    cfg, unit = params["evaluate"], params["train"]["rows"]
+    cfg, unit, smoothing = params["evaluate"], params["train"]["rows"], params["predictions"]["sequence_smoothing"]
     labels, rows = labelled_train()
     record = json.loads(SPLIT_FILE.read_text())
     split = evaluation_split(rows, record["scheme"], record["holdout_locations"])
@@ -165,7 +170,7 @@ def run(params: dict) -> None:
     scored = {name: rows_of(mask) for name, mask in split.scored.items()}
     models, skipped, single_family = candidates(params, tuned, features.columns, top_conf[split.fit], absent)
     row = f"{tuned['chosen']}_all_families"  # the chosen model family on all feature families
-    reported = f"{row}_sequence_smoothed" if cfg["smoothing"] else row
+    reported = f"{row}_sequence_smoothed" if smoothing else row
     results, model, proba = fit_and_score(models, fitted, y_rows, groups, scored, unit, (row, *SMOOTHED), reported)
     if model is None:
         raise DataError(f"evaluate: the chosen model {row} could not be fitted: {results[row]['skipped']}")

@@ -68,7 +68,7 @@ def run(params: dict) -> None:
                              "fold_losses": study.best_trial.user_attrs["fold_losses"], "trials": study.trials}
     if not studies:
         raise DataError(f"no model family can be fitted on these rows: {skipped}")
-    chosen, why = registry.choose(studies)
+    chosen, why = registry.choose(studies, split_cfg["scheme"])
     log.info("train: chose %s: %s", chosen, why)
     last = split.final
     y_final = sequence_rows.row_labels(labels[last], seqs[last], unit).to_numpy()

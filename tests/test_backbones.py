@@ -80,13 +80,13 @@ def test_dinov2_hub_checkpoint_embeds_views_equally_in_pytorch_and_onnx_runtime(
     ours, reference = onnx.embed(views, 8), torch_backbone.embed(views, 8)
     assert len(views) > 10 and np.isfinite(reference).all() and reference.std(axis=0).mean() > 0.05
     assert cosine(ours, reference).min() >= 0.9999
-    network = torch_backbone.network.network
+    network = torch_backbone.module.network
     assert network.grid_pos_embed.shape == (1, 1 + 16 * 16, 384)  # resampled once, at load, to 224 / 14
     assert torch.equal(network.pos_embed, torch.load(dinov2_files[name], weights_only=True)["pos_embed"])
     # other input sizes resample to their grid; the trained size uses the checkpoint's embeddings as they are
     small = build_backbone(name, dict(cfg, input_size=112))
     assert small.input_size == 112 and small.embed(sample_views(root, 2, 112), 4).shape[1] == 384
-    assert build_backbone(name, dict(cfg, input_size=518)).network.network.grid_pos_embed.shape[1] == 1 + 37 * 37
+    assert build_backbone(name, dict(cfg, input_size=518)).module.network.grid_pos_embed.shape[1] == 1 + 37 * 37
 
 
 @pytest.mark.parametrize("safetensors", [False, True])
@@ -98,7 +98,7 @@ def test_open_clip_folder_embeds_with_its_config_in_pytorch_and_onnx_runtime(saf
     cfg = dict(CFG, weights={"bioclip": str(folder)})
     torch_backbone = build_backbone("bioclip", cfg)
     assert (torch_backbone.dim, torch_backbone.input_size) == ((64, 224) if safetensors else (512, 224))
-    mean = torch_backbone.network.mean.flatten().tolist()
+    mean = torch_backbone.module.mean.flatten().tolist()
     assert mean == pytest.approx([0.48145466 * 255, 0.4578275 * 255, 0.40821073 * 255])  # CLIP's, not ImageNet's
     onnx = build_backbone("bioclip", dict(cfg, runtime="onnxruntime"), tmp_path / "onnx")
     views = sample_views(root, 4)

@@ -10,8 +10,8 @@ from torch import nn
 
 import features.embeddings as embeddings_module
 from data import DataError, QualityReport
-from features.embeddings import (compute_embeddings, crop_boxes, decode_reduction, embedding_table, embeddings,
-                                 image_views, square_crop)
+from features.embeddings import compute_embeddings, embedding_table, embeddings
+from features.views import crop_boxes, decode_reduction, image_views, square_crop
 from features.backbones import Backbone, BackboneError, build_backbone, efficientnet_lite
 from features.backbones.runtime import UInt8Input, resolve_device
 from models.reduce import EmbeddingPCA, FeatureFile

@@ -73,6 +73,29 @@ def test_multiclass_model_files_reload_and_predict_identically(tmp_path):
     assert (loaded.classes_[loaded.predict_proba(x).argmax(axis=1)] == labels).mean() > 0.8
 
 
+@pytest.mark.parametrize("name", ["lightgbm_multiclass", "reranker"])
+def test_the_tuned_models_keep_scikit_learns_contract_through_save_and_load(tmp_path, name):
+    """predict and score (accuracy) work, a loaded model's get_params are those it was fitted with (the thread
+    count aside), and metadata routing hands the location groups to fit once requested."""
+    from sklearn import config_context
+    from sklearn.utils.metadata_routing import get_routing_for_object
+    x, y, groups = toy()
+    model = registry.build(name, dict(TRAIN, seed=5, max_rounds=60), {"num_leaves": 7}, threads=1)
+    with config_context(enable_metadata_routing=True):
+        assert not get_routing_for_object(model).consumes("fit", ["groups"])
+        assert get_routing_for_object(model.set_fit_request(groups=True)).consumes("fit", ["groups"]) == {"groups"}
+    model.fit(x, y, groups=groups)
+    predicted = model.predict(x)
+    np.testing.assert_array_equal(predicted, model.classes_[model.predict_proba(x).argmax(axis=1)])
+    assert model.score(x, y) == (predicted == y).mean()
+    model.save(tmp_path / "m")
+    loaded = registry.load(tmp_path / "m")
+    fitted_with = {k: v for k, v in model.get_params().items() if k != "num_threads"}
+    assert {k: v for k, v in loaded.get_params().items() if k != "num_threads"} == fitted_with
+    assert loaded.get_params()["seed"] == 5 and loaded.get_params()["max_rounds"] == 60
+    np.testing.assert_array_equal(loaded.predict(x), predicted)
+
+
 def test_study_resumes_to_its_trial_target(tmp_path):
     x, y, groups = toy()
     params, study = tuned(x, y, groups, f"sqlite:///{tmp_path}/s.db")
@@ -441,15 +464,16 @@ def test_candidate_evidence_of_training_pairs_is_distributed_as_when_serving():
 def test_the_reranker_is_chosen_only_when_its_tuning_folds_say_so_beyond_noise():
     rr, mc = registry.Reranker.NAME, registry.LightGBMMulticlass.NAME
     clearly = {rr: {"fold_losses": [0.50, 0.52, 0.48]}, mc: {"fold_losses": [0.60, 0.61, 0.62]}}
-    assert registry.choose(clearly)[0] == rr
+    assert registry.choose(clearly, "location")[0] == rr
     # lower on average (-0.01) but by less than one standard error of the paired differences: the multiclass
     tied = {rr: {"fold_losses": [0.50, 0.70, 0.48]}, mc: {"fold_losses": [0.60, 0.61, 0.50]}}
-    chosen, why = registry.choose(tied)
+    chosen, why = registry.choose(tied, "location")
     assert chosen == mc and "-0.0100, not lower by more than one standard error" in why
-    assert registry.choose({rr: {"fold_losses": [9.0, 9.0]}})[0] == rr  # the multiclass over the cap
-    # one validation split (WILDS's val): the lower loss there, however small the difference
-    assert registry.choose({rr: {"fold_losses": [0.50]}, mc: {"fold_losses": [0.51]}})[0] == rr
-    assert registry.choose({rr: {"fold_losses": [0.51]}, mc: {"fold_losses": [0.50]}})[0] == mc
+    assert registry.choose({rr: {"fold_losses": [9.0, 9.0]}}, "location")[0] == rr  # the multiclass over the cap
+    # the WILDS scheme's one validation split: the lower loss there, however small the difference
+    assert registry.choose({rr: {"fold_losses": [0.50]}, mc: {"fold_losses": [0.51]}}, "wilds")[0] == rr
+    chosen, why = registry.choose({rr: {"fold_losses": [0.51]}, mc: {"fold_losses": [0.50]}}, "wilds")
+    assert chosen == mc and why.endswith("+0.0100 on the one validation split")
     assert registry.tuned_names(1000, 188, 2_000_000) == ([rr, mc], None)
     assert registry.tuned_names(20_000, 188, 2_000_000) == ([rr], "skipped: 20,000 rows x 188 classes = 3,760,000 > "
                                                                  "train.multiclass_max_row_classes (2,000,000)")
@@ -503,7 +527,7 @@ def test_rows_without_usable_pixels_never_train_and_are_scored_all_the_same():
 
 
 def test_the_one_family_tuned_is_chosen_with_the_reason():
-    chosen, why = registry.choose({"lightgbm_multiclass": {"fold_losses": [0.5, 0.6]}})
+    chosen, why = registry.choose({"lightgbm_multiclass": {"fold_losses": [0.5, 0.6]}}, "location")
     assert chosen == "lightgbm_multiclass" and why.startswith("the only model tuned")
 
 

@@ -10,14 +10,15 @@ open_clip (both need torchvision, which has no CPU build on PyPI):
 - `timm:<arch>`, `torchvision:<arch>`: that library's architecture, where it is installed (`external.py`);
 - `parquet`: embeddings computed elsewhere, imported (features/embeddings.py).
 
-Adding a network family is a module with a `build(name, weights, cfg) -> Network` and a line here.
+Adding a network family is a module with a `build(name, weights, **settings) -> Network`, the `SETTINGS` it
+takes from the embeddings section (by name), and a line here.
 """
 from __future__ import annotations
 
 import logging
 import re
 from pathlib import Path
-from typing import Callable
+from types import ModuleType
 
 from features.backbones import clip, dinov2, efficientnet_lite, external
 from features.backbones.runtime import (PRECISIONS, RUNTIMES, Backbone, BackboneError, Network, frozen, int8_graph,
@@ -25,17 +26,16 @@ from features.backbones.runtime import (PRECISIONS, RUNTIMES, Backbone, Backbone
 
 log = logging.getLogger(__name__)
 IMPORTED = "parquet"
-BUILDERS: dict[str, Callable[[str, str | None, dict], Network]] = {
-    **{name: efficientnet_lite.build for name in efficientnet_lite.VARIANTS},
-    **{name: dinov2.build for name in dinov2.VARIANTS},
-    **{name: clip.build for name in clip.NAMED}}
-PREFIXED = {"clip:": clip.build, **{prefix: external.build for prefix in external.PREFIXES}}
+BUILDERS: dict[str, ModuleType] = {**{name: efficientnet_lite for name in efficientnet_lite.VARIANTS},
+                                   **{name: dinov2 for name in dinov2.VARIANTS}, **{name: clip for name in clip.NAMED}}
+PREFIXED = {"clip:": clip, **{prefix: external for prefix in external.PREFIXES}}
 
 __all__ = ["Backbone", "BackboneError", "build_backbone", "family_name", "check_backbones", "weights_of",
            "precision_of", "IMPORTED"]
 
 
-def _builder(name: str) -> Callable[[str, str | None, dict], Network]:
+def _builder(name: str) -> ModuleType:
+    """The module that builds backbone `name`."""
     if name in BUILDERS:
         return BUILDERS[name]
     prefix = next((p for p in PREFIXED if name.startswith(p) and len(name) > len(p)), None)
@@ -102,7 +102,9 @@ def build_backbone(name: str, cfg: dict, export_dir: str | Path | None = None) -
     if int8 and (runtime != "onnxruntime" or device.type != "cpu"):
         raise BackboneError(f"embeddings.precision int8 ({name}) runs ONNX Runtime's int8 graph on the CPU: set "
                             f"embeddings.runtime onnxruntime and embeddings.device cpu, or run {name} in fp32")
-    backbone = frozen(_builder(name)(name, weights_of(name, cfg), cfg), name, device)
+    builder = _builder(name)
+    network: Network = builder.build(name, weights_of(name, cfg), **{key: cfg[key] for key in builder.SETTINGS})
+    backbone = frozen(network, name, device)
     if runtime == "onnxruntime" and device.type == "cpu":
         if export_dir is None:
             raise BackboneError("embeddings.runtime onnxruntime needs a folder for the exported network")

@@ -34,6 +34,7 @@ PLAIN = {"ls_init_value": None, "attentional_pool": False, "no_ln_pre": False, "
          "final_ln_after_pool": False, "pool_type": "tok", "output_tokens": False, "timm_model_name": None,
          "act_kwargs": None, "norm_kwargs": None, "block_type": None, "qk_norm": False, "scaled_cosine_attn": False,
          "scale_heads": False, "scale_attn_inner": False, "scale_attn": False, "scale_fc": False}
+SETTINGS = ()  # the embeddings.* keys `build` reads: none (its network fixes its own input size)
 NAMED = ("bioclip", "bioclip2")  # names whose folder comes from embeddings.weights; `clip:<folder>` names it
 
 
@@ -138,7 +139,7 @@ def _config(folder: Path, name: str) -> tuple[dict, dict, dict]:
     return model_cfg, vision, doc.get("preprocess_cfg", {})
 
 
-def build(name: str, weights: str | None, cfg: dict) -> Network:
+def build(name: str, weights: str | None) -> Network:
     """The CLIP image tower of `name` from its open_clip folder `weights`."""
     if not weights:
         raise BackboneError(f"backbone {name} needs its open_clip folder: set embeddings.weights.{name} "

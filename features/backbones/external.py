@@ -10,10 +10,11 @@ from torch import nn
 from features.backbones.runtime import (IMAGENET_MEAN, IMAGENET_STD, BackboneError, Network, load_strict,
                                         pixel_scale, read_state_dict)
 
+SETTINGS = ()  # the embeddings.* keys `build` reads: none (its network fixes its own input size)
 PREFIXES = ("timm:", "torchvision:")
 
 
-def build(name: str, weights: str | None, cfg: dict) -> Network:
+def build(name: str, weights: str | None) -> Network:
     library, arch = name.split(":", 1)
     if not weights:
         raise BackboneError(f"backbone {name} needs a local state dict: set embeddings.weights.{name}")

@@ -152,7 +152,7 @@ class Backbone:
     """A network returning pooled features of RGB uint8 views, and where it runs."""
     name: str
     weights_sha: str
-    network: UInt8Input
+    module: UInt8Input                  # the torch network behind its uint8 input step
     dim: int
     input_size: int
     device: torch.device
@@ -187,7 +187,7 @@ class Backbone:
                 if self.session is not None:
                     out[start:start + len(batch)] = self.session.run(None, {"views": batch})[0]
                 else:
-                    out[start:start + len(batch)] = self.network(
+                    out[start:start + len(batch)] = self.module(
                         torch.from_numpy(batch).to(self.device)).float().cpu().numpy()
         return out
 
@@ -210,10 +210,10 @@ def onnx_graph(backbone: Backbone, folder: Path, code: str) -> Path:
         with atomic_path(path) as tmp, warnings.catch_warnings():
             # shapes read in forward (padding, token counts) are constants at the fixed input size
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            torch.onnx.export(backbone.network.cpu(), (example,), str(tmp), input_names=["views"],
+            torch.onnx.export(backbone.module.cpu(), (example,), str(tmp), input_names=["views"],
                               output_names=["features"], dynamic_axes={"views": {0: "n"}, "features": {0: "n"}},
                               opset_version=ONNX_OPSET, dynamo=False)
-        backbone.network.to(backbone.device)
+        backbone.module.to(backbone.device)
     return path
 
 
