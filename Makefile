@@ -26,8 +26,9 @@ repro: $(STAMP)
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 
+# The test modules on up to 4 processes (2 on a 2-core machine), longest first (LONGEST_FIRST in tests/conftest.py).
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 # The DVC experiments of this commit (dvc exp run -S split.seed=N, or queued) over seeds, grouped by the params
 # that differ: reports/experiments.md and .json (models/experiments.py).

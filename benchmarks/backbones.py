@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import features.backbones  # noqa: E402
 from features.backbones import clip, dinov2, efficientnet_lite  # noqa: E402
 from features.backbones.runtime import (IMAGENET_MEAN, IMAGENET_STD, Network, cosines, frozen,  # noqa: E402
-                                        int8_graph, onnx_graph, ort_session, pixel_scale, resolve_device)
+                                        int8_graph, onnx_graph, pixel_scale, resolve_device)
 
 FRAMES = 280_853  # iWildCam 2020: 217,959 train + 62,894 test images
 BATCH = 8

@@ -259,7 +259,7 @@ def main() -> None:
     report["metrics"].pop("per_class", None)
     timings = json.loads((repo / "reports/timings.json").read_text())
     report["baselines"] = {name: ({"skipped": m["skipped"]} if "skipped" in m else dict(
-        {k: m[k] for k in ("accuracy", "macro_f1", "split")}, fit_seconds=timings[name],
+        {k: m[k] for k in ("accuracy", "macro_f1", "n_images", "split")}, fit_seconds=timings[name],
         splits={s: {k: r[k] for k in ("accuracy", "macro_f1")} for s, r in m["splits"].items()}))
                            for name, m in json.loads((repo / "reports/baselines.json").read_text()).items()}
     report["best_params"] = json.loads((repo / "artifacts/models/best_params.json").read_text())

@@ -150,18 +150,47 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
         failures = [(k, e.failure) for k, e in enumerate(results.images) if e.failure is not None]
         names = results.detection_categories
         del results
-
-    unknown_names = {k: v for k, v in names.items() if v not in CATEGORY_CODES}
-    if unknown_names:
-        log.warning("%s: detection categories %s are not animal/person/vehicle", path, unknown_names)
-    code_of = {str(k): CATEGORY_CODES.get(v, 0) for k, v in names.items()}
-
     report.count_read("detector image entries", len(ids))
     report.count_read("detector boxes", len(conf))
     box_image = np.repeat(np.arange(len(ids)), counts)
+    position, keep_entry = _usable_entries(ids, ambiguous, failures, images, report)
+    code, keep_box = _usable_boxes(ids, box_image, category, _category_codes(names, path), conf, bbox,
+                                   keep_entry, report)
+    box_row = position[box_image]
+    x0, y0, x1, y1 = _frame_corners(ids, box_image, box_row, bbox, keep_box, images, report)
+
+    detections = pd.DataFrame({
+        "image_id": pd.Categorical.from_codes(box_row[keep_box], categories=images.index),
+        "category": code[keep_box],
+        "conf": conf[keep_box].astype(np.float32),
+        "x": x0[keep_box].astype(np.float32),
+        "y": y0[keep_box].astype(np.float32),
+        "w": (x1 - x0)[keep_box].astype(np.float32),
+        "h": (y1 - y0)[keep_box].astype(np.float32),
+    })
+    kept_per_image = np.bincount(box_image[keep_box], minlength=len(ids))
+    max_conf = np.zeros(len(ids))
+    if keep_box.any():
+        np.maximum.at(max_conf, box_image[keep_box], conf[keep_box])
+    detector_images = pd.DataFrame({"image_id": ids, "max_detection_conf": max_conf,
+                                    "n_boxes": kept_per_image}).loc[keep_entry].set_index("image_id")
+    return detections, detector_images
+
+
+def _category_codes(names: dict[str, str], path: Path) -> dict[str, int]:
+    """The file's `detection_categories` keys as our codes (0: not animal, person or vehicle, warned about)."""
+    unknown = {k: v for k, v in names.items() if v not in CATEGORY_CODES}
+    if unknown:
+        log.warning("%s: detection categories %s are not animal/person/vehicle", path, unknown)
+    return {str(k): CATEGORY_CODES.get(v, 0) for k, v in names.items()}
+
+
+def _usable_entries(ids: list[str], ambiguous: np.ndarray, failures: list[tuple[int, str]], images: pd.DataFrame,
+                    report: QualityReport) -> tuple[np.ndarray, np.ndarray]:
+    """(each entry's row in `images`, -1 if none; which entries' boxes are used): duplicates, ambiguous files,
+    images not in the metadata and MegaDetector's failures are counted skips, as are images the file lacks."""
     entry_ids = pd.Index(ids, dtype=object)
     position = images.index.get_indexer(entry_ids)
-
     dup = entry_ids.duplicated()
     report.skip_many("duplicate detector entry (later entry skipped)", list(entry_ids[dup]))
     unknown = position < 0
@@ -172,11 +201,16 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
     failed[[k for k, _ in failures]] = True
     report.skip_many("image MegaDetector could not process ('failure' entry: detector features NA)",
                      [f"image {ids[k]}: {why}" for k, why in failures if not unknown[k] and not dup[k]])
-    keep_entry = ~dup & ~unknown & ~failed
     detected = np.zeros(len(images), dtype=bool)
     detected[position[~dup & ~unknown]] = True
     report.skip_many("image missing from the detector file (detector features NA)", list(images.index[~detected]))
+    return position, ~dup & ~unknown & ~failed
 
+
+def _usable_boxes(ids: list[str], box_image: np.ndarray, category: list, code_of: dict[str, int], conf: np.ndarray,
+                  bbox: np.ndarray, keep_entry: np.ndarray, report: QualityReport) -> tuple[np.ndarray, np.ndarray]:
+    """(each box's category code, which boxes are kept): those of usable entries with a known category and
+    finite values, conf in [0, 1]; the others are counted skips naming their image."""
     factor, values = pd.factorize(np.asarray(category, dtype=object))
     value_codes = np.array([code_of.get(str(v), 0) for v in values] + [0], dtype=np.int8)
     code = value_codes[factor]  # factor -1 (missing) picks the trailing 0
@@ -186,20 +220,24 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
     bad_conf = ~np.isfinite(conf) | (conf < 0) | (conf > 1) | ~np.isfinite(bbox).all(axis=1)
     report.skip_many("detection with non-finite values or conf outside [0, 1]",
                      [f"image {ids[box_image[j]]}" for j in np.flatnonzero(bad_conf)])
-    keep_box = keep_entry[box_image] & ~bad_cat & ~bad_conf
+    return code, keep_entry[box_image] & ~bad_cat & ~bad_conf
 
+
+def _frame_corners(ids: list[str], box_image: np.ndarray, box_row: np.ndarray, bbox: np.ndarray,
+                   keep_box: np.ndarray, images: pd.DataFrame, report: QualityReport) -> tuple[np.ndarray, ...]:
+    """(x0, y0, x1, y1) of each box in [0, 1] of its frame: absolute pixel boxes (told apart by their size)
+    divided by the image's size, then clipped to the frame. Boxes that cannot be placed (absolute on an image
+    of unknown size, or nothing left inside the frame) are dropped from `keep_box` in place, counted."""
     def described(boxes: np.ndarray) -> list[str]:
         return [f"image {ids[box_image[j]]} bbox={bbox[j].round(4).tolist()}" for j in boxes]
 
-    box_row = position[box_image]
     xywh = bbox.copy()
     absolute = bool(len(xywh)) and float(np.nanmax(np.abs(xywh[keep_box]), initial=0.0)) > ABSOLUTE_THRESHOLD
     report.note("detector bbox convention", "absolute pixels" if absolute else "normalised [0,1]")
     if absolute:
         frame_size = images[["width", "height"]].to_numpy(dtype=np.float64, na_value=np.nan)
         size = frame_size[box_row[keep_box]]
-        no_size = np.isnan(size).any(axis=1)
-        unsized = np.flatnonzero(keep_box)[no_size]
+        unsized = np.flatnonzero(keep_box)[np.isnan(size).any(axis=1)]
         xywh[keep_box] /= np.hstack([size, size])
         keep_box[unsized] = False
         report.skip_many("absolute box on an image of unknown size", described(unsized))
@@ -208,31 +246,12 @@ def load_detections(root: str | os.PathLike, images: pd.DataFrame, report: Quali
     x1, y1 = x0 + xywh[:, 2], y0 + xywh[:, 3]
     out = keep_box & ((x0 < -FRAME_TOLERANCE) | (y0 < -FRAME_TOLERANCE)
                       | (x1 > 1 + FRAME_TOLERANCE) | (y1 > 1 + FRAME_TOLERANCE))
-    cx0, cy0 = np.clip(x0, 0, 1), np.clip(y0, 0, 1)
-    cx1, cy1 = np.clip(x1, 0, 1), np.clip(y1, 0, 1)
-    empty = keep_box & ((cx1 - cx0 <= 0) | (cy1 - cy0 <= 0))
-    report.skip_many("box outside the frame or of zero size (box skipped)",
-                     described(np.flatnonzero(empty)))
-    report.skip_many("box partly outside the frame (clipped to the frame)",
-                     described(np.flatnonzero(out & ~empty)))
+    corners = tuple(np.clip(v, 0, 1) for v in (x0, y0, x1, y1))
+    empty = keep_box & ((corners[2] - corners[0] <= 0) | (corners[3] - corners[1] <= 0))
+    report.skip_many("box outside the frame or of zero size (box skipped)", described(np.flatnonzero(empty)))
+    report.skip_many("box partly outside the frame (clipped to the frame)", described(np.flatnonzero(out & ~empty)))
     keep_box &= ~empty
-
-    detections = pd.DataFrame({
-        "image_id": pd.Categorical.from_codes(box_row[keep_box], categories=images.index),
-        "category": code[keep_box],
-        "conf": conf[keep_box].astype(np.float32),
-        "x": cx0[keep_box].astype(np.float32),
-        "y": cy0[keep_box].astype(np.float32),
-        "w": (cx1 - cx0)[keep_box].astype(np.float32),
-        "h": (cy1 - cy0)[keep_box].astype(np.float32),
-    })
-    kept_per_image = np.bincount(box_image[keep_box], minlength=len(ids))
-    max_conf = np.zeros(len(ids))
-    if keep_box.any():
-        np.maximum.at(max_conf, box_image[keep_box], conf[keep_box])
-    detector_images = pd.DataFrame({"image_id": ids, "max_detection_conf": max_conf,
-                                    "n_boxes": kept_per_image}).loc[keep_entry].set_index("image_id")
-    return detections, detector_images
+    return corners
 
 
 def no_detections(images: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -64,18 +64,11 @@ class EmbeddingPCA:
         self.means, self.components = means, components
 
     @classmethod
-    def fit(cls, features: pd.DataFrame, n_components: int, seed: int) -> "EmbeddingPCA":
-        """One PCA per block, on the rows where that block is present (a view can be absent: no crop)."""
-        pca = cls({}, {})
-        for block, cols in embedding_blocks(features.columns).items():
-            pca._fit_block(block, features[cols].to_numpy(np.float32), n_components, seed)
-        return pca
-
-    @classmethod
     def fit_transform_file(cls, table: FeatureFile, ids: pd.Index, n_components: int, seed: int
                            ) -> tuple["EmbeddingPCA", pd.DataFrame]:
-        """`fit` on the rows `ids` of the feature table and their `transform`, each block read once and
-        alone in memory."""
+        """One PCA per embedding block, fitted on the rows `ids` of the feature table where that block is
+        present (a view can be absent: no crop), and those rows projected; each block read once and alone in
+        memory."""
         positions = table.positions(ids)
         pca, parts = cls({}, {}), [table.plain(positions)]
         for block, cols in table.blocks.items():
@@ -98,17 +91,10 @@ class EmbeddingPCA:
         return pd.DataFrame((x - self.means[block]) @ self.components[block].T, index=index,
                             columns=[f"{block}_pc_{j}" for j in range(len(self.components[block]))])
 
-    def transform(self, features: pd.DataFrame) -> pd.DataFrame:
-        """Embedding blocks replaced by their components `<block>_pc_<j>` (NaN where the view is absent);
-        a block the PCA was not fitted on (absent from training) is dropped."""
-        blocks = embedding_blocks(features.columns)
-        parts = [features.drop(columns=[c for cols in blocks.values() for c in cols])]
-        parts += [self._project(block, features[cols].to_numpy(np.float32), features.index)
-                  for block, cols in blocks.items() if block in self.means]
-        return pd.concat(parts, axis=1)
-
     def transform_file(self, table: FeatureFile, ids: pd.Index) -> pd.DataFrame:
-        """`transform` of the rows `ids` of the feature table, one block in memory at a time."""
+        """The rows `ids` of the feature table with each embedding block replaced by its components
+        `<block>_pc_<j>` (NaN where the view is absent); a block the PCA was not fitted on (absent from
+        training) is dropped. One block in memory at a time."""
         positions = table.positions(ids)
         parts = [table.plain(positions)]
         parts += [self._project(block, table.block(cols, positions), parts[0].index)

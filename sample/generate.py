@@ -300,7 +300,6 @@ def generate(out: str | Path, cfg: dict) -> dict:
     detector_images = []
     for split in meta:
         (out / split).mkdir(parents=True, exist_ok=True)
-    (out / "metadata").mkdir(parents=True, exist_ok=True)
 
     for loc in tqdm(locations, desc="sample: cameras", unit="camera"):
         loc_rng = np.random.default_rng([cfg["seed"], loc.id])
@@ -340,16 +339,8 @@ def generate(out: str | Path, cfg: dict) -> dict:
         {"id": i, "name": n} for i, n in EXTRA_CATEGORIES]
     categories.sort(key=lambda c: c["id"])
     info = {"version": "embedded-sample", "description": "iWildCam 2020 format sample", "year": 2020}
-    write_json(out / "metadata/iwildcam2020_train_annotations.json",
-                {"info": info, "images": meta["train"]["images"], "categories": categories,
-                 "annotations": meta["train"]["annotations"]})
-    write_json(out / "metadata/iwildcam2020_test_information.json",
-                {"info": info, "images": meta["test"]["images"], "categories": categories})
-    write_json(out / "metadata/iwildcam2020_megadetector_results.json",
-                {"info": {"detector": "megadetector_v3 (simulated)", "format_version": "1.0"},
-                 "detection_categories": {"1": "animal", "2": "person"}, "images": detector_images})
-    (out / "sample_submission.csv").write_text(
-        "Id,Category\n" + "".join(f"{im['id']},0\n" for im in meta["test"]["images"]))
+    write_kaggle_files(out, info, meta["train"]["images"], meta["test"]["images"], categories,
+                       meta["train"]["annotations"], detector_images)
 
     without = {loc.id for loc in rng.choice(locations, size=cfg["sites_without_landsat"], replace=False)}
     dates = sum(write_landsat(out, loc, np.random.default_rng([cfg["seed"], loc.id, 1]), cfg)
@@ -358,5 +349,16 @@ def generate(out: str | Path, cfg: dict) -> dict:
             "locations": len(locations), "landsat_site_dates": dates}
 
 
-def write_json(path: Path, obj: dict) -> None:
-    path.write_text(json.dumps(obj, indent=1))
+def write_kaggle_files(out: Path, info: dict, train_images: list[dict], test_images: list[dict],
+                       categories: list[dict], annotations: list[dict], detector_images: list[dict]) -> None:
+    """The competition's three metadata files and `sample_submission.csv` under `out`, as Kaggle ships them."""
+    (out / "metadata").mkdir(parents=True, exist_ok=True)
+    files = {"iwildcam2020_train_annotations.json": {"info": info, "images": train_images, "categories": categories,
+                                                     "annotations": annotations},
+             "iwildcam2020_test_information.json": {"info": info, "images": test_images, "categories": categories},
+             "iwildcam2020_megadetector_results.json": {
+                 "info": {"detector": "megadetector_v3 (simulated)", "format_version": "1.0"},
+                 "detection_categories": {"1": "animal", "2": "person"}, "images": detector_images}}
+    for name, content in files.items():
+        (out / "metadata" / name).write_text(json.dumps(content, indent=1))
+    (out / "sample_submission.csv").write_text("Id,Category\n" + "".join(f"{im['id']},0\n" for im in test_images))

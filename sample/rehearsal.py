@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from joblib import Parallel, delayed
 from tqdm import tqdm
 
-from sample.generate import ACTIVITY_HOURS, write_json, write_landsat
+from sample.generate import ACTIVITY_HOURS, write_kaggle_files, write_landsat
 
 CATEGORIES = Path(__file__).with_name("iwildcam2020_categories.json")
 SHAPE = {"train_images": 217_959, "test_images": 62_894, "train_locations": 441, "test_locations": 111}
@@ -92,47 +92,68 @@ def _site_landsat(root: Path, site: Site, dates: int, size: int, seed: int) -> i
                          {"landsat_size": size, "landsat_dates": [dates, dates]})
 
 
-def generate_rehearsal(out: str | Path, seed: int = 2020, scale: float = 1.0, camera_scale: float = 1.0,
-                       jpeg_divisor: int = 12, landsat_size: int = 48, embedding_dim: int = 1280,
-                       n_jobs: int = 2) -> dict:
-    """Write the rehearsal dataset under `out` (Kaggle layout, plus `embeddings.parquet` to import); return
-    counts of what was written."""
-    out = Path(out)
-    rng = np.random.default_rng(seed)
-    meta = json.loads(CATEGORIES.read_text())["categories"]
-    cats = [c for c in meta if c["count"] > 0]
-    class_ids = np.array([c["id"] for c in cats])
-    counts = np.array([c["count"] for c in cats], float)
-    n_classes = len(cats)
-    empty = int(np.flatnonzero(class_ids == 0)[0])
-    person = {i for i, c in enumerate(cats) if c["name"] in ("human", "homo sapiens")}
+@dataclass
+class Cameras:
+    """Per camera: its Landsat site id, split, habitat mix, distance to the animals, burst length, resolution
+    index, first day and days of operation, and whether its clock was never set."""
+    loc_ids: np.ndarray
+    split: np.ndarray
+    habitat: np.ndarray
+    distance: np.ndarray
+    burst: np.ndarray
+    resolution: np.ndarray
+    start: np.ndarray
+    days: np.ndarray
+    bad_clock: np.ndarray
 
-    n_train = max(12, round(SHAPE["train_locations"] * camera_scale))
-    n_test = max(3, round(SHAPE["test_locations"] * camera_scale))
+
+@dataclass
+class Classes:
+    """Per class: habitat preference, activity pattern, body size, colour and group size."""
+    habitat: np.ndarray
+    activity: np.ndarray
+    body: np.ndarray
+    colour: np.ndarray
+    group: np.ndarray
+
+
+@dataclass
+class Frames:
+    """Per image: camera, class, sequence index, frame number and frames in its sequence; and sequence count."""
+    cam: np.ndarray
+    cls: np.ndarray
+    seq: np.ndarray
+    frame_num: np.ndarray
+    seq_frames: np.ndarray
+    n_seq: int
+
+
+def _cameras(rng: np.random.Generator, n_train: int, n_test: int) -> Cameras:
     n_cams = n_train + n_test
-    n_images = {"train": round(SHAPE["train_images"] * scale), "test": round(SHAPE["test_images"] * scale)}
     loc_ids = np.sort(rng.choice(SITES, n_cams, replace=False))
     split = np.array(["train"] * n_train + ["test"] * n_test)
     rng.shuffle(split)
-    habitat = rng.dirichlet(np.full(3, 0.6), n_cams)
-    distance = rng.uniform(0.6, 1.5, n_cams)
-    burst = rng.choice([1, 3, 5], n_cams, p=[0.3, 0.45, 0.25])
-    resolution = rng.choice(len(RESOLUTIONS), n_cams, p=[0.6, 0.4])
-    start = rng.integers(0, 5 * 365, n_cams)
-    days = rng.integers(60, 500, n_cams)
-    bad_clock = rng.random(n_cams) < 0.02
+    return Cameras(loc_ids, split, rng.dirichlet(np.full(3, 0.6), n_cams), rng.uniform(0.6, 1.5, n_cams),
+                   rng.choice([1, 3, 5], n_cams, p=[0.3, 0.45, 0.25]),
+                   rng.choice(len(RESOLUTIONS), n_cams, p=[0.6, 0.4]), rng.integers(0, 5 * 365, n_cams),
+                   rng.integers(60, 500, n_cams), rng.random(n_cams) < 0.02)
 
-    # classes: where they live, when they are active, how big and what colour they are
-    class_habitat = rng.dirichlet(np.full(3, 0.5), n_classes)
-    activity = rng.choice(list(ACTIVITY_HOURS), n_classes)
-    body = rng.lognormal(np.log(0.15), 0.5, n_classes)
-    colour = rng.integers(20, 235, (n_classes, 3))
-    group = rng.choice([1, 1, 1, 2, 4], n_classes)
-    affinity = (habitat @ class_habitat.T) ** 3 + 1e-6           # (cameras, classes)
 
-    # which training cameras saw each class: one or two for the rarest, up to all for empty
-    train_cams = np.flatnonzero(split == "train")
-    test_cams = np.flatnonzero(split == "test")
+def _classes(rng: np.random.Generator, n_classes: int) -> Classes:
+    return Classes(rng.dirichlet(np.full(3, 0.5), n_classes), rng.choice(list(ACTIVITY_HOURS), n_classes),
+                   rng.lognormal(np.log(0.15), 0.5, n_classes), rng.integers(20, 235, (n_classes, 3)),
+                   rng.choice([1, 1, 1, 2, 4], n_classes))
+
+
+def _class_mix(rng: np.random.Generator, cams: Cameras, classes: Classes, counts: np.ndarray, empty: int,
+               n_images: dict[str, int], camera_scale: float) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(each camera's class mix over sequences, its image budget, the sequences it must open with). Which
+    training cameras saw a class: one or two for the rarest, up to all for empty; the training mix matches
+    the real class frequencies; every class is in train at least once, at its busiest camera."""
+    n_classes, n_cams = len(counts), len(cams.split)
+    affinity = (cams.habitat @ classes.habitat.T) ** 3 + 1e-6  # (cameras, classes)
+    train_cams, test_cams = np.flatnonzero(cams.split == "train"), np.flatnonzero(cams.split == "test")
+    n_train, n_test = len(train_cams), len(test_cams)
     present = np.zeros((n_cams, n_classes), bool)
     n_seen = np.clip(np.round(0.9 * np.sqrt(counts) * camera_scale), 1, n_train).astype(int)
     n_seen[counts <= 2] = np.minimum(counts[counts <= 2], n_seen[counts <= 2]).astype(int)
@@ -145,66 +166,74 @@ def generate_rehearsal(out: str | Path, seed: int = 2020, scale: float = 1.0, ca
     budgets[train_cams] = _budgets(rng, n_images["train"], n_train)
     budgets[test_cams] = _budgets(rng, n_images["test"], n_test)
     mix = np.where(present, affinity, 0.0)
-    seqs_per_cam = budgets / np.where(burst > 1, burst * 0.9, 1)
+    seqs_per_cam = budgets / np.where(cams.burst > 1, cams.burst * 0.9, 1)
     mix[train_cams] = _sinkhorn(mix[train_cams], seqs_per_cam[train_cams],
                                 counts / counts.sum() * seqs_per_cam[train_cams].sum())
     mix /= mix.sum(axis=1, keepdims=True)
-
-    # every class is in train at least once (as in the real data): one sequence at its busiest camera
     busiest = np.where(present[train_cams], budgets[train_cams, None], -1).argmax(axis=0)
-    guaranteed = [np.flatnonzero(busiest == i) for i in range(n_train)]
-    first_seqs = {cam: guaranteed[i] for i, cam in enumerate(train_cams)}
+    first_seqs = {cam: np.flatnonzero(busiest == i) for i, cam in enumerate(train_cams)}
+    return mix, budgets, first_seqs
 
-    # sequences and frames, camera by camera, until each camera's image count is reached exactly
-    frames = []  # per camera: (class per frame, seq index per frame, frame number, frames in its sequence)
-    n_seq = 0
-    for cam in range(n_cams):
-        k = int(budgets[cam] / max(burst[cam] * 0.5, 1)) + 5
-        cls = np.concatenate([first_seqs.get(cam, []), rng.choice(n_classes, k, p=mix[cam])]).astype(int)
+
+def _frames(rng: np.random.Generator, cams: Cameras, mix: np.ndarray, budgets: np.ndarray, first_seqs: dict
+            ) -> Frames:
+    """Sequences and frames, camera by camera, until each camera's image count is reached exactly."""
+    per_camera, n_seq = [], 0
+    for cam in range(len(budgets)):
+        burst = cams.burst[cam]
+        k = int(budgets[cam] / max(burst * 0.5, 1)) + 5
+        cls = np.concatenate([first_seqs.get(cam, []), rng.choice(mix.shape[1], k, p=mix[cam])]).astype(int)
         k = len(cls)
-        size = np.where(rng.random(k) < 0.15, rng.integers(1, burst[cam] + 1, k), burst[cam])
+        size = np.where(rng.random(k) < 0.15, rng.integers(1, burst + 1, k), burst)
         ends = np.cumsum(size)
         last = int(np.searchsorted(ends, budgets[cam]))
         size, cls = size[:last + 1].copy(), cls[:last + 1]
         size[-1] -= ends[last] - budgets[cam]
         seq = np.repeat(np.arange(len(size)), size)
         frame_num = np.arange(len(seq)) - np.repeat(np.cumsum(size) - size, size)
-        frames.append((np.repeat(cls, size), seq + n_seq, frame_num, np.repeat(size, size)))
+        per_camera.append((np.full(len(seq), cam), np.repeat(cls, size), seq + n_seq, frame_num,
+                           np.repeat(size, size)))
         n_seq += len(size)
-    cam_of = np.concatenate([np.full(len(f[0]), cam) for cam, f in enumerate(frames)])
-    cls_of, seq_of, frame_num, seq_frames = (np.concatenate([f[i] for f in frames]) for i in range(4))
-    n = len(cls_of)
-    image_ids, seq_uuid = _uuids(rng, n), _uuids(rng, n_seq)
+    return Frames(*(np.concatenate([f[i] for f in per_camera]) for i in range(5)), n_seq=n_seq)
 
-    # when: the sequence's day at the camera, an hour from the class's activity, one second per frame
-    seq_cam = np.zeros(n_seq, int)
-    seq_cam[seq_of] = cam_of
-    seq_cls = np.zeros(n_seq, int)
-    seq_cls[seq_of] = cls_of
-    hours = np.empty(n_seq)
+
+def _timestamps(rng: np.random.Generator, cams: Cameras, classes: Classes, frames: Frames
+                ) -> tuple[list[str], np.ndarray]:
+    """(each image's `datetime` as shipped, whether it is at night): the sequence's day at the camera, an hour
+    from the class's activity, one second per frame; a camera whose clock was never set is 40 years early."""
+    seq_cam, seq_cls = np.zeros(frames.n_seq, int), np.zeros(frames.n_seq, int)
+    seq_cam[frames.seq], seq_cls[frames.seq] = frames.cam, frames.cls
+    hours = np.empty(frames.n_seq)
     for name, modes in ACTIVITY_HOURS.items():
-        idx = np.flatnonzero(activity[seq_cls] == name)
+        idx = np.flatnonzero(classes.activity[seq_cls] == name)
         mode = rng.integers(len(modes), size=len(idx))
         means, spreads = np.array([m for m, _ in modes])[mode], np.array([s for _, s in modes])[mode]
         hours[idx] = rng.normal(means, spreads) % 24
-    day = start[seq_cam] + rng.uniform(0, 1, n_seq) * days[seq_cam]
-    seconds = np.round((day.astype(int) * 24 + hours) * 3600).astype(np.int64)[seq_of] + frame_num
+    day = cams.start[seq_cam] + rng.uniform(0, 1, frames.n_seq) * cams.days[seq_cam]
+    seconds = np.round((day.astype(int) * 24 + hours) * 3600).astype(np.int64)[frames.seq] + frames.frame_num
     epoch = datetime(2013, 1, 1)
     stamps = [epoch + timedelta(seconds=int(s)) for s in seconds]
-    datetimes = [f"{(t - timedelta(days=40 * 365) if bad else t):%Y-%m-%d %H:%M:%S}.000"  # clock never set
-                 for t, bad in zip(stamps, bad_clock[cam_of])]
-    night = np.array([t.hour < 6 or t.hour >= 19 for t in stamps])
+    datetimes = [f"{(t - timedelta(days=40 * 365) if bad else t):%Y-%m-%d %H:%M:%S}.000"
+                 for t, bad in zip(stamps, cams.bad_clock[frames.cam])]
+    return datetimes, np.array([t.hour < 6 or t.hour >= 19 for t in stamps])
 
-    # MegaDetector boxes: the animals (mostly confident), then false positives (mostly not)
-    seq_group = np.where(seq_cls == empty, 0, rng.integers(1, group[seq_cls] + 1))
-    animals = seq_group[seq_of] * (rng.random(n) < 0.92)
+
+def _detections(rng: np.random.Generator, cams: Cameras, classes: Classes, frames: Frames, night: np.ndarray,
+                image_ids: list[str], empty: int, person: set[int]) -> tuple[list[dict], np.ndarray, np.ndarray]:
+    """(MegaDetector's per-image entries, each image's top animal box or NaN, boxes per image): the animals
+    (mostly confident), then false positives (mostly not), at most MAX_BOXES, in descending confidence."""
+    n = len(frames.cls)
+    seq_cls = np.zeros(frames.n_seq, int)
+    seq_cls[frames.seq] = frames.cls
+    seq_group = np.where(seq_cls == empty, 0, rng.integers(1, classes.group[seq_cls] + 1))
+    animals = seq_group[frames.seq] * (rng.random(n) < 0.92)
     false = np.minimum(rng.negative_binomial(1, 1 / (1 + MEAN_FALSE_BOXES), n), MAX_BOXES - animals)
     per_image = animals + false
     owner = np.repeat(np.arange(n), per_image)
     is_animal = np.arange(len(owner)) - np.repeat(np.cumsum(per_image) - per_image, per_image) < animals[owner]
     m = len(owner)
-    h = np.where(is_animal, body[cls_of[owner]] / distance[cam_of[owner]] * rng.uniform(0.8, 1.2, m),
-                 rng.uniform(0.03, 0.3, m))
+    h = np.where(is_animal, classes.body[frames.cls[owner]] / cams.distance[frames.cam[owner]]
+                 * rng.uniform(0.8, 1.2, m), rng.uniform(0.03, 0.3, m))
     w = np.clip(h * rng.uniform(0.8, 2.0, m) * 9 / 16, 0.01, 0.98)
     h = np.clip(h, 0.01, 0.98)
     x, y = rng.uniform(0, 1, m) * (1 - w), np.clip(rng.normal(0.55, 0.15, m), 0, 1) * (1 - h)
@@ -212,7 +241,7 @@ def generate_rehearsal(out: str | Path, seed: int = 2020, scale: float = 1.0, ca
                     rng.beta(1.2, 9.0, m))
     conf = np.where(is_animal & (rng.random(m) < 0.05), rng.uniform(0.02, 0.2, m), conf)
     conf = np.round(np.clip(conf, 0.005, 0.999), 3)
-    category = np.where(is_animal & np.isin(cls_of[owner], list(person)), "2", "1")
+    category = np.where(is_animal & np.isin(frames.cls[owner], list(person)), "2", "1")
     order = np.lexsort((-conf, owner))
     owner, conf, category = owner[order], conf[order], category[order]
     bbox = np.round(np.column_stack([x, y, w, h])[order], 4)
@@ -221,70 +250,104 @@ def generate_rehearsal(out: str | Path, seed: int = 2020, scale: float = 1.0, ca
     top_animal = first[is_animal[order][first]]
     top_box[owner[top_animal]] = bbox[top_animal]
     starts = np.r_[0, np.cumsum(per_image)]
-    detector_images = []
+    entries = []
     for i in range(n):
         dets = [{"category": str(category[j]), "conf": float(conf[j]), "bbox": bbox[j].tolist()}
                 for j in range(starts[i], starts[i + 1])]
-        detector_images.append({"id": image_ids[i], "max_detection_conf": dets[0]["conf"] if dets else 0.0,
-                                "detections": dets})
+        entries.append({"id": image_ids[i], "max_detection_conf": dets[0]["conf"] if dets else 0.0,
+                        "detections": dets})
+    return entries, top_box, per_image
 
-    # metadata in the COCO Camera Traps layout, in the shipped file names
-    (out / "metadata").mkdir(parents=True, exist_ok=True)
-    size = np.array(RESOLUTIONS)[resolution]
-    file_names = [f"{i}.jpg" for i in image_ids]
+
+def _write_metadata(out: Path, cams: Cameras, frames: Frames, image_ids: list[str], seq_uuid: list[str],
+                    datetimes: list[str], class_ids: np.ndarray, categories: list[dict],
+                    detector_images: list[dict]) -> None:
+    """The COCO Camera Traps metadata, the detector file and the submission template, in the shipped names."""
+    size = np.array(RESOLUTIONS)[cams.resolution]
     images = {"train": [], "test": []}
     annotations = []
     rights = ("Justin Brown", "Erin Boydston", "Jeff Wilson")
-    for i in range(n):
-        cam = cam_of[i]
-        images[split[cam]].append({
-            "seq_num_frames": int(seq_frames[i]), "location": int(loc_ids[cam]), "datetime": datetimes[i],
-            "id": image_ids[i], "frame_num": int(frame_num[i]), "seq_id": seq_uuid[seq_of[i]],
-            "width": int(size[cam, 0]), "height": int(size[cam, 1]), "file_name": file_names[i],
-            "rights_holder": rights[cam % len(rights)]})
-        if split[cam] == "train":
+    for i, cam in enumerate(frames.cam):
+        images[cams.split[cam]].append({
+            "seq_num_frames": int(frames.seq_frames[i]), "location": int(cams.loc_ids[cam]),
+            "datetime": datetimes[i], "id": image_ids[i], "frame_num": int(frames.frame_num[i]),
+            "seq_id": seq_uuid[frames.seq[i]], "width": int(size[cam, 0]), "height": int(size[cam, 1]),
+            "file_name": f"{image_ids[i]}.jpg", "rights_holder": rights[cam % len(rights)]})
+        if cams.split[cam] == "train":
             annotations.append({"id": image_ids[i] + "-a", "image_id": image_ids[i],
-                                "category_id": int(class_ids[cls_of[i]])})
-    categories = [{"id": c["id"], "name": c["name"]} for c in meta]
+                                "category_id": int(class_ids[frames.cls[i]])})
     info = {"version": "rehearsal", "description": "iWildCam 2020 shape rehearsal", "year": 2020}
-    write_json(out / "metadata/iwildcam2020_train_annotations.json",
-               {"info": info, "images": images["train"], "categories": categories, "annotations": annotations})
-    write_json(out / "metadata/iwildcam2020_test_information.json",
-               {"info": info, "images": images["test"], "categories": categories})
-    write_json(out / "metadata/iwildcam2020_megadetector_results.json",
-               {"info": {"detector": "megadetector_v3 (simulated)", "format_version": "1.0"},
-                "detection_categories": {"1": "animal", "2": "person"}, "images": detector_images})
-    (out / "sample_submission.csv").write_text(
-        "Id,Category\n" + "".join(f"{im['id']},0\n" for im in images["test"]))
-    del detector_images, images, annotations
+    write_kaggle_files(out, info, images["train"], images["test"], categories, annotations, detector_images)
 
-    # one JPEG per image, camera by camera (1/jpeg_divisor of the metadata's size)
+
+def _write_jpegs(out: Path, cams: Cameras, classes: Classes, frames: Frames, image_ids: list[str],
+                 night: np.ndarray, top_box: np.ndarray, jpeg_divisor: int, seed: int, n_jobs: int) -> None:
+    """One JPEG per image, camera by camera, at 1/jpeg_divisor of the metadata's size."""
     for s in ("train", "test"):
         (out / s).mkdir(parents=True, exist_ok=True)
-    by_cam = np.split(np.argsort(cam_of, kind="stable"), np.cumsum(np.bincount(cam_of, minlength=n_cams))[:-1])
+    size = np.array(RESOLUTIONS)[cams.resolution]
+    n_cams = len(cams.split)
+    by_cam = np.split(np.argsort(frames.cam, kind="stable"),
+                      np.cumsum(np.bincount(frames.cam, minlength=n_cams))[:-1])
     Parallel(n_jobs=n_jobs)(
-        delayed(_camera_jpegs)(out / split[cam], [file_names[i] for i in idx], int(size[cam, 0]) // jpeg_divisor,
-                               int(size[cam, 1]) // jpeg_divisor, habitat[cam], night[idx], colour[cls_of[idx]],
-                               top_box[idx], seed * 1000 + cam)
+        delayed(_camera_jpegs)(out / cams.split[cam], [f"{image_ids[i]}.jpg" for i in idx],
+                               int(size[cam, 0]) // jpeg_divisor, int(size[cam, 1]) // jpeg_divisor,
+                               cams.habitat[cam], night[idx], classes.colour[frames.cls[idx]], top_box[idx],
+                               seed * 1000 + cam)
         for cam, idx in enumerate(tqdm(by_cam, desc="rehearsal: JPEGs", unit="camera")))
 
-    # Landsat for every site, at the real number of dates (fewest 39, median 147, most 406)
+
+def _write_landsat(out: Path, rng: np.random.Generator, cams: Cameras, every_site: bool, size: int, seed: int,
+                   n_jobs: int) -> tuple[int, int]:
+    """(sites, site-dates written): every site at the real number of dates (fewest 39, median 147, most 406),
+    or only the cameras' sites."""
     lo, median, hi = LANDSAT_DATES
     site_habitat = rng.dirichlet(np.full(3, 0.6), SITES)
-    site_habitat[loc_ids] = habitat
+    site_habitat[cams.loc_ids] = cams.habitat
     site_dates = np.clip(np.round(rng.lognormal(np.log(median), 0.45, SITES)), lo, hi).astype(int)
-    sites = range(SITES) if camera_scale >= 1 else loc_ids
+    sites = range(SITES) if every_site else cams.loc_ids
     dates = Parallel(n_jobs=n_jobs)(
-        delayed(_site_landsat)(out, Site(int(s), site_habitat[s]), int(site_dates[s]), landsat_size, seed)
+        delayed(_site_landsat)(out, Site(int(s), site_habitat[s]), int(site_dates[s]), size, seed)
         for s in tqdm(sites, desc="rehearsal: Landsat sites", unit="site"))
+    return len(sites), int(sum(dates))
 
-    written = _write_embeddings(out / "embeddings.parquet", rng, image_ids, cls_of, cam_of, empty, top_box,
+
+def generate_rehearsal(out: str | Path, seed: int = 2020, scale: float = 1.0, camera_scale: float = 1.0,
+                       jpeg_divisor: int = 12, landsat_size: int = 48, embedding_dim: int = 1280,
+                       n_jobs: int = 2) -> dict:
+    """Write the rehearsal dataset under `out` (Kaggle layout, plus `embeddings.parquet` to import); return
+    counts of what was written."""
+    out = Path(out)
+    rng = np.random.default_rng(seed)
+    meta = json.loads(CATEGORIES.read_text())["categories"]
+    cats = [c for c in meta if c["count"] > 0]
+    class_ids = np.array([c["id"] for c in cats])
+    counts = np.array([c["count"] for c in cats], float)
+    empty = int(np.flatnonzero(class_ids == 0)[0])
+    person = {i for i, c in enumerate(cats) if c["name"] in ("human", "homo sapiens")}
+    n_train = max(12, round(SHAPE["train_locations"] * camera_scale))
+    n_test = max(3, round(SHAPE["test_locations"] * camera_scale))
+    n_images = {"train": round(SHAPE["train_images"] * scale), "test": round(SHAPE["test_images"] * scale)}
+
+    cams = _cameras(rng, n_train, n_test)
+    classes = _classes(rng, len(cats))
+    frames = _frames(rng, cams, *_class_mix(rng, cams, classes, counts, empty, n_images, camera_scale))
+    image_ids, seq_uuid = _uuids(rng, len(frames.cls)), _uuids(rng, frames.n_seq)
+    datetimes, night = _timestamps(rng, cams, classes, frames)
+    detector_images, top_box, per_image = _detections(rng, cams, classes, frames, night, image_ids, empty, person)
+    _write_metadata(out, cams, frames, image_ids, seq_uuid, datetimes, class_ids,
+                    [{"id": c["id"], "name": c["name"]} for c in meta], detector_images)
+    del detector_images
+    _write_jpegs(out, cams, classes, frames, image_ids, night, top_box, jpeg_divisor, seed, n_jobs)
+    sites, dates = _write_landsat(out, rng, cams, camera_scale >= 1, landsat_size, seed, n_jobs)
+    written = _write_embeddings(out / "embeddings.parquet", rng, image_ids, frames.cls, frames.cam, empty, top_box,
                                 embedding_dim)
+    train_rows = cams.split[frames.cam] == "train"
     return {"train_images": n_images["train"], "test_images": n_images["test"], "train_locations": n_train,
-            "test_locations": n_test, "sequences": n_seq, "train_classes": int((np.bincount(
-                cls_of[split[cam_of] == "train"], minlength=n_classes) > 0).sum()),
-            "detector_boxes": int(m), "max_boxes_per_image": int(per_image.max()), "landsat_sites": len(sites),
-            "landsat_site_dates": int(sum(dates)), "landsat_files": 3 * int(sum(dates)),
+            "test_locations": n_test, "sequences": frames.n_seq,
+            "train_classes": int((np.bincount(frames.cls[train_rows], minlength=len(cats)) > 0).sum()),
+            "detector_boxes": int(per_image.sum()), "max_boxes_per_image": int(per_image.max()),
+            "landsat_sites": sites, "landsat_site_dates": dates, "landsat_files": 3 * dates,
             "embedding_rows": written}
 
 

@@ -175,16 +175,24 @@ def run(params: dict) -> None:
     if model is None:
         raise DataError(f"evaluate: the chosen model {row} could not be fitted: {results[row]['skipped']}")
     add_intervals(results, scored, reported, cfg["bootstrap_replicates"], cfg["bootstrap_seed"])
+    write_reports({**skipped, **results}, reported, model, proba, tuned, record["scheme"], split, rows, labels,
+                  scored, unit, features.columns, single_family)
+
+
+def write_reports(results: dict, reported: str, model, proba: np.ndarray, tuned: dict, scheme: str,
+                  split: Evaluation, rows: pd.DataFrame, labels: pd.Series, scored: dict[str, Rows], unit: str,
+                  columns: pd.Index, single_family: set[str]) -> None:
+    """metrics.json, baselines.json, timings.json, the comparison (json and markdown) and the plots, from every
+    row's results and the reported row's estimator and probabilities on the headline split."""
     primary = next(iter(split.scored))
-    summary = summarise({**skipped, **results}, primary)
-    metrics = headline_metrics(summary[reported], reported, model, tuned, record["scheme"], split, rows, labels,
+    summary = summarise(results, primary)
+    metrics = headline_metrics(summary[reported], reported, model, tuned, scheme, split, rows, labels,
                                scored[primary], unit)
     write_json(metrics, REPORTS / "metrics.json")
     write_json(summary, REPORTS / "baselines.json")
     # how long each fit took is how the machine ran, not a result: kept out of the metrics `dvc metrics diff` reads
     write_json({name: m["fit_seconds"] for name, m in results.items() if "fit_seconds" in m}, REPORTS / "timings.json")
-    comparison = compare(summary, record["scheme"], published(), backbones(features.columns), single_family,
-                         split.unscored)
+    comparison = compare(summary, scheme, published(), backbones(columns), single_family, split.unscored)
     write_json(comparison, REPORTS / "comparison.json")
     write_text(comparison_markdown(comparison), REPORTS / "comparison.md")
     write_plots(scored[primary].y, np.asarray(model.classes_)[proba.argmax(axis=1)],

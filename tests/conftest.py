@@ -1,4 +1,5 @@
-"""Fixtures: a tiny dataset written by the sample generator in the real formats, copied per test to mutate."""
+"""Fixtures and helpers shared by the test modules: a tiny dataset written by the sample generator in the real
+formats (copied per test to mutate), running stages and `dvc` in a copy of the project, small models."""
 from __future__ import annotations
 
 import io
@@ -11,11 +12,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from PIL import Image
 
 from data import QualityReport, load_detections, load_metadata
+from features.views import crop_boxes, image_views
+from models import registry
+from models.rerank import Reranker
 from sample.generate import generate
 
 TINY = dict(seed=11, train_locations=4, test_locations=2, images=150, width=160, height=96, landsat_size=24,
@@ -25,6 +30,19 @@ TEST_JSON = "metadata/iwildcam2020_test_information.json"
 DETECTOR_JSON = "metadata/iwildcam2020_megadetector_results.json"
 REPO = Path(__file__).resolve().parents[1]
 CODE = ["pipeline.py", "dvc.yaml", "params.yaml", "data", "features", "infra", "models", "sample", "stages", "weights"]
+
+
+# The modules that take longest, longest first (pytest --durations on 2 cores). `make test` hands whole modules
+# to two processes in this order (pytest-xdist, --dist loadfile --no-loadscope-reorder): the long ones start
+# first and the short ones fill in, so the two finish close together.
+LONGEST_FIRST = ("test_pipeline.py", "test_wilds.py", "test_thin_wilds.py", "test_rehearsal.py", "test_bad_inputs.py",
+                 "test_backbones.py", "test_code_deps.py", "test_dask.py", "test_faults.py", "test_models.py",
+                 "test_embeddings.py")
+
+
+def pytest_collection_modifyitems(items: list) -> None:
+    rank = {name: k for k, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module's tests keep their order
 
 
 @pytest.fixture(scope="session")
@@ -140,3 +158,67 @@ def with_header_size(data: bytes, width: int, height: int) -> bytes:
     sof = max(data.find(b"\xff\xc0"), data.find(b"\xff\xc2"))
     damaged[sof + 5:sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
     return bytes(damaged)
+
+
+GIT_IDENTITY = {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER")
+                for what, value in (("NAME", "test"), ("EMAIL", "test@localhost"))}
+
+
+def run_command(cmd, cwd):
+    """`cmd` in `cwd` with this interpreter's tools first on PATH and a git identity; its output captured."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **GIT_IDENTITY)
+    return subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True)
+
+
+def stages_run(work, command=("dvc", "repro")) -> set[str]:
+    """Run `dvc repro` (or `command`) and return the names of the stages it ran, but `inventory`, which runs
+    every time."""
+    out = run_command(list(command), work).stdout
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")} - {"inventory"}
+
+
+def tiny_params() -> dict:
+    """The project's params on a tiny sample with a short tuning budget: what the module's run starts from."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["sample"].update(TINY, train_locations=6, images=300, bad_clock_locations=1)
+    params["train"].update(max_rounds=40, cv_folds=2)
+    params["train"]["tune"]["n_trials"] = 3
+    return params
+
+
+SPACE = {"learning_rate": {"low": 0.05, "high": 0.3, "log": True}, "num_leaves": {"low": 3, "high": 15, "int": True},
+         "max_bin": {"choices": [31, 63]}}
+TUNE = {"n_trials": 2, "timeout_s": 60, "pruning": True, "storage": None, "max_rows": None}
+TRAIN = dict(class_weight="balanced", cv_folds=3, max_rounds=30, early_stopping_rounds=5, candidates=2, seed=0,
+             fixed={"verbose": -1})
+
+
+def reranker(booster_params: dict | None = None, **settings) -> Reranker:
+    """The re-ranker with the test's train settings (overridden by `settings`) on one thread."""
+    return registry.build("reranker", dict(TRAIN, **settings), booster_params, threads=1)
+
+
+def toy(n=240, seed=0):
+    """Three classes separable by two features, 12 locations."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = pd.DataFrame({"a": y + rng.normal(0, 0.6, n), "b": (y == 2) + rng.normal(0, 0.6, n),
+                      "noise": rng.normal(0, 1, n)})
+    return x, y, rng.integers(0, 12, n)
+
+
+def sample_views(root, n: int = 12, size: int = 224) -> np.ndarray:
+    """Frame and crop views of real-format sample JPEGs, as the stage cuts them."""
+    images, detections = load_tables(root)
+    boxes = crop_boxes(detections, 2, 0.3)
+    views = []
+    for image_id in boxes.index[:n]:
+        split, name = images.loc[image_id, ["split", "file_name"]]
+        v = image_views({"path": str(root / split / name), "width": np.nan, "height": np.nan,
+                         "boxes": boxes[image_id]}, size, 0.15)
+        views += [v.frame[None], v.crops]
+    return np.concatenate(views)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)

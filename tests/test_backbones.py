@@ -12,14 +12,13 @@ import torch
 import yaml
 
 from data import QualityReport
-from features.backbones import BackboneError, build_backbone, check_backbones, family_name
+from features.backbones import BackboneError, build_backbone, check_backbones, clip, family_name
 from features.backbones.runtime import cosines
 from features.embeddings import compute_embeddings
 from features.backbones.dinov2 import resample_position_embeddings
 from tests.checkpoints import dinov2_hub_state, write_open_clip_folder
 from stages.embeddings import check_tracked
-from tests.conftest import Payload, load_tables, project_reading, run_stage
-from tests.test_embeddings import cosine, sample_views
+from tests.conftest import Payload, cosine, load_tables, project_reading, run_stage, sample_views
 
 CFG = dict(device="cpu", runtime="torch", threads=2, input_size=224, precision="fp32")
 
@@ -116,7 +115,13 @@ def test_quick_gelu_follows_the_config(root, tmp_path):
     small = dict(layers=2, width=128, patch=32, embed_dim=64)
     gelu = build_backbone(f"clip:{write_open_clip_folder(tmp_path / 'a', **small)}", CFG).embed(views, 4)
     quick = build_backbone(f"clip:{write_open_clip_folder(tmp_path / 'b', quick_gelu=True, **small)}", CFG)
-    assert not np.allclose(quick.embed(views, 4), gelu, atol=1e-4)
+    with_quick = quick.embed(views, 4)
+    mlps = [m.mlp for m in quick.module.modules() if hasattr(m, "mlp")]
+    assert len(mlps) == small["layers"] and all(isinstance(mlp.gelu, clip.QuickGELU) for mlp in mlps)
+    assert np.abs(with_quick - gelu).max() > 1e-4
+    for mlp in mlps:  # the activation is the whole difference: swapped back, the vectors are the GELU ones
+        mlp.gelu = torch.nn.GELU()
+    np.testing.assert_allclose(quick.embed(views, 4), gelu, atol=1e-6)
 
 
 def one_line(match: str):

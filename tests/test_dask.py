@@ -19,8 +19,7 @@ from features.landsat_summary import landsat_summary
 from features.backbones import build_backbone
 from models.tune import cross_validate, tune, tuning_folds
 from stages.common import compute_backend
-from tests.conftest import load_tables
-from tests.test_models import SPACE, TUNE, reranker, toy
+from tests.conftest import SPACE, TUNE, load_tables, reranker, toy
 
 EMBED_CFG = dict(backbones=["efficientnet_lite0"], weights={}, input_size=224, import_file=None, device="cpu", threads=1,
                  decode_workers=1, batch_size=8, crops_top_k=2, crop_min_conf=0.3, crop_margin=0.15, chunk_images=8,

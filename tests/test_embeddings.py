@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skimage.data
+from sklearn.decomposition import PCA
 import torch
 from torch import nn
 
@@ -15,7 +16,7 @@ from features.views import crop_boxes, decode_reduction, image_views, square_cro
 from features.backbones import Backbone, BackboneError, build_backbone, efficientnet_lite
 from features.backbones.runtime import UInt8Input, resolve_device
 from models.reduce import EmbeddingPCA, FeatureFile
-from tests.conftest import killed_on_call, load_tables
+from tests.conftest import cosine, killed_on_call, load_tables, sample_views
 
 LITE_CFG = dict(weights={}, device="cpu", runtime="torch", input_size=224, precision="fp32")
 CFG = dict(LITE_CFG, import_file=None, threads=2, decode_workers=2, batch_size=8, crops_top_k=2,
@@ -229,60 +230,35 @@ def test_backbone_and_device_choices_fail_clearly(tmp_path):
         build_backbone("resnet", LITE_CFG)
 
 
-def test_pca_is_fitted_on_training_rows_and_reloads_without_pickle(tmp_path):
-    rng = np.random.default_rng(0)
-    columns = [f"embeddings__frame_emb_{k}" for k in range(6)] + [f"embeddings__crop_emb_{k}" for k in range(6)]
-    features = pd.DataFrame(rng.normal(size=(40, 12)).astype(np.float32), columns=columns)
-    features["detector_stats__n"] = np.arange(40.0)
-    features.iloc[:5, 6:12] = np.nan  # no crop in these images
-    train = features.iloc[:30]
-    pca = EmbeddingPCA.fit(train, n_components=3, seed=0)
-    reduced = pca.transform(features)
-    assert list(reduced.columns) == (["detector_stats__n"] + [f"embeddings__frame_pc_{j}" for j in range(3)]
-                                     + [f"embeddings__crop_pc_{j}" for j in range(3)])
-    assert reduced.iloc[:5, 4:].isna().all().all() and reduced.iloc[5:].notna().all().all()
-    # the projection is that of the training rows: centred there, not on all rows
-    np.testing.assert_allclose(reduced.iloc[:30, 1:4].mean(), 0, atol=1e-5)
-    assert not np.allclose(reduced.iloc[30:, 1:4].mean(), 0, atol=1e-3)
-    pca.save(tmp_path / "pca.npz")
-    pd.testing.assert_frame_equal(EmbeddingPCA.load(tmp_path / "pca.npz").transform(features), reduced)
-    plain = features[["detector_stats__n"]]  # no embedding columns: nothing to fit, nothing changed
-    assert EmbeddingPCA.fit(plain, 3, 0).transform(plain).shape == (40, 1)
-
-
-def test_pca_read_from_the_feature_table_a_block_at_a_time_equals_the_in_memory_one(tmp_path):
+def test_pca_is_fitted_per_block_on_the_training_rows_where_the_view_exists_and_reloads_without_pickle(tmp_path):
     rng = np.random.default_rng(1)
     columns = [f"embeddings__frame_emb_{k}" for k in range(6)] + [f"embeddings__crop_emb_{k}" for k in range(6)]
     features = pd.DataFrame(rng.normal(size=(40, 12)).astype(np.float32), columns=columns,
                             index=pd.Index([f"img{i}" for i in range(40)], name="image_id"))
     features.insert(0, "detector_stats__n", np.arange(40.0))
-    features.iloc[:5, 7:13] = np.nan
+    features.iloc[:5, 7:13] = np.nan  # no crop in these images
     features.to_parquet(tmp_path / "table.parquet")
     table, train = FeatureFile(tmp_path / "table.parquet"), features.index[::-1][:30]  # another row order
     pca, reduced = EmbeddingPCA.fit_transform_file(table, train, n_components=3, seed=0)
-    expected = EmbeddingPCA.fit(features.loc[train], 3, 0)
-    pd.testing.assert_frame_equal(reduced, expected.transform(features.loc[train]), rtol=1e-5)
-    pd.testing.assert_frame_equal(pca.transform_file(table, features.index), expected.transform(features),
-                                  rtol=1e-5)
+    assert list(reduced.columns) == (["detector_stats__n"] + [f"embeddings__frame_pc_{j}" for j in range(3)]
+                                     + [f"embeddings__crop_pc_{j}" for j in range(3)])
+    everything = pca.transform_file(table, features.index)
+    pd.testing.assert_frame_equal(everything.loc[train], reduced)
+    for view in ("frame", "crop"):  # scikit-learn's PCA on the training rows that have the view
+        block = features.filter(like=f"__{view}_emb_")
+        fitted = block.loc[train].dropna()
+        expected = PCA(3, svd_solver="covariance_eigh", random_state=0).fit(fitted).transform(block.fillna(0))
+        expected[block.isna().any(axis=1).to_numpy()] = np.nan
+        np.testing.assert_allclose(everything.filter(like=f"__{view}_pc_"), expected, atol=1e-4)
+    assert everything.iloc[:5, 4:].isna().all().all() and everything.iloc[5:].notna().all().all()
+    pca.save(tmp_path / "pca.npz")
+    pd.testing.assert_frame_equal(EmbeddingPCA.load(tmp_path / "pca.npz").transform_file(table, features.index),
+                                  everything)
     with pytest.raises(KeyError, match="1 image ids not in the feature table"):
         table.positions(pd.Index(["img0", "elsewhere"]))
-
-
-def sample_views(root, n: int = 12, size: int = 224) -> np.ndarray:
-    """Frame and crop views of real-format sample JPEGs, as the stage cuts them."""
-    images, detections = load_tables(root)
-    boxes = crop_boxes(detections, 2, 0.3)
-    views = []
-    for image_id in boxes.index[:n]:
-        split, name = images.loc[image_id, ["split", "file_name"]]
-        v = image_views({"path": str(root / split / name), "width": np.nan, "height": np.nan,
-                         "boxes": boxes[image_id]}, size, 0.15)
-        views += [v.frame[None], v.crops]
-    return np.concatenate(views)
-
-
-def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    plain = tmp_path / "plain.parquet"  # no embedding columns: nothing to fit, nothing changed
+    features[["detector_stats__n"]].to_parquet(plain)
+    assert EmbeddingPCA.fit_transform_file(FeatureFile(plain), train, 3, 0)[1].shape == (30, 1)
 
 
 def test_onnx_runtime_gives_the_features_of_pytorch(root, tmp_path, lite):

@@ -1,6 +1,7 @@
 """Real data as the README writes it: a small WILDS-layout copy in the official format whose classes live at one
 or two cameras (as most real classes do), with no MegaDetector file, no Landsat, an empty official split and a
-few files without usable pixels, run through the README's own `dvc exp run` command with default params."""
+few files without usable pixels, run through the README's own `dvc exp run` command with default params (but a
+3-trial tuning budget: how long tuning searches, not what runs)."""
 import json
 import shutil
 
@@ -8,10 +9,8 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
-from tests.conftest import REPO, camera_jpeg, copy_project
-from tests.test_pipeline import run, stages_run
+from tests.conftest import REPO, camera_jpeg, copy_project, run_command, stages_run
 
 # (official split, location_remapped, category_id, images): every training class at one camera only, so each
 # location fold (and the stopping fold) holds classes no other fold has; `test` has a class train never saw;
@@ -54,7 +53,7 @@ def write_thin_wilds(out) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def thin(tmp_path_factory):
-    """The README's WILDS command, with default params, in a git repository of the project."""
+    """The README's WILDS command, with default params but the tuning budget, in a git repository of the project."""
     data = tmp_path_factory.mktemp("thin") / "iwildcam_v2.0"
     meta = write_thin_wilds(data)
     train = meta.index[meta["split"] == "train"]
@@ -67,9 +66,10 @@ def thin(tmp_path_factory):
     shutil.copy(REPO / ".gitignore", work / ".gitignore")  # outputs and caches stay out of git
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                     ["git", "commit", "-q", "-m", "baseline"]):
-        run(command, work)
+        run_command(command, work)
     ran = stages_run(work, ["dvc", "exp", "run", "-S", f"data.root={data}", "-S", "data.layout=wilds",
-                            "-S", "data.metadata=metadata.csv", "-S", "split.scheme=wilds"])
+                            "-S", "data.metadata=metadata.csv", "-S", "split.scheme=wilds",
+                            "-S", "train.tune.n_trials=3"])
     return work, meta, ran
 
 
