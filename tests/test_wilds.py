@@ -218,6 +218,18 @@ def test_repro_on_the_wilds_layout_reports_every_split_beside_the_published_numb
     assert "its `test` and `id_test` rows stand beside the published ones" in text
 
 
+def test_a_wilds_copy_under_the_location_scheme_submits_no_image_the_final_model_trained_on(repro, tmp_path):
+    """Every image of a WILDS copy is labelled, so the final model of the location scheme trained on all of them:
+    predict writes the submission's header only, and says so."""
+    copy = tmp_path / "repo"
+    shutil.copytree(repro[0], copy)
+    record = json.loads((copy / "artifacts/models/split.json").read_text())
+    (copy / "artifacts/models/split.json").write_text(json.dumps(dict(record, scheme="location")))
+    done = run_stage(copy, "predict")
+    assert "no unlabelled test image under split.scheme location: the submission has no row" in done.stderr
+    assert (copy / "reports/submission.csv").read_text().splitlines() == ["Id,Category"]
+
+
 def test_tuning_reads_the_val_labels_and_no_test_label(repro, tmp_path):
     """Relabelling the test splits leaves tuning, the choice and the final model as they were (the same
     studies, resumed with nothing to do); relabelling val starts new studies: val is what tuning scores."""
