@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 
 from data.io import file_inventory
+from data.supplemental import sources
 from infra.atomic import write_parquet
 from stages.common import DATA_FOLDERS, FILES_TABLE
 
@@ -14,8 +15,10 @@ def run(params: dict) -> None:
     """The data files' paths, sizes and modification times, as one table that the stages reading pixels or
     Landsat patches depend on: DVC would otherwise hash every file of those folders on every `dvc repro`
     (a real download has ~280,000 JPEGs and ~250,000 npy files). Runs on every repro (always_changed); its
-    table's bytes change only when a file is added, removed, resized or rewritten."""
-    files = file_inventory(params["data"]["root"], DATA_FOLDERS)
+    table's bytes change only when a file is added, removed, resized or rewritten. The supplemental sources'
+    metadata files and image folders are listed with them."""
+    extra = tuple(p for s in sources(params["data"]["supplemental"]) for p in (s.metadata, s.images))
+    files = file_inventory(params["data"]["root"], DATA_FOLDERS + extra)
     write_parquet(files, FILES_TABLE)
     top = files["path"].str.split("/", n=1).str[0]
     log.info("inventory: %d files, %.1f GB: %s", len(files), files["size"].sum() / 1e9,

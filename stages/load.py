@@ -9,6 +9,7 @@ from data.coco import TRAIN_JSON
 from data.quality import count_per_split
 from data.landsat import empty_index
 from data.megadetector import no_detections
+from data.supplemental import load_supplemental
 from data.wilds import METADATA_CSV, load_wilds
 from infra.atomic import write_parquet
 from stages.common import TABLES, write_quality
@@ -47,6 +48,7 @@ def run(params: dict) -> None:
         off(report, "landsat", f"{root / METADATA_CSV} has no original iWildCam `location` column (only "
                                f"location_remapped): Landsat sites cannot be matched, the Landsat family is off")
         landsat_index = empty_index()
+    supplemental = load_supplemental(root, cfg["supplemental"], categories.index, images.index, report)
     # files that exist but do not decode are counted by the stages decoding them, and every image left without
     # pixels by the join
     count_per_split("load", images, ~images["file_ok"].to_numpy(), "without_usable_file",
@@ -55,7 +57,7 @@ def run(params: dict) -> None:
                     "reports/quality/load.json)")
     for name, df in (("images", images), ("labels", labels), ("categories", categories),
                      ("detections", detections), ("detector_images", detector_images),
-                     ("landsat_index", landsat_index)):
+                     ("landsat_index", landsat_index), ("supplemental", supplemental)):
         write_parquet(df, TABLES / f"{name}.parquet")
     write_quality("load", report)
 

@@ -1,0 +1,208 @@
+"""The organisers' iNaturalist subsets (iNat 2017 and 2018 competition images of iWildCam classes, with
+`category_id` mapped to iWildCam ids) as validated tables keyed by `<source>:<id>`.
+
+The files are COCO as the iNaturalist competitions write it: `images` ({"id": int, "width", "height",
+"file_name", ...}), `annotations` ({"id", "image_id", "category_id"}, iNat 2017's with a pixel `bbox`
+[x, y, w, h] for part of the mammals) and `categories`; ids may be written as int or str and extra keys
+are ignored. Nothing in them says where or when a photo was taken, so the camera-trap families that need a
+camera (detector statistics, sequence timing, Landsat) have no value for these rows.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data.coco import check_files, read_json
+from data.quality import DataError, QualityReport, as_written
+
+log = logging.getLogger(__name__)
+
+SPLIT = "supplemental"  # the `split` of these rows: never train, test or a WILDS split
+EXAMPLES_SHOWN = 3
+
+
+@dataclass(frozen=True)
+class Source:
+    """One supplemental source of `data.supplemental`: its name (the key prefix), its metadata json and the
+    folder its `file_name`s are relative to, both relative to `data.root` unless absolute."""
+    name: str
+    metadata: str
+    images: str
+
+
+def sources(entries: list | None) -> list[Source]:
+    """`data.supplemental` as Sources; a malformed entry is a DataError naming it."""
+    found: list[Source] = []
+    for k, entry in enumerate(entries or []):
+        if not isinstance(entry, dict) or set(entry) != {"name", "metadata", "images"}:
+            raise DataError(f"params.yaml: data.supplemental[{k}] must have exactly the keys name, metadata and "
+                            f"images, not {as_written(entry)}")
+        name = entry["name"]
+        if not isinstance(name, str) or not name or ":" in name or "/" in name:
+            raise DataError(f"params.yaml: data.supplemental[{k}].name {as_written(name)} must be a non-empty name "
+                            f"without ':' or '/' (it prefixes the source's image ids)")
+        if name in {s.name for s in found}:
+            raise DataError(f"params.yaml: data.supplemental[{k}].name {name!r} is used twice")
+        found.append(Source(name, str(entry["metadata"]), str(entry["images"])))
+    return found
+
+
+def _records(doc: dict, key: str, path: Path) -> pd.DataFrame:
+    value = doc.get(key) if isinstance(doc, dict) else None
+    if not isinstance(value, list) or not all(isinstance(r, dict) for r in value):
+        raise DataError(f"{path}: top-level '{key}' must be a list of records")
+    return pd.DataFrame.from_records(value)
+
+
+def _images(doc: dict, source: Source, path: Path, report: QualityReport) -> pd.DataFrame:
+    """The source's image records indexed by `<source>:<id>`: records without an id or a second record of an id
+    are counted skips."""
+    images = _records(doc, "images", path).reindex(columns=["id", "file_name", "width", "height"])
+    report.count_read(f"{source.name} images", len(images))
+    no_id = images["id"].isna()
+    report.skip_many("supplemental image record without 'id' (skipped)",
+                     [f"{path.name}: image record #{k}" for k in np.flatnonzero(no_id)])
+    images = images.loc[~no_id]
+    images["id"] = images["id"].map(_id_text)
+    dup = images["id"].duplicated()
+    report.skip_many("duplicate supplemental image id (later record skipped)",
+                     [f"{path.name}: image {i}" for i in images.loc[dup, "id"]])
+    images = images.loc[~dup]
+    for col in ("width", "height"):
+        size = pd.to_numeric(images[col], errors="coerce")
+        images[col] = size.where(size > 0).astype("Int64")
+    images.index = pd.Index(source.name + ":" + images.pop("id"), name="image_id")
+    return images
+
+
+def _id_text(value: object) -> str:
+    """An id as text: iNat writes ints, a re-saved file may hold them as str or as floats like 12.0."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _labels(doc: dict, source: Source, path: Path, images: pd.DataFrame, categories: pd.Index,
+            report: QualityReport) -> pd.DataFrame:
+    """One iWildCam category per image, and its box where the annotation has one (pixels): unknown categories,
+    annotations of unknown images and conflicting labels are counted skips."""
+    ann = _records(doc, "annotations", path).reindex(columns=["id", "image_id", "category_id", "bbox"])
+    report.count_read(f"{source.name} annotations", len(ann))
+    ann["image_id"] = source.name + ":" + ann["image_id"].map(_id_text)
+    category = pd.to_numeric(ann["category_id"], errors="coerce")
+    unknown = ~category.isin(categories)
+    report.skip_many("supplemental annotation whose category is not an iWildCam category id (skipped)",
+                     [f"{path.name}: annotation {as_written(a)} image {i} category_id={as_written(c)}"
+                      for a, i, c in ann.loc[unknown, ["id", "image_id", "category_id"]].itertuples(index=False)])
+    ann = ann.loc[~unknown].assign(category_id=category[~unknown].astype("int64"))
+    orphan = ~ann["image_id"].isin(images.index)
+    report.skip_many("supplemental annotation for an image not in its images (skipped)",
+                     [f"{path.name}: annotation {as_written(a)} image {i}"
+                      for a, i in ann.loc[orphan, ["id", "image_id"]].itertuples(index=False)])
+    ann = ann.loc[~orphan]
+    conflicting = ann.groupby("image_id")["category_id"].transform("nunique") > 1
+    report.skip_many("supplemental image with conflicting categories (left unlabelled)",
+                     sorted(set(ann.loc[conflicting, "image_id"])))
+    ann = ann.loc[~conflicting]
+    ann = ann.assign(area=[_box_area(b) for b in ann["bbox"]])
+    # several boxes of one animal class in a photo (iNat 2017): the largest is the crop
+    first = ann.sort_values("area", ascending=False, kind="stable").drop_duplicates("image_id")
+    labels = first.set_index("image_id")[["category_id", "bbox"]].rename_axis("image_id")
+    unlabelled = images.index.difference(labels.index)
+    report.skip_many("supplemental image without a usable label (not used)", list(unlabelled))
+    return labels
+
+
+def _box_area(bbox: object) -> float:
+    """Area of a COCO [x, y, w, h] box, -1 where there is none (or it is not four numbers)."""
+    if not isinstance(bbox, (list, tuple)) or len(bbox) != 4:
+        return -1.0
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        return -1.0
+    return w * h if np.isfinite([x, y, w, h]).all() else -1.0
+
+
+def _boxes(labels: pd.DataFrame, images: pd.DataFrame, path: Path, report: QualityReport) -> pd.DataFrame:
+    """Each labelled image's box in [0, 1] of the photo (box_x, box_y, box_w, box_h; NaN without one): boxes
+    that are not four finite numbers, have no area or lie outside the photo are counted and dropped (the whole
+    photo is the crop then)."""
+    raw = labels["bbox"]
+    given = raw.map(lambda b: b is not None and not (isinstance(b, float) and np.isnan(b)))
+    xywh = np.full((len(labels), 4), np.nan)
+    usable = np.zeros(len(labels), bool)
+    size = images.loc[labels.index, ["width", "height"]].to_numpy(dtype=np.float64, na_value=np.nan)
+    for k, (box, has) in enumerate(zip(raw, given)):
+        if not has or _box_area(box) <= 0:
+            continue
+        x, y, w, h = (float(v) for v in box)
+        x0, y0 = max(x, 0.0), max(y, 0.0)
+        x1, y1 = min(x + w, size[k, 0]), min(y + h, size[k, 1])
+        if x1 > x0 and y1 > y0:  # NaN sizes (unknown) fail this too
+            xywh[k] = [x0 / size[k, 0], y0 / size[k, 1], (x1 - x0) / size[k, 0], (y1 - y0) / size[k, 1]]
+            usable[k] = True
+    bad = given.to_numpy() & ~usable
+    report.skip_many("supplemental bbox not usable: not [x, y, w, h], no area, outside the photo or its size "
+                     "unknown (whole photo used)",
+                     [f"{path.name}: image {i} bbox={as_written(b)}" for i, b in raw[bad].items()])
+    return pd.DataFrame(xywh.astype(np.float32), index=labels.index, columns=["box_x", "box_y", "box_w", "box_h"])
+
+
+def load_source(root: Path, source: Source, categories: pd.Index, report: QualityReport) -> pd.DataFrame:
+    """One source's labelled images: split `supplemental`, its name, file_name (under `folder`), width, height,
+    file_ok, category_id and the box (NaN without one). A source whose metadata file is not there is a counted
+    skip and a warning, not an error: the sample's source stays configured when `data.root` points at a
+    download without it."""
+    path = root / source.metadata
+    if not path.is_file():
+        report.skip("supplemental source whose metadata file is not there (source skipped)", f"{source.name}: {path}")
+        log.warning("load: supplemental source %s skipped: no metadata file at %s (data.supplemental)", source.name,
+                    path)
+        return empty_supplemental()
+    doc = read_json(path)
+    images = _images(doc, source, path, report)
+    labels = _labels(doc, source, path, images, categories, report)
+    check_files(images, root, source.images, path.name, report)
+    unresolved = images.index[~images["file_ok"]]
+    if len(images) and len(unresolved) == len(images):
+        examples = ", ".join(repr(f) for f in images.loc[unresolved[:EXAMPLES_SHOWN], "file_name"])
+        log.warning("load: none of the %d file_names of %s resolves under %s (e.g. %s): is data.supplemental's "
+                    "images folder the one the file_names are relative to?", len(images), path,
+                    root / source.images, examples)
+    images = images[images.index.isin(labels.index)]  # in the file's order
+    labels = labels.loc[images.index]
+    table = images.assign(split=SPLIT, source=source.name, folder=source.images,
+                          category_id=labels["category_id"]).join(_boxes(labels, images, path, report))
+    report.note(f"{source.name} images with a box (crop from it; the whole photo otherwise)",
+                int(table["box_x"].notna().sum()))
+    return table
+
+
+def load_supplemental(root: str | os.PathLike, entries: list | None, categories: pd.Index, camera_ids: pd.Index,
+                      report: QualityReport) -> pd.DataFrame:
+    """Every source of `data.supplemental`, labelled images only, one row per `<source>:<id>` (see
+    `load_source`); an id that is also a camera-trap image id is a counted skip."""
+    tables = [load_source(Path(root), s, categories, report) for s in sources(entries)]
+    if not tables:
+        return empty_supplemental()
+    table = pd.concat(tables)
+    clash = table.index.isin(camera_ids)
+    report.skip_many("supplemental image id that is also a camera-trap image id (skipped)", list(table.index[clash]))
+    return table.loc[~clash]
+
+
+def empty_supplemental() -> pd.DataFrame:
+    """The table `load_supplemental` returns, without rows: no source configured."""
+    return pd.DataFrame({
+        "file_name": pd.Series([], dtype="string"), "width": pd.Series([], dtype="Int64"),
+        "height": pd.Series([], dtype="Int64"), "file_ok": pd.Series([], dtype=bool),
+        "split": pd.Series([], dtype=object), "source": pd.Series([], dtype=object),
+        "folder": pd.Series([], dtype=object), "category_id": pd.Series([], dtype="int64"),
+        **{c: pd.Series([], dtype=np.float32) for c in ("box_x", "box_y", "box_w", "box_h")}},
+        index=pd.Index([], name="image_id", dtype=object))

@@ -1,0 +1,74 @@
+"""The embedded sample's supplemental source, in the organisers' iNaturalist format: object-centric colour photos
+of the sample's species (daylight, one animal filling much of the photo, unlike a camera trap's frame), more of
+the species the sample's training cameras rarely see. Written as iNat 2017's mapped file is: int ids, file names
+`train_val_images/<super category>/<name>/<id>.jpg`, a pixel COCO `bbox` on part of the annotations, and the
+competition's extra keys (license, rights_holder, supercategory, area, iscrowd).
+
+Which species are rare at the training cameras is the sample's own construction: the effect of these photos on
+the sample's metrics says nothing about iNaturalist's.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sample.generate import SPECIES, Species, _draw_animal
+
+METADATA = "inaturalist_sample_to_iwildcam_train.json"
+FOLDER = "inaturalist_sample"
+SIZES = ((320, 240), (240, 320), (288, 288))  # small stand-ins for iNat's 800-px photos, both orientations
+SKIES = np.array([[235, 200, 150], [220, 215, 205], [250, 225, 180]], np.float32)      # BGR: blue, overcast, haze
+GROUNDS = np.array([[60, 140, 70], [70, 120, 150], [90, 160, 120]], np.float32)        # grass, sand, meadow
+
+
+def _photo(rng: np.random.Generator, s: Species, width: int, height: int) -> tuple[bytes, list[float]]:
+    """One daylight photo with the animal large and central; (JPEG bytes, its pixel box [x, y, w, h])."""
+    horizon = int(height * rng.uniform(0.3, 0.55))
+    img = np.empty((height, width, 3), np.float32)
+    img[:horizon] = SKIES[rng.integers(len(SKIES))]
+    img[horizon:] = GROUNDS[rng.integers(len(GROUNDS))]
+    img = cv2.GaussianBlur(img + rng.normal(0, 10, (height, width, 1)).astype(np.float32), (0, 0), 3)
+    h = height * rng.uniform(0.45, 0.7) / max(1.0, s.aspect * height / width * 0.9)
+    cx, cy = width * rng.uniform(0.4, 0.6), height * rng.uniform(0.45, 0.6)
+    colour = tuple(float(np.clip(c * rng.uniform(0.9, 1.15), 0, 255)) for c in s.colour)
+    x0, y0, x1, y1 = _draw_animal(img, s, cx, cy, h, colour, rng)
+    x0, y0, x1, y1 = max(x0, 0.0), max(y0, 0.0), min(x1, width), min(y1, height)
+    ok, jpeg = cv2.imencode(".jpg", np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8),
+                            [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return jpeg.tobytes(), [round(x0, 1), round(y0, 1), round(x1 - x0, 1), round(y1 - y0, 1)]
+
+
+def write_inaturalist(out: str | Path, seed: int, photos: int, train_images: dict[int, int],
+                      boxed_share: float = 0.6) -> dict:
+    """Write `photos` photos and their mapped metadata under `out` (FOLDER/ and FOLDER/METADATA); a species' share
+    of the photos grows as its training images at the cameras (`train_images`, by category id) get fewer. Return
+    counts of what was written."""
+    out = Path(out) / FOLDER
+    rng = np.random.default_rng([seed, 17])
+    wild = [s for s in SPECIES if s.detector == "1"]  # iNaturalist's wildlife: no people
+    weight = np.array([1.0 / np.sqrt(1.0 + train_images.get(s.id, 0)) for s in wild])
+    drawn = rng.choice(len(wild), photos, p=weight / weight.sum())
+    images, annotations = [], []
+    for k, which in enumerate(drawn):
+        s, image_id = wild[which], 100_000 + k
+        width, height = SIZES[rng.integers(len(SIZES))]
+        jpeg, box = _photo(rng, s, width, height)
+        file_name = f"train_val_images/Mammalia/{s.name.replace(' ', '_')}/{image_id}.jpg"
+        (out / file_name).parent.mkdir(parents=True, exist_ok=True)
+        (out / file_name).write_bytes(jpeg)
+        images.append({"id": image_id, "width": width, "height": height, "file_name": file_name, "license": 3,
+                       "rights_holder": f"observer {rng.integers(1000)}"})
+        annotation = {"id": 500_000 + k, "image_id": image_id, "category_id": s.id}
+        if rng.random() < boxed_share:
+            annotation.update(bbox=box, area=round(box[2] * box[3], 1), iscrowd=0)
+        annotations.append(annotation)
+    doc = {"info": {"description": "iNaturalist subset mapped to iWildCam categories (embedded sample)",
+                    "year": 2017},
+           "images": images, "annotations": annotations,
+           "categories": [{"id": s.id, "name": s.name, "supercategory": "Mammalia"} for s in wild],
+           "licenses": [{"id": 3, "name": "Attribution-NonCommercial License"}]}
+    (out / METADATA).write_text(json.dumps(doc))
+    return {"supplemental_photos": photos, "supplemental_boxes": sum("bbox" in a for a in annotations)}
