@@ -24,7 +24,8 @@ from models.rerank import Reranker
 from sample.generate import generate
 
 TINY = dict(seed=11, train_locations=4, test_locations=2, images=150, width=160, height=96, landsat_size=24,
-            landsat_dates=[3, 5], bbox_format="normalized", bad_clock_locations=0, sites_without_landsat=0)
+            landsat_dates=[3, 5], bbox_format="normalized", bad_clock_locations=0, sites_without_landsat=0,
+            supplemental_photos=40)
 TRAIN_JSON = "metadata/iwildcam2020_train_annotations.json"
 TEST_JSON = "metadata/iwildcam2020_test_information.json"
 DETECTOR_JSON = "metadata/iwildcam2020_megadetector_results.json"
