@@ -206,3 +206,23 @@ def empty_supplemental() -> pd.DataFrame:
         "folder": pd.Series([], dtype=object), "category_id": pd.Series([], dtype="int64"),
         **{c: pd.Series([], dtype=np.float32) for c in ("box_x", "box_y", "box_w", "box_h")}},
         index=pd.Index([], name="image_id", dtype=object))
+
+
+def with_photos(images: pd.DataFrame, detections: pd.DataFrame, supplemental: pd.DataFrame
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The images and detections a pixel family reads, with the supplemental photos added: each photo in its
+    source's `folder` (a camera image in its split's), and one box per photo, sure (conf 1), as its crop: its
+    COCO box, else the whole photo, since these photos are object-centric (one animal filling much of it)."""
+    if supplemental.empty:
+        return images, detections
+    photos = supplemental[["split", "folder", "file_name", "width", "height", "file_ok"]]
+    rows = pd.concat([images.assign(folder=images["split"]), photos])
+    whole = supplemental["box_x"].isna()
+    boxes = supplemental[["box_x", "box_y", "box_w", "box_h"]].to_numpy(np.float32, copy=True)
+    boxes[whole.to_numpy()] = [0, 0, 1, 1]
+    ids = detections["image_id"].cat.set_categories(rows.index)
+    photo_boxes = pd.DataFrame({"image_id": pd.Categorical(supplemental.index, categories=rows.index),
+                                "category": np.ones(len(supplemental), np.int8),
+                                "conf": np.ones(len(supplemental), np.float32),
+                                **{c: boxes[:, k] for k, c in enumerate("xywh")}})
+    return rows, pd.concat([detections.assign(image_id=ids), photo_boxes], ignore_index=True)

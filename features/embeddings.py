@@ -154,9 +154,12 @@ def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str
     _LOADED[backbone.model_id] = backbone
     boxes = crop_boxes(detections, cfg["crops_top_k"], cfg["crop_min_conf"])
     readable = images[images["file_ok"]]
-    items = [{"image_id": i, "path": str(image_path(root, s, f)), "width": metadata_size(w),
+    # a camera image lies in its split's folder, a supplemental photo in its source's (data.supplemental)
+    folders = readable["folder"] if "folder" in readable else readable["split"]
+    items = [{"image_id": i, "path": str(image_path(root, d, f)), "width": metadata_size(w),
               "height": metadata_size(h), "boxes": boxes.get(i, [])}
-             for i, s, f, w, h in readable[["split", "file_name", "width", "height"]].itertuples()]
+             for i, d, f, w, h in zip(readable.index, folders, readable["file_name"], readable["width"],
+                                      readable["height"])]
     if backbone.int8 is not None:
         int8_self_check(backbone, items, cfg, policy, report)
     report.note("backbone", backbone.model_id)

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 from data import QualityReport
 from data.images import JpegPolicy
 from data.quality import DataError
+from data.supplemental import with_photos
 from features.backbones import IMPORTED, check_backbones, family_name, weights_of
 from features.embeddings import embeddings
 from infra.atomic import atomic_path
@@ -47,7 +48,9 @@ def run(params: dict) -> None:
     names = check_backbones(list(cfg["backbones"]))
     check_tracked(cfg)
     families = [family_name(n) for n in names]
-    images, detections, policy = table("images"), table("detections"), JpegPolicy.from_params(params["jpeg"])
+    # the supplemental photos are embedded beside the camera images (join keeps the camera images' rows)
+    images, detections = with_photos(table("images"), table("detections"), table("supplemental"))
+    policy = JpegPolicy.from_params(params["jpeg"])
     with compute_backend(execution):
         for name, family in zip(names, families):
             report = QualityReport()

@@ -9,11 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import skimage.data
+import torch
+from torch import nn
 
 from data import DataError, QualityReport
-from data.supplemental import load_supplemental, sources
+from data.supplemental import load_supplemental, sources, with_photos
+from features.backbones import Backbone
+from features.backbones.runtime import UInt8Input
+from features.embeddings import compute_embeddings
+from features.views import image_views
 from sample.generate import SPECIES
 from sample.inaturalist import FOLDER, METADATA, write_inaturalist
+from tests.conftest import load_tables
 
 CATEGORIES = pd.Index([0, 2, 3, 24, 71, 112], name="id")  # iWildCam ids: empty, peccary, agouti, paca, ocelot, cow
 CAMERA_IDS = pd.Index(["8b31f5a6-21bc-11ea-a13a-137349068a90"])
@@ -197,3 +204,32 @@ def test_the_sample_source_is_in_the_organisers_format(tmp_path):
     assert per_class[8] > per_class[3] and 14 not in per_class  # the rarest at the cameras most; no people
     photo = cv2.imread(str(tmp_path / FOLDER / table["file_name"].iloc[0]))
     assert photo.shape[2] == 3 and np.ptp(photo.reshape(-1, 3).mean(axis=0)) > 10  # colour, not night grey
+
+
+def test_photos_are_embedded_with_their_box_or_the_whole_photo_as_crop_and_leave_camera_vectors_alone(root, tmp_path):
+    """Through the embeddings stage's own path (with_photos, compute_embeddings): a boxed photo's crop vector is
+    the backbone's vector of the view cut from its box, an unboxed one's that of the whole photo; the camera
+    images' vectors are those of a run without photos."""
+    inat_2017(root)
+    table, _ = load(root, SOURCES[:1])
+    images, detections = load_tables(root)
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    backbone = Backbone("tiny", "0", UInt8Input(network, (127.0,) * 3, (128.0,) * 3), 4, 32, torch.device("cpu"))
+    cfg = dict(weights={}, device="cpu", runtime="torch", input_size=32, precision="fp32", import_file=None,
+               threads=1, decode_workers=1, batch_size=8, crops_top_k=2, crop_min_conf=0.3, crop_margin=0.15,
+               chunk_images=16, flip=False)
+    alone = compute_embeddings(images, detections, root, cfg, lambda: backbone, tmp_path / "alone", QualityReport())
+    rows, boxes = with_photos(images, detections, table)
+    assert list(rows.index[-3:]) == list(table.index) and len(boxes) == len(detections) + 3
+    frame, crop = compute_embeddings(rows, boxes, root, cfg, lambda: backbone, tmp_path / "with", QualityReport())
+    np.testing.assert_array_equal(frame[:len(images)], alone[0])
+    np.testing.assert_array_equal(crop[:len(images)], alone[1])
+    for k, image_id in enumerate(table.index):
+        box = (0.0, 0.0, 1.0, 1.0) if np.isnan(table.loc[image_id, "box_x"]) else tuple(
+            table.loc[image_id, ["box_x", "box_y", "box_w", "box_h"]].astype(float))
+        views = image_views({"path": str(root / "inaturalist_2017" / table.loc[image_id, "file_name"]),
+                             "width": np.nan, "height": np.nan, "boxes": [box]}, 32, cfg["crop_margin"])
+        np.testing.assert_allclose(crop[len(images) + k], backbone.embed(views.crops, 1)[0], atol=1e-6)
+        np.testing.assert_allclose(frame[len(images) + k], backbone.embed(views.frame[None], 1)[0], atol=1e-6)
+    assert not np.isnan(frame[len(images):]).any()
