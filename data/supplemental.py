@@ -211,11 +211,13 @@ def empty_supplemental() -> pd.DataFrame:
 def with_photos(images: pd.DataFrame, detections: pd.DataFrame, supplemental: pd.DataFrame
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The images and detections a pixel family reads, with the supplemental photos added: each photo in its
-    source's `folder` (a camera image in its split's), and one box per photo, sure (conf 1), as its crop: its
-    COCO box, else the whole photo, since these photos are object-centric (one animal filling much of it)."""
+    source's `folder` (a camera image in its split's) as a sequence of one, and one box per photo, sure
+    (conf 1), as its crop: its COCO box, else the whole photo, since these photos are object-centric (one animal
+    filling much of it)."""
     if supplemental.empty:
         return images, detections
-    photos = supplemental[["split", "folder", "file_name", "width", "height", "file_ok"]]
+    photos = supplemental[["split", "folder", "file_name", "width", "height", "file_ok"]].assign(
+        seq_id=supplemental.index, frame_num=0)
     rows = pd.concat([images.assign(folder=images["split"]), photos])
     whole = supplemental["box_x"].isna()
     boxes = supplemental[["box_x", "box_y", "box_w", "box_h"]].to_numpy(np.float32, copy=True)

@@ -110,15 +110,17 @@ def top_boxes(detections: pd.DataFrame, min_conf: float) -> pd.Series:
 def image_stats(images: pd.DataFrame, detections: pd.DataFrame, detected: pd.Index, root: str | Path, cfg: dict,
                 cache_dir: str | Path, report: QualityReport, policy: JpegPolicy = JpegPolicy()) -> pd.DataFrame:
     """One row per image; unreadable images get NA and a counted report entry. `detected`: the images the
-    detector file covers; for the others whether a box is present is unknown (NA), not 0."""
+    detector file covers; for the others (a supplemental photo among them) whether a box is present is unknown
+    (NA), not 0."""
     boxes = top_boxes(detections, cfg["box_min_conf"])
     readable = images[images["file_ok"]]
     code = code_digest(__file__)
     work = []
+    folder = "folder" if "folder" in readable else "split"  # a supplemental photo lies in its source's folder
     for seq_id, seq in readable.sort_values(["seq_id", "frame_num"]).groupby("seq_id", sort=False):
-        frames = [{"image_id": i, "path": str(image_path(root, s, f)), "width": metadata_size(w),
+        frames = [{"image_id": i, "path": str(image_path(root, d, f)), "width": metadata_size(w),
                    "height": metadata_size(h), "box": boxes.get(i)}
-                  for i, s, f, w, h in seq[["split", "file_name", "width", "height"]].itertuples()]
+                  for i, d, f, w, h in seq[[folder, "file_name", "width", "height"]].itertuples()]
         key = digest(code, cfg["short_side"], policy, [(file_identity(f["path"]), f["box"], f["width"], f["height"])
                                                        for f in frames])
         work.append((key, frames))

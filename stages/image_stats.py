@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from data import QualityReport
 from data.images import JpegPolicy
+from data.supplemental import with_photos
 from features.image_stats import image_stats
 from infra.atomic import write_parquet
 from stages.common import FEATURES, CACHE, compute_backend, table, write_quality
@@ -11,8 +12,10 @@ from stages.common import FEATURES, CACHE, compute_backend, table, write_quality
 def run(params: dict) -> None:
     report = QualityReport()
     execution = params["execution"]
+    # the supplemental photos beside the camera images (join keeps the camera images' rows)
+    images, detections = with_photos(table("images"), table("detections"), table("supplemental"))
     with compute_backend(execution):
-        stats = image_stats(table("images"), table("detections"), table("detector_images").index,
+        stats = image_stats(images, detections, table("detector_images").index,
                             params["data"]["root"],
                             dict(params["image_stats"], n_jobs=execution["n_jobs"]), CACHE / "image_stats", report,
                             JpegPolicy.from_params(params["jpeg"]))

@@ -33,6 +33,12 @@ def changed_stages(work) -> dict:
     return status
 
 
+def readable_images(work) -> int:
+    """The images a pixel stage reads: the camera images with a usable file and the supplemental photos."""
+    return sum(pd.read_parquet(work / f"artifacts/tables/{name}.parquet")["file_ok"].sum()
+               for name in ("images", "supplemental"))
+
+
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     work = tmp_path_factory.mktemp("repo")
@@ -212,7 +218,7 @@ def test_embeddings_reach_the_model_through_pca_fitted_per_model(repro):
     assert quality["notes"]["backbone"].startswith("efficientnet_lite0@")
     assert quality["notes"]["runtime"] == "onnxruntime"  # the default on the CPU, exported once
     assert len(list((work / "artifacts/cache/embeddings/onnx").glob("*.onnx"))) == 1
-    readable = pd.read_parquet(work / "artifacts/tables/images.parquet")["file_ok"].sum()
+    readable = readable_images(work)
     assert quality["read"]["images computed"] + quality["read"].get("images from cache", 0) == readable
 
 
@@ -276,7 +282,7 @@ def test_added_backbones_are_families_of_their_own_and_only_they_are_computed(wo
 
     def quality(family):
         return json.loads((work / f"reports/quality/embeddings/embeddings_{family}.json").read_text())
-    readable = pd.read_parquet(work / "artifacts/tables/images.parquet")["file_ok"].sum()
+    readable = readable_images(work)
     assert quality("efficientnet_lite0")["read"].get("images computed", 0) == 0  # all from its cache
     for family, dim in (("dinov2_vits14", 384), ("bioclip", 64)):
         assert quality(family)["read"]["images computed"] == readable
@@ -328,7 +334,7 @@ def test_int8_precision_reruns_only_the_embeddings_of_its_backbone_and_what_foll
 
     def quality(family):
         return json.loads((work / f"reports/quality/embeddings/embeddings_{family}.json").read_text())
-    readable = pd.read_parquet(work / "artifacts/tables/images.parquet")["file_ok"].sum()
+    readable = readable_images(work)
     assert quality("efficientnet_lite0")["read"]["images from cache"] == readable
     assert quality("efficientnet_lite0")["notes"]["runtime"] == "onnxruntime"
     bioclip = quality("bioclip")

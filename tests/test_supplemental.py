@@ -17,6 +17,7 @@ from data.supplemental import load_supplemental, sources, with_photos
 from features.backbones import Backbone
 from features.backbones.runtime import UInt8Input
 from features.embeddings import compute_embeddings
+from features.image_stats import image_stats
 from features.views import image_views
 from sample.generate import SPECIES
 from sample.inaturalist import FOLDER, METADATA, write_inaturalist
@@ -233,3 +234,30 @@ def test_photos_are_embedded_with_their_box_or_the_whole_photo_as_crop_and_leave
         np.testing.assert_allclose(crop[len(images) + k], backbone.embed(views.crops, 1)[0], atol=1e-6)
         np.testing.assert_allclose(frame[len(images) + k], backbone.embed(views.frame[None], 1)[0], atol=1e-6)
     assert not np.isnan(frame[len(images):]).any()
+
+
+def test_photos_get_image_statistics_of_their_own_pixels_and_box_and_none_of_a_burst_or_a_detector(root, tmp_path):
+    """Through the image_stats stage's path: a photo is a sequence of one (no motion), its box statistics come
+    from its COCO box or the whole photo, whether MegaDetector sees a box is unknown (NA); the camera images'
+    statistics are those of a run without photos."""
+    inat_2017(root)
+    table, _ = load(root, SOURCES[:1])
+    images, detections = load_tables(root)
+    cfg = dict(short_side=32, box_min_conf=0.3, chunk_sequences=4, n_jobs=1)
+    alone = image_stats(images, detections, images.index, root, cfg, tmp_path / "alone", QualityReport())
+    rows, boxes = with_photos(images, detections, table)
+    report = QualityReport()
+    stats = image_stats(rows, boxes, images.index, root, cfg, tmp_path / "with", report)
+    pd.testing.assert_frame_equal(stats.loc[images.index], alone)
+    photos = stats.loc[table.index]
+    assert photos[["motion_box", "motion_frame", "box_present"]].isna().all().all()
+    assert photos[["brightness", "contrast", "box_saturation", "box_lbp_entropy"]].notna().all().all()
+    assert (photos["is_greyscale"] == 0).all() and report.read["images computed"] == len(rows)
+    # the same photos all without their boxes: the unboxed one is unchanged, the boxed ones' box statistics move
+    rows, boxes = with_photos(images, detections, table.assign(box_x=np.nan))
+    whole = image_stats(rows, boxes, images.index, root, cfg, tmp_path / "whole", QualityReport()).loc[table.index]
+    pd.testing.assert_series_equal(whole.loc["inat2017:1001"], photos.loc["inat2017:1001"])
+    box = [c for c in photos.columns if c.startswith("box_") and c != "box_present"]
+    assert (whole.loc[["inat2017:1000", "inat2017:1002"], box] != photos.loc[["inat2017:1000", "inat2017:1002"],
+                                                                             box]).any(axis=1).all()
+    pd.testing.assert_frame_equal(whole.drop(columns=box), photos.drop(columns=box))
