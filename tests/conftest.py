@@ -14,10 +14,14 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from PIL import Image
+from torch import nn
 
 from data import QualityReport, load_detections, load_metadata
+from features.backbones import Backbone
+from features.backbones.runtime import UInt8Input
 from features.views import crop_boxes, image_views
 from models import registry
 from models.rerank import Reranker
@@ -223,3 +227,10 @@ def sample_views(root, n: int = 12, size: int = 224) -> np.ndarray:
 
 def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def tiny_backbone() -> Backbone:
+    """A small random CNN standing in for the real one where only the bookkeeping is under test."""
+    torch.manual_seed(0)
+    network = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
+    return Backbone("tiny", "0", UInt8Input(network, (127.0,) * 3, (128.0,) * 3), 4, 32, torch.device("cpu"))

@@ -14,9 +14,9 @@ from data import DataError, QualityReport
 from features.embeddings import compute_embeddings, embedding_table, embeddings
 from features.views import crop_boxes, decode_reduction, image_views, square_crop
 from features.backbones import Backbone, BackboneError, build_backbone, efficientnet_lite
-from features.backbones.runtime import UInt8Input, resolve_device
+from features.backbones.runtime import resolve_device
 from models.reduce import EmbeddingPCA, FeatureFile
-from tests.conftest import cosine, killed_on_call, load_tables, sample_views
+from tests.conftest import cosine, killed_on_call, load_tables, sample_views, tiny_backbone
 
 LITE_CFG = dict(weights={}, device="cpu", runtime="torch", input_size=224, precision="fp32")
 CFG = dict(LITE_CFG, import_file=None, threads=2, decode_workers=2, batch_size=8, crops_top_k=2,
@@ -27,13 +27,6 @@ TABBY, TIGER_CAT, EGYPTIAN_CAT, ESPRESSO, CUP, COFFEE_MUG = 281, 282, 285, 967, 
 @pytest.fixture(scope="module")
 def lite() -> Backbone:
     return build_backbone("efficientnet_lite0", LITE_CFG)
-
-
-def tiny_backbone() -> Backbone:
-    """A small random CNN standing in for the real one where only the bookkeeping is under test."""
-    torch.manual_seed(0)
-    network = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
-    return Backbone("tiny", "0", UInt8Input(network, (127.0,) * 3, (128.0,) * 3), 4, 32, torch.device("cpu"))
 
 
 def top5(network: nn.Module, size: int, rgb: np.ndarray) -> list[int]:

@@ -9,19 +9,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import skimage.data
-import torch
-from torch import nn
 
 from data import DataError, QualityReport
 from data.supplemental import load_supplemental, sources, with_photos
-from features.backbones import Backbone
-from features.backbones.runtime import UInt8Input
 from features.embeddings import compute_embeddings
 from features.image_stats import image_stats
 from features.views import image_views
 from sample.generate import SPECIES
 from sample.inaturalist import FOLDER, METADATA, write_inaturalist
-from tests.conftest import load_tables
+from tests.conftest import load_tables, tiny_backbone
 
 CATEGORIES = pd.Index([0, 2, 3, 24, 71, 112], name="id")  # iWildCam ids: empty, peccary, agouti, paca, ocelot, cow
 CAMERA_IDS = pd.Index(["8b31f5a6-21bc-11ea-a13a-137349068a90"])
@@ -214,9 +210,7 @@ def test_photos_are_embedded_with_their_box_or_the_whole_photo_as_crop_and_leave
     inat_2017(root)
     table, _ = load(root, SOURCES[:1])
     images, detections = load_tables(root)
-    torch.manual_seed(0)
-    network = nn.Sequential(nn.Conv2d(3, 4, 3, stride=2), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()).eval()
-    backbone = Backbone("tiny", "0", UInt8Input(network, (127.0,) * 3, (128.0,) * 3), 4, 32, torch.device("cpu"))
+    backbone = tiny_backbone()
     cfg = dict(weights={}, device="cpu", runtime="torch", input_size=32, precision="fp32", import_file=None,
                threads=1, decode_workers=1, batch_size=8, crops_top_k=2, crop_min_conf=0.3, crop_margin=0.15,
                chunk_images=16, flip=False)
