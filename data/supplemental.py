@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from data.coco import check_files, read_json
+from data.megadetector import load_detections
 from data.quality import DataError, QualityReport, as_written
 
 log = logging.getLogger(__name__)
@@ -26,29 +27,38 @@ SPLIT = "supplemental"  # the `split` of these rows: never train, test or a WILD
 EXAMPLES_SHOWN = 3
 
 
+ANIMAL = 1  # MegaDetector's animal category (data.megadetector.CATEGORY_CODES)
+BOX_COLUMNS = ["box_x", "box_y", "box_w", "box_h"]  # a photo's crop in [0, 1] of it
+REQUIRED_KEYS, OPTIONAL_KEYS = {"name", "metadata", "images"}, {"detector_file"}
+
+
 @dataclass(frozen=True)
 class Source:
-    """One supplemental source of `data.supplemental`: its name (the key prefix), its metadata json and the
-    folder its `file_name`s are relative to, both relative to `data.root` unless absolute."""
+    """One supplemental source of `data.supplemental`: its name (the key prefix), its metadata json, the
+    folder its `file_name`s are relative to and, optionally, a MegaDetector batch file run over that folder,
+    all relative to `data.root` unless absolute."""
     name: str
     metadata: str
     images: str
+    detector_file: str | None = None
 
 
 def sources(entries: list | None) -> list[Source]:
     """`data.supplemental` as Sources; a malformed entry is a DataError naming it."""
     found: list[Source] = []
     for k, entry in enumerate(entries or []):
-        if not isinstance(entry, dict) or set(entry) != {"name", "metadata", "images"}:
-            raise DataError(f"params.yaml: data.supplemental[{k}] must have exactly the keys name, metadata and "
-                            f"images, not {as_written(entry)}")
+        if not isinstance(entry, dict) or not REQUIRED_KEYS <= set(entry) <= REQUIRED_KEYS | OPTIONAL_KEYS:
+            raise DataError(f"params.yaml: data.supplemental[{k}] must have the keys name, metadata and images (and "
+                            f"optionally detector_file), not {as_written(entry)}")
         name = entry["name"]
         if not isinstance(name, str) or not name or ":" in name or "/" in name:
             raise DataError(f"params.yaml: data.supplemental[{k}].name {as_written(name)} must be a non-empty name "
                             f"without ':' or '/' (it prefixes the source's image ids)")
         if name in {s.name for s in found}:
             raise DataError(f"params.yaml: data.supplemental[{k}].name {name!r} is used twice")
-        found.append(Source(name, str(entry["metadata"]), str(entry["images"])))
+        detector = entry.get("detector_file")
+        found.append(Source(name, str(entry["metadata"]), str(entry["images"]),
+                            None if detector is None else str(detector)))
     return found
 
 
@@ -151,12 +161,43 @@ def _boxes(labels: pd.DataFrame, images: pd.DataFrame, path: Path, report: Quali
     report.skip_many("supplemental bbox not usable: not [x, y, w, h], no area, outside the photo or its size "
                      "unknown (whole photo used)",
                      [f"{path.name}: image {i} bbox={as_written(b)}" for i, b in raw[bad].items()])
-    return pd.DataFrame(xywh.astype(np.float32), index=labels.index, columns=["box_x", "box_y", "box_w", "box_h"])
+    return pd.DataFrame(xywh.astype(np.float32), index=labels.index, columns=BOX_COLUMNS)
 
 
-def load_source(root: Path, source: Source, categories: pd.Index, report: QualityReport) -> pd.DataFrame:
+def _detector_boxes(root: Path, source: Source, images: pd.DataFrame, min_conf: float, report: QualityReport
+                    ) -> pd.DataFrame:
+    """Each photo's most confident MegaDetector animal box at least `min_conf` confident, in [0, 1] of the photo
+    (NaN where there is none), from the source's batch file as MegaDetector writes it (entries keyed by `file`,
+    the path under the folder it ran on); its skips go to the report prefixed with the source's name."""
+    own = QualityReport()
+    detections, _ = load_detections(root, images.assign(split=source.images), own, source.detector_file)
+    _add_prefixed(report, own, f"{source.name} detector file: ")
+    animal = detections[(detections["category"] == ANIMAL) & (detections["conf"] >= min_conf)]
+    top = animal.sort_values("conf", ascending=False, kind="stable").drop_duplicates("image_id")
+    boxes = top[["x", "y", "w", "h"]].set_axis(BOX_COLUMNS, axis=1).set_index(top["image_id"].astype(object))
+    return boxes.reindex(images.index)
+
+
+def _add_prefixed(report: QualityReport, own: QualityReport, prefix: str) -> None:
+    """`own`'s reads, notes and skips into `report`, each named `prefix` + its own name: the camera-trap
+    detector file's counts keep their names. (Here rather than a QualityReport method: data/quality.py is in
+    the code digest of every cached pixel feature, and an edit there recomputes them all.)"""
+    for what, n in own.read.items():
+        report.count_read(prefix + what, n)
+    for key, value in own.notes.items():
+        report.note(prefix + key, value)
+    for reason, n in own.counts.items():
+        report.counts[prefix + reason] += n
+        report.examples[prefix + reason].extend(own.examples[reason])
+
+
+def load_source(root: Path, source: Source, categories: pd.Index, detector_min_conf: float, report: QualityReport
+                ) -> pd.DataFrame:
     """One source's labelled images: split `supplemental`, its name, file_name (under `folder`), width, height,
-    file_ok, category_id and the box (NaN without one). A source whose metadata file is not there is a counted
+    file_ok, category_id, the box its crop is cut from (NaN: the whole photo) and where that box comes from
+    (`crop_source`: the file's COCO box, else the MegaDetector batch file's most confident animal box of at
+    least `detector_min_conf` where the source has one, else the whole photo, since these photos are
+    object-centric), counted per source in the report. A source whose metadata file is not there is a counted
     skip and a warning, not an error: the sample's source stays configured when `data.root` points at a
     download without it."""
     path = root / source.metadata
@@ -177,18 +218,23 @@ def load_source(root: Path, source: Source, categories: pd.Index, report: Qualit
                     root / source.images, examples)
     images = images[images.index.isin(labels.index)]  # in the file's order
     labels = labels.loc[images.index]
-    table = images.assign(split=SPLIT, source=source.name, folder=source.images,
-                          category_id=labels["category_id"]).join(_boxes(labels, images, path, report))
-    report.note(f"{source.name} images with a box (crop from it; the whole photo otherwise)",
-                int(table["box_x"].notna().sum()))
-    return table
+    boxes = _boxes(labels, images, path, report)
+    crop_source = pd.Series(np.where(boxes["box_x"].notna(), "coco_box", "whole_photo"), index=boxes.index)
+    if source.detector_file is not None:
+        detected = _detector_boxes(root, source, images, detector_min_conf, report)
+        fill = boxes["box_x"].isna() & detected["box_x"].notna()
+        boxes[fill] = detected[fill]
+        crop_source[fill] = "megadetector"
+    report.note(f"{source.name} crop source (photos)", crop_source.value_counts().to_dict())
+    return images.assign(split=SPLIT, source=source.name, folder=source.images,
+                         category_id=labels["category_id"]).join(boxes).assign(crop_source=crop_source)
 
 
 def load_supplemental(root: str | os.PathLike, entries: list | None, categories: pd.Index, camera_ids: pd.Index,
-                      report: QualityReport) -> pd.DataFrame:
+                      detector_min_conf: float, report: QualityReport) -> pd.DataFrame:
     """Every source of `data.supplemental`, labelled images only, one row per `<source>:<id>` (see
     `load_source`); an id that is also a camera-trap image id is a counted skip."""
-    tables = [load_source(Path(root), s, categories, report) for s in sources(entries)]
+    tables = [load_source(Path(root), s, categories, detector_min_conf, report) for s in sources(entries)]
     if not tables:
         return empty_supplemental()
     table = pd.concat(tables)
@@ -204,7 +250,7 @@ def empty_supplemental() -> pd.DataFrame:
         "height": pd.Series([], dtype="Int64"), "file_ok": pd.Series([], dtype=bool),
         "split": pd.Series([], dtype=object), "source": pd.Series([], dtype=object),
         "folder": pd.Series([], dtype=object), "category_id": pd.Series([], dtype="int64"),
-        **{c: pd.Series([], dtype=np.float32) for c in ("box_x", "box_y", "box_w", "box_h")}},
+        **{c: pd.Series([], dtype=np.float32) for c in BOX_COLUMNS}, "crop_source": pd.Series([], dtype=object)},
         index=pd.Index([], name="image_id", dtype=object))
 
 
@@ -220,7 +266,7 @@ def with_photos(images: pd.DataFrame, detections: pd.DataFrame, supplemental: pd
         seq_id=supplemental.index, frame_num=0)
     rows = pd.concat([images.assign(folder=images["split"]), photos])
     whole = supplemental["box_x"].isna()
-    boxes = supplemental[["box_x", "box_y", "box_w", "box_h"]].to_numpy(np.float32, copy=True)
+    boxes = supplemental[BOX_COLUMNS].to_numpy(np.float32, copy=True)
     boxes[whole.to_numpy()] = [0, 0, 1, 1]
     ids = detections["image_id"].cat.set_categories(rows.index)
     photo_boxes = pd.DataFrame({"image_id": pd.Categorical(supplemental.index, categories=rows.index),

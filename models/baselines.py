@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from models.lgbm import ProbabilityClassifier, stopping_rows
+from models.lgbm import ProbabilityClassifier, stopping_rows, supplemental_weights
 from models.split import NotFittable
 
 EMPTY = 0
@@ -47,22 +47,29 @@ class DetectorRule(ProbabilityClassifier):
 def linear_probe(class_weight: str, seed: int, max_iter: int):
     """The frozen-feature protocol (BioBench's): multinomial logistic regression on standardised
     (median-imputed) features. One lbfgs iteration costs rows x features x classes, so it runs at every
-    scale (a multiclass tree model grows a tree per class per round)."""
-    return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True), StandardScaler(),
+    scale (a multiclass tree model grows a tree per class per round). Its fit takes a `sample_weight` (the
+    supplemental rows' weight, times the balanced class weights) for the regression, not the standardisation;
+    build it where metadata routing is on (scikit-learn's `enable_metadata_routing`)."""
+    return make_pipeline(SimpleImputer(strategy="median", keep_empty_features=True),
+                         StandardScaler().set_fit_request(sample_weight=False),
                          LogisticRegression(max_iter=max_iter, random_state=seed,
-                                            class_weight="balanced" if class_weight == "balanced" else None))
+                                            class_weight="balanced" if class_weight == "balanced" else None
+                                            ).set_fit_request(sample_weight=True))
 
 
 class HistGradientBoosting(ProbabilityClassifier):
     """scikit-learn's peer tree model at the tuned multiclass LightGBM's params, fitted the way our models
     are: early stopping on its last location fold, then a refit on all rows for the stopped round count
-    scaled by the row ratio. Columns with no value in the rows it first fits carry nothing and break its
-    binning, so they are left out."""
+    scaled by the row ratio; supplemental rows (location group SUPPLEMENTAL) fit at `supplemental_weight` and
+    never stop. Columns with no value in the rows it first fits carry nothing and break its binning, so they
+    are left out."""
 
     def __init__(self, booster_params: dict | None = None, class_weight: str = "balanced", cv_folds: int = 3,
-                 max_rounds: int = 400, early_stopping_rounds: int = 30, seed: int = 0):
+                 max_rounds: int = 400, early_stopping_rounds: int = 30, seed: int = 0,
+                 supplemental_weight: float = 1.0):
         self.booster_params, self.class_weight, self.cv_folds = booster_params, class_weight, cv_folds
         self.max_rounds, self.early_stopping_rounds, self.seed = max_rounds, early_stopping_rounds, seed
+        self.supplemental_weight = supplemental_weight
 
     def _model(self, **settings) -> HistGradientBoostingClassifier:
         p = self.booster_params or {}
@@ -81,10 +88,11 @@ class HistGradientBoosting(ProbabilityClassifier):
                               "folds hold, or those hold one class: scikit-learn's early stopping needs both")
         stopped = self._model(max_iter=self.max_rounds, early_stopping=True,
                               n_iter_no_change=self.early_stopping_rounds, scoring="loss")
-        stopped.fit(x[~stop], y[~stop], X_val=x[known], y_val=y[known])
+        weight = supplemental_weights(groups, self.supplemental_weight)
+        stopped.fit(x[~stop], y[~stop], None if weight is None else weight[~stop], X_val=x[known], y_val=y[known])
         best = int(np.argmax(stopped.validation_score_))  # scores before the first and after each iteration
         self.rounds_ = max(1, round(best * len(y) / (~stop).sum()))
-        self.model_ = self._model(max_iter=self.rounds_, early_stopping=False).fit(x, y)
+        self.model_ = self._model(max_iter=self.rounds_, early_stopping=False).fit(x, y, weight)
         self.classes_ = self.model_.classes_
         return self
 

@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_sample_weight
 
 from infra.atomic import write_json, write_text
-from models.split import NotFittable, location_folds
+from models.split import SUPPLEMENTAL, NotFittable, location_folds
 
 BOOSTER_FILE, META_FILE = "booster.txt", "model.json"
 LOSS_FLOOR = 1e-15  # probability a miss is scored at in a log-loss
@@ -32,6 +32,27 @@ def class_weights(y: np.ndarray, class_weight: str) -> np.ndarray | None:
     if class_weight not in ("balanced", "none"):
         raise ValueError(f"class_weight must be 'balanced' or 'none', not {class_weight!r}")
     return compute_sample_weight("balanced", y) if class_weight == "balanced" else None
+
+
+def supplemental_weights(groups: np.ndarray, supplemental_weight: float) -> np.ndarray | None:
+    """Per-row weight of the supplemental rows against the camera-trap rows (1): `supplemental_weight` where
+    the location group is SUPPLEMENTAL, 1 elsewhere; None when there is no supplemental row."""
+    if not supplemental_weight > 0:
+        raise ValueError(f"train.supplemental_weight must be > 0, not {supplemental_weight!r} "
+                         f"(train.supplemental: false leaves the supplemental rows out)")
+    extra = np.asarray(groups) == SUPPLEMENTAL
+    return np.where(extra, float(supplemental_weight), 1.0) if extra.any() else None
+
+
+def training_weights(y: np.ndarray, class_weight: str, groups: np.ndarray, supplemental_weight: float
+                     ) -> np.ndarray | None:
+    """A fit's row weights: the class weights over all its rows, camera-trap and supplemental alike (a class
+    only the photos show gets a balanced class's total), the supplemental rows' then times
+    `supplemental_weight`."""
+    weight, extra = class_weights(y, class_weight), supplemental_weights(groups, supplemental_weight)
+    if extra is None:
+        return weight
+    return extra if weight is None else weight * extra
 
 
 def class_codes(y) -> tuple[list[int], np.ndarray]:
@@ -103,16 +124,18 @@ class LightGBMMulticlass(ProbabilityClassifier):
     NAME, STOPPING_METRIC = "lightgbm_multiclass", "multi_logloss"
 
     def __init__(self, booster_params: dict | None = None, class_weight: str = "balanced", cv_folds: int = 3,
-                 max_rounds: int = 400, early_stopping_rounds: int = 30, seed: int = 0, num_threads: int = 0):
+                 max_rounds: int = 400, early_stopping_rounds: int = 30, seed: int = 0,
+                 supplemental_weight: float = 1.0, num_threads: int = 0):
         self.booster_params, self.class_weight, self.cv_folds = booster_params, class_weight, cv_folds
         self.max_rounds, self.early_stopping_rounds, self.seed = max_rounds, early_stopping_rounds, seed
-        self.num_threads = num_threads
+        self.supplemental_weight, self.num_threads = supplemental_weight, num_threads
 
     def prepare(self, X: pd.DataFrame, y, groups: np.ndarray) -> "MulticlassData":
         """What a fit needs that does not depend on the booster params (tuning builds it once per fold)."""
         classes, codes = class_codes(y)
         return MulticlassData(X.to_numpy(np.float32), codes, classes, list(X.columns),
-                              class_weights(codes, self.class_weight), stopping_rows(np.asarray(groups), self.cv_folds))
+                              training_weights(codes, self.class_weight, groups, self.supplemental_weight),
+                              stopping_rows(np.asarray(groups), self.cv_folds))
 
     def fit_prepared(self, data: "MulticlassData", callbacks: tuple = ()) -> "LightGBMMulticlass":
         params = fit_params(self, objective="multiclass", num_class=len(data.classes))

@@ -11,7 +11,8 @@ from models.rerank import Reranker
 
 MODELS = {m.NAME: m for m in (Reranker, LightGBMMulticlass)}
 # the train.* keys `build` reads: a stage that builds a tuned model (evaluate) declares these in dvc.yaml
-SETTINGS = ("candidates", "class_weight", "cv_folds", "early_stopping_rounds", "fixed", "max_rounds", "seed")
+SETTINGS = ("candidates", "class_weight", "cv_folds", "early_stopping_rounds", "fixed", "max_rounds", "seed",
+            "supplemental_weight")
 
 
 def build(name: str, settings: dict, booster_params: dict | None = None, threads: int = 0):
@@ -19,7 +20,7 @@ def build(name: str, settings: dict, booster_params: dict | None = None, threads
     given)."""
     model = dict(class_weight=settings["class_weight"], cv_folds=settings["cv_folds"],
                  max_rounds=settings["max_rounds"], early_stopping_rounds=settings["early_stopping_rounds"],
-                 seed=settings["seed"], num_threads=threads,
+                 seed=settings["seed"], supplemental_weight=settings["supplemental_weight"], num_threads=threads,
                  booster_params=dict(settings["fixed"]) if booster_params is None else booster_params)
     if name == Reranker.NAME:
         model["candidates"] = settings["candidates"]

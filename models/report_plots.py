@@ -79,6 +79,32 @@ def write_interval_plots(summary: dict, split: str, reported: str, plots: Path, 
     _save(fig, figures / "intervals.png")
 
 
+def write_supplemental_plot(with_rows: dict, without_rows: dict, camera_counts: pd.Series, names: pd.Series,
+                            split: str, plots: Path, figures: Path) -> None:
+    """The chosen model's recall per class on `split` trained with the supplemental rows minus without (per-class
+    entries of models.metrics), classes with the fewest camera-trap training images first: DVC plot data and a
+    figure. No class (the run has no supplemental row): an empty list, and a figure saying so."""
+    rows = [{"category": f"{int(c)} {names.get(int(c), '?')}",
+             "camera_training_images": int(camera_counts.get(int(c), 0)), "recall_with": with_rows[c]["recall"],
+             "recall_without": without_rows[c]["recall"],
+             "recall_change": with_rows[c]["recall"] - without_rows[c]["recall"]} for c in with_rows]
+    rows.sort(key=lambda r: (r["camera_training_images"], r["category"]))
+    write_json(rows, plots / "supplemental_recall_change.json")
+    fig, ax = plt.subplots(figsize=(7, 0.25 * len(rows) + 1.5))
+    if rows:
+        labels = [f"{r['category']} ({r['camera_training_images']})" for r in rows][::-1]
+        change = [r["recall_change"] for r in rows][::-1]
+        ax.barh(labels, change, color=["tab:green" if v > 0 else "tab:red" for v in change])
+        ax.axvline(0, color="black", linewidth=0.5)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_xlabel("recall with the supplemental rows minus without")
+    else:
+        ax.text(0.5, 0.5, "no supplemental rows in this run", ha="center", va="center")
+        ax.set_axis_off()
+    ax.set_title(f"{split}: per-class recall change (camera-trap training images)")
+    _save(fig, figures / "supplemental_recall_change.png")
+
+
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -26,9 +26,9 @@ from scipy.special import log_softmax
 from sklearn.covariance import ledoit_wolf
 
 from infra.atomic import atomic_path
-from models.lgbm import (BOOSTER_FILE, LOSS_FLOOR, META_FILE, ProbabilityClassifier, boost, class_codes,
-                         class_weights, fit_params, save_booster, saved_params, stopping_rows)
-from models.split import location_folds
+from models.lgbm import (BOOSTER_FILE, LOSS_FLOOR, META_FILE, ProbabilityClassifier, boost, class_codes, fit_params,
+                         save_booster, saved_params, stopping_rows, supplemental_weights, training_weights)
+from models.split import SUPPLEMENTAL, location_folds
 
 PROPOSERS_FILE = "proposers.npz"
 PROPOSER_ARRAYS = ("medians", "means", "scales", "coef", "intercept")  # Proposer's arguments, as saved
@@ -45,24 +45,29 @@ class Proposer:
         self.medians, self.means, self.scales, self.coef, self.intercept = medians, means, scales, coef, intercept
 
     @classmethod
-    def fit(cls, x: np.ndarray, y: np.ndarray, n_classes: int, balanced: bool) -> "Proposer":
+    def fit(cls, x: np.ndarray, y: np.ndarray, n_classes: int, balanced: bool, weight: np.ndarray | None = None
+            ) -> "Proposer":
         """Classes are codes 0..n_classes-1; classes absent from `y` score LOG_FLOOR. `balanced` gives every
-        class the same prior, so rare classes reach the candidate list on their evidence alone."""
+        class the same prior, so rare classes reach the candidate list on their evidence alone. `weight` (per
+        row; None: all 1) weighs the class means and the within-class covariance (the supplemental rows')."""
         with np.errstate(all="ignore"):
             medians = np.nan_to_num(np.nanmedian(x, axis=0)).astype(np.float32)
         filled = np.where(np.isnan(x), medians, x).astype(np.float64)
         means, scales = filled.mean(axis=0), filled.std(axis=0)
         scales[scales == 0] = 1.0
         z = (filled - means) / scales
-        counts = np.bincount(y, minlength=n_classes)
+        row_weight = np.ones(len(y)) if weight is None else weight
+        counts = np.bincount(y, weights=row_weight, minlength=n_classes)
         present = np.flatnonzero(counts)
-        onehot = sparse.csr_matrix((np.ones(len(y)), (y, np.arange(len(y)))), shape=(n_classes, len(y)))
+        onehot = sparse.csr_matrix((row_weight, (y, np.arange(len(y)))), shape=(n_classes, len(y)))
         class_means = (onehot @ z)[present] / counts[present, None]
         within = z - class_means[np.searchsorted(present, y)]
+        if weight is not None:  # rows scaled by sqrt(weight / mean weight): the weighted covariance
+            within *= np.sqrt(weight / weight.mean())[:, None]
         covariance, _ = ledoit_wolf(within, assume_centered=True)
         coef = np.zeros((n_classes, x.shape[1]), np.float32)
         intercept = np.full(n_classes, -np.inf, np.float32)  # never seen: LOG_FLOOR after the softmax
-        prior = np.full(len(present), 1 / len(present)) if balanced else counts[present] / len(y)
+        prior = np.full(len(present), 1 / len(present)) if balanced else counts[present] / counts.sum()
         try:
             c = np.linalg.solve(covariance, class_means.T).T
         except np.linalg.LinAlgError:  # no spread at all (e.g. a site-level family constant over these rows)
@@ -97,7 +102,8 @@ class ClassEvidence:
     """What the re-ranker knows about each class beyond the row, fitted on some labelled rows: the proposers
     and, per class, its log frequency and the share of those rows' cameras that saw it. Shares, not counts:
     training pairs take theirs from the other location folds (fewer cameras) and serving from all training
-    cameras, and a count would be larger when serving than anything the booster saw."""
+    cameras, and a count would be larger when serving than anything the booster saw. Supplemental rows count
+    in the frequency (at their weight), never as a camera."""
     proposers: dict[str, Proposer]
     columns: dict[str, list[int]]
     log_prior: np.ndarray      # (classes,)
@@ -105,11 +111,13 @@ class ClassEvidence:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, groups: np.ndarray, columns: dict[str, list[int]], n_classes: int,
-            balanced: bool) -> "ClassEvidence":
-        freq = np.bincount(y, minlength=n_classes) / max(len(y), 1)
-        seen = pd.DataFrame({"y": y, "g": groups}).drop_duplicates()
+            balanced: bool, weight: np.ndarray | None = None) -> "ClassEvidence":
+        counts = np.bincount(y, weights=weight, minlength=n_classes)
+        freq = counts / max(counts.sum(), 1)
+        camera = groups != SUPPLEMENTAL
+        seen = pd.DataFrame({"y": y[camera], "g": groups[camera]}).drop_duplicates()
         share = np.bincount(seen["y"].to_numpy(), minlength=n_classes) / max(seen["g"].nunique(), 1)
-        return cls({name: Proposer.fit(x[:, cols], y, n_classes, balanced) for name, cols in columns.items()},
+        return cls({name: Proposer.fit(x[:, cols], y, n_classes, balanced, weight) for name, cols in columns.items()},
                    columns, np.log(np.maximum(freq, 1e-9)).astype(np.float32), share.astype(np.float32))
 
     def names(self) -> list[str]:
@@ -129,11 +137,14 @@ class ClassEvidence:
 
 
 def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, columns: dict[str, list[int]], n_folds: int,
-                n_classes: int, balanced: bool, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(candidates, evidence) of each row from class evidence fitted on the other location folds only."""
+                n_classes: int, balanced: bool, k: int, weight: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(candidates, evidence) of each row from class evidence fitted on the other location folds only (a
+    supplemental row's from the folds its share of those rows is not in)."""
     cand, evidence = None, None
-    for fit, val in location_folds(groups, n_folds):
-        ev = ClassEvidence.fit(x[fit], y[fit], groups[fit], columns, n_classes, balanced)
+    for fit, val in location_folds(groups, n_folds, spread_supplemental=True):
+        ev = ClassEvidence.fit(x[fit], y[fit], groups[fit], columns, n_classes, balanced,
+                               None if weight is None else weight[fit])
         c, e = ev.score(x[val], k)
         if cand is None:
             cand, evidence = np.empty((len(y), *c.shape[1:]), c.dtype), np.empty((len(y), *e.shape[1:]), e.dtype)
@@ -197,22 +208,23 @@ class Reranker(ProbabilityClassifier):
 
     def __init__(self, booster_params: dict | None = None, candidates: int = 10, class_weight: str = "balanced",
                  cv_folds: int = 3, max_rounds: int = 400, early_stopping_rounds: int = 30, seed: int = 0,
-                 num_threads: int = 0):
+                 supplemental_weight: float = 1.0, num_threads: int = 0):
         self.booster_params, self.candidates, self.class_weight, self.cv_folds = (booster_params, candidates,
                                                                                   class_weight, cv_folds)
         self.max_rounds, self.early_stopping_rounds, self.seed = max_rounds, early_stopping_rounds, seed
-        self.num_threads = num_threads
+        self.supplemental_weight, self.num_threads = supplemental_weight, num_threads
 
     def prepare(self, X: pd.DataFrame, y, groups: np.ndarray) -> PairData:
         """Everything a fit needs but the booster (tuning builds it once per fold and reuses it per trial)."""
         (classes, codes), groups = class_codes(y), np.asarray(groups)
         x, columns = X.to_numpy(np.float32), proposer_columns(list(X.columns))
         balanced = self.class_weight == "balanced"
-        k = min(self.candidates, len(classes))
-        cand, evidence = out_of_fold(x, codes, groups, columns, self.cv_folds, len(classes), balanced, k)
-        return PairData(x, codes, classes, list(X.columns), cand, evidence, class_weights(codes, self.class_weight),
+        k, extra = min(self.candidates, len(classes)), supplemental_weights(groups, self.supplemental_weight)
+        cand, evidence = out_of_fold(x, codes, groups, columns, self.cv_folds, len(classes), balanced, k, extra)
+        return PairData(x, codes, classes, list(X.columns), cand, evidence,
+                        training_weights(codes, self.class_weight, groups, self.supplemental_weight),
                         stopping_rows(groups, self.cv_folds),
-                        ClassEvidence.fit(x, codes, groups, columns, len(classes), balanced))
+                        ClassEvidence.fit(x, codes, groups, columns, len(classes), balanced, extra))
 
     def fit_prepared(self, data: PairData, callbacks: tuple = ()) -> "Reranker":
         params = fit_params(self, objective="binary")

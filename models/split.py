@@ -19,8 +19,15 @@ class NotFittable(ValueError):
     the fit knows): the message is the reason it is skipped with, never a traceback."""
 
 
+# the location group of a supplemental row (an iNaturalist photo: no camera): a training row of every fit, never a
+# validation, early-stopping or scored row. Camera locations are ids >= 0 in both layouts.
+SUPPLEMENTAL = -1
+
+
 def holdout_locations(locations: pd.Series, fraction: float, seed: int) -> list[int]:
-    """Locations to hold out, drawn as whole groups from the labelled train images."""
+    """Locations to hold out, drawn as whole groups from the labelled train images (supplemental rows, which have
+    none, are no location)."""
+    locations = locations[locations != SUPPLEMENTAL]
     if locations.nunique() < 2:
         raise DataError(f"split.scheme location holds out whole cameras, but the labelled train images come from "
                         f"{locations.nunique()} location(s): label images of a second location, or use the WILDS "
@@ -30,18 +37,37 @@ def holdout_locations(locations: pd.Series, fraction: float, seed: int) -> list[
     return sorted(int(v) for v in set(locations.iloc[held]))
 
 
-def location_folds(groups: np.ndarray, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def location_folds(groups: np.ndarray, n_folds: int, spread_supplemental: bool = False
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(fit rows, validation rows) of `n_folds` folds, each location's rows in one validation fold only:
     tuning measures what the held-out evaluation measures, unseen cameras. With fewer locations than folds
     (a nested fold of a small dataset), one fold per location; with a single location its rows are split
-    (KFold), the only out-of-sample there is, and a warning says so."""
-    if len(groups) < 2:
-        raise NotFittable(f"{len(groups)} row(s): nothing to fit and validate on")
-    n_groups = len(np.unique(groups))
+    (KFold), the only out-of-sample there is, and a warning says so.
+
+    Supplemental rows (group SUPPLEMENTAL) are in every fold's fit rows and in no validation rows; with
+    `spread_supplemental` (out-of-fold evidence for training rows, which scores nothing) each is instead in the
+    validation rows of one fold, in turn, so that it too gets evidence fitted without it."""
+    groups = np.asarray(groups)
+    extra = groups == SUPPLEMENTAL
+    camera, supplemental = np.flatnonzero(~extra), np.flatnonzero(extra)
+    if len(camera) < 2:
+        raise NotFittable(f"{len(camera)} camera-trap row(s): nothing to fit and validate on")
+    n_groups = len(np.unique(groups[camera]))
     if n_groups >= 2:
-        return list(GroupKFold(n_splits=min(n_folds, n_groups)).split(np.zeros(len(groups)), groups=groups))
-    log.warning("location folds: only one location among %d rows: splitting its rows instead", len(groups))
-    return list(KFold(n_splits=min(n_folds, len(groups))).split(np.zeros(len(groups))))
+        folds = list(GroupKFold(n_splits=min(n_folds, n_groups)).split(camera, groups=groups[camera]))
+    else:
+        log.warning("location folds: only one location among %d rows: splitting its rows instead", len(camera))
+        folds = list(KFold(n_splits=min(n_folds, len(camera))).split(camera))
+    out = []
+    for k, (fit, val) in enumerate(folds):
+        fit, val = camera[fit], camera[val]
+        if spread_supplemental:
+            mine = np.arange(len(supplemental)) % len(folds) == k
+            fit, val = np.sort(np.r_[fit, supplemental[~mine]]), np.sort(np.r_[val, supplemental[mine]])
+        else:
+            fit = np.sort(np.r_[fit, supplemental])
+        out.append((fit, val))
+    return out
 
 
 SCHEMES = ("location", "wilds")
@@ -52,36 +78,53 @@ WILDS_SCORED = ("test", "val", "id_test", "id_val")  # the primary split (OOD te
 class Evaluation:
     """Which labelled rows the evaluated models fit on, which rows tuning scores (None: location folds of the
     fitted rows), the splits they are scored on (the first is the headline), the rows the final model, which
-    predicts the submission, fits on; the labelled training images left out for want of pixels, and the
-    official splits not scored, with the reason."""
+    predicts the submission, fits on; the labelled training images left out for want of pixels, the
+    official splits not scored, with the reason, and the usable supplemental rows (in `fit` and `final` when
+    they are used)."""
     fit: np.ndarray
     tuning: np.ndarray | None
     scored: dict[str, np.ndarray]
     final: np.ndarray
     without_pixels: int
     unscored: dict[str, str]
+    supplemental: np.ndarray
+
+
+SUPPLEMENTAL_SETTINGS = ("auto", True, False)
+
+
+def uses_supplemental(setting, scheme: str) -> bool:
+    """train.supplemental: `auto` trains on the supplemental rows under the location scheme and not under
+    `wilds`, whose leaderboard admits no extra data in a standard entry; true or false either way."""
+    if setting not in SUPPLEMENTAL_SETTINGS:
+        raise DataError(f"params.yaml: train.supplemental must be auto, true or false, not {setting!r}")
+    return scheme == "location" if setting == "auto" else setting
 
 
 REQUIRED_WILDS = ("train", "val", "test")  # fitted, tuned on, the headline: without one the scheme has no result
 
 
-def evaluation_split(rows: pd.DataFrame, scheme: str, holdout: list[int] | None) -> Evaluation:
+def evaluation_split(rows: pd.DataFrame, scheme: str, holdout: list[int] | None, supplemental: bool = False
+                     ) -> Evaluation:
     """`location`: fit on the locations not in `holdout`, tune on their location folds, score the held-out
     ones, and fit the final model on all. `wilds`: fit on `train`, tune on the OOD `val` (no test split
     chooses anything), score every other split, and the final model is the one fitted on `train`.
 
-    `rows` are the labelled train images; those whose pixels are not `usable` never train (fit and final),
-    and are scored like any other. A WILDS split the scheme needs with no labelled row is a DataError naming
-    metadata.csv and the split; an empty in-distribution split is left unscored with the reason."""
+    `rows` are the labelled train images and the supplemental photos (location SUPPLEMENTAL); those whose
+    pixels are not `usable` never train (fit and final), and are scored like any other. The photos join
+    `fit` and `final` when `supplemental`, and are never tuned on or scored. A WILDS split the scheme needs
+    with no labelled row is a DataError naming metadata.csv and the split; an empty in-distribution split is
+    left unscored with the reason."""
     if scheme not in SCHEMES:
         raise DataError(f"params.yaml: split.scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
     if scheme == "wilds" and "wilds_split" not in rows:
         raise DataError("params.yaml: split.scheme wilds needs the WILDS layout's official splits (data.layout: "
                         "wilds); the Kaggle layout has none")
     trains = rows["usable"].to_numpy(bool)
+    extra = rows["location"].to_numpy() == SUPPLEMENTAL
     if scheme == "location":
         held = rows["location"].isin(holdout).to_numpy()
-        fit, tuning, scored, final, unscored = ~held, None, {"holdout": held}, np.ones(len(rows), bool), {}
+        fit, tuning, scored, final, unscored = ~held & ~extra, None, {"holdout": held}, ~extra, {}
     else:
         split = rows["wilds_split"].to_numpy()
         for name in REQUIRED_WILDS:
@@ -96,4 +139,8 @@ def evaluation_split(rows: pd.DataFrame, scheme: str, holdout: list[int] | None)
     if not (fit & trains).any():
         raise DataError(f"no labelled training image has usable pixels ({int(fit.sum())} without: "
                         f"reports/quality/join.json): nothing to train on")
-    return Evaluation(fit & trains, tuning, scored, final & trains, int((fit & ~trains).sum()), unscored)
+    added = extra & trains
+    if supplemental:
+        fit, final = fit | added, final | added
+    return Evaluation(fit & trains, tuning, scored, final & trains, int((fit & ~trains & ~extra).sum()), unscored,
+                      added)

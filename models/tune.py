@@ -31,7 +31,7 @@ from data.quality import DataError
 from infra.code_deps import code_digest
 from infra.hashing import digest
 from models.lgbm import log_loss_of_true_class
-from models.split import location_folds
+from models.split import SUPPLEMENTAL, location_folds
 
 log = logging.getLogger(__name__)
 # Optuna labels DaskStorage experimental; the README says so once instead of a warning per call
@@ -82,14 +82,16 @@ def cross_validate(model, folds: list[Fold], trial: optuna.Trial | None = None) 
 
 
 def tuning_rows(groups: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
-    """Rows of whole locations, drawn in a seeded order until `max_rows` is reached (all rows if fewer):
-    tuning ranks params, and a few tens of thousands of rows rank them as well as all of them."""
-    if not max_rows or len(groups) <= max_rows:
+    """Rows of whole locations, drawn in a seeded order until `max_rows` camera-trap rows are reached (all rows
+    if fewer), and every supplemental row (they train every fold): tuning ranks params, and a few tens of
+    thousands of rows rank them as well as all of them."""
+    extra = np.asarray(groups) == SUPPLEMENTAL
+    if not max_rows or (~extra).sum() <= max_rows:
         return np.ones(len(groups), bool)
-    locations, sizes = np.unique(groups, return_counts=True)
+    locations, sizes = np.unique(groups[~extra], return_counts=True)
     order = np.random.default_rng(seed).permutation(len(locations))
     taken = order[:np.searchsorted(np.cumsum(sizes[order]), max_rows) + 1]
-    return np.isin(groups, locations[taken])
+    return np.isin(groups, locations[taken]) | extra
 
 
 def _pruner(pruning: bool) -> optuna.pruners.BasePruner:
@@ -178,8 +180,9 @@ def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, 
     study = study_for(name, seed, cfg["pruning"], storage)
     finished = finished_trials(study)
     remaining = max(cfg["n_trials"] - len(finished), 0)
-    log.info("tune: study %s on %d rows from %d locations has %d finished trials, running %d more",
-             name, len(y), len(np.unique(groups)), len(finished), remaining)
+    extra = groups == SUPPLEMENTAL
+    log.info("tune: study %s on %d rows from %d locations and %d supplemental rows has %d finished trials, running "
+             "%d more", name, (~extra).sum(), len(np.unique(groups[~extra])), extra.sum(), len(finished), remaining)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if remaining:
         folds = (tuning_folds(model, X, y, groups, model.cv_folds) if validation is None else

@@ -17,14 +17,16 @@ from infra.atomic import write_json, write_text
 from infra.blas import one_blas_thread
 from models import baselines, registry, sequence_rows
 from models.bootstrap import location_intervals
-from models.compare import backbones, compare, comparison_markdown, published
+from models.compare import backbones, compare, comparison_markdown, published, supplemental_effect
+from models.lgbm import supplemental_weights
 from models.metrics import classification_metrics, smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile
-from models.report_plots import write_interval_plots, write_plots
+from models.report_plots import write_interval_plots, write_plots, write_supplemental_plot
 from models.rerank import Reranker
-from models.split import Evaluation, NotFittable, evaluation_split
+from models.split import SUPPLEMENTAL, Evaluation, NotFittable, evaluation_split
 from stages.common import (FEATURES, REPORTS, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, FIGURES, FEATURE_TABLE,
-                           QUALITY, table, labelled_train)
+                           QUALITY, table)
+from stages.labelled import labelled_rows
 
 log = logging.getLogger("stages.evaluate")
 SMOOTHED = ("linear_probe_all_families", "linear_probe_embeddings")  # rows reported smoothed too, beside the chosen
@@ -41,11 +43,14 @@ def ablations(columns: pd.Index) -> dict[str, tuple[str, ...]]:
     return rows
 
 
-def fit(model, x: pd.DataFrame, y: np.ndarray, groups: np.ndarray):
-    """`model.fit`, with the location groups where the model requests them (scikit-learn's metadata routing:
-    the models that stop early on whole cameras, `set_fit_request(groups=True)` in `candidates`)."""
-    wanted = get_routing_for_object(model).consumes("fit", ["groups"])
-    return model.fit(x, y, **({"groups": groups} if wanted else {}))
+def fit(model, x: pd.DataFrame, y: np.ndarray, groups: np.ndarray, weight: np.ndarray | None):
+    """`model.fit`, with the location groups and the supplemental rows' `weight` where the model requests them
+    (scikit-learn's metadata routing: the models that stop early on whole cameras take the `groups`, in which
+    the supplemental rows are marked, `set_fit_request(groups=True)` in `candidates`; the linear probes take
+    `sample_weight`)."""
+    routing = get_routing_for_object(model)
+    given = {"groups": groups, "sample_weight": weight}
+    return model.fit(x, y, **{k: v for k, v in given.items() if v is not None and routing.consumes("fit", [k])})
 
 
 @dataclass
@@ -63,43 +68,59 @@ class Rows:
         return self.top_conf if which == "top_conf" else self.x if which is None else self.x[which]
 
 
-def candidates(params: dict, tuned: dict, columns: pd.Index, top_conf: pd.DataFrame, absent: dict[str, str]
-               ) -> tuple[dict, dict[str, dict], set[str]]:
-    """(the models to fit: name -> (estimator, its columns), the rows skipped with their reason, the names of
-    the single-family ablations). Every baseline and tuned family on all features, the chosen family on each
-    family alone; a model whose evidence does not exist is skipped with the reason, never scored as zeros."""
+def counterpart(name: str, used: bool) -> str:
+    """The row of model `name` trained the other way round: without the supplemental rows where the run uses
+    them, with them where it does not."""
+    return f"{name}_{'without' if used else 'with'}_supplemental"
+
+
+def candidates(params: dict, tuned: dict, columns: pd.Index, top_conf: pd.DataFrame, absent: dict[str, str],
+               used: bool, photos: bool) -> tuple[dict, dict[str, dict], set[str]]:
+    """(the models to fit: name -> (estimator, its columns, whether it trains on the supplemental rows), the
+    rows skipped with their reason, the names of the single-family ablations). Every baseline and tuned family
+    on all features, the chosen family on each family alone; a model whose evidence does not exist is skipped
+    with the reason, never scored as zeros. The learned models train on the supplemental rows where the run
+    `used` them; with `photos` to train on, the chosen family and the linear probe on all families are also
+    fitted the other way round. The two rules (majority class, detector) describe camera-trap frames: camera
+    rows only."""
     cfg, train_cfg, threads = params["evaluate"], params["train"], params["execution"]["threads"]
     chosen = tuned["chosen"]
 
-    def tuned_model(name: str, only: list[str] | None = None):
+    def tuned_model(name: str, only: list[str] | None = None, supplemental: bool = used):
         return registry.build(name, train_cfg, tuned["models"][name]["params"], threads).set_fit_request(
-            groups=True), only
+            groups=True), only, supplemental
 
-    def probe():
-        return baselines.linear_probe(train_cfg["class_weight"], train_cfg["seed"], cfg["probe_max_iter"])
+    def probe(only: list[str] | None = None, supplemental: bool = used):
+        return baselines.linear_probe(train_cfg["class_weight"], train_cfg["seed"], cfg["probe_max_iter"]), only, \
+            supplemental
 
-    models: dict = {"majority_class": (baselines.majority_class(), None),
-                    "detector_only": (baselines.DetectorRule(cfg["detector_threshold"]), "top_conf"),
-                    "linear_probe_all_families": (probe(), None)}
+    models: dict = {"majority_class": (baselines.majority_class(), None, False),
+                    "detector_only": (baselines.DetectorRule(cfg["detector_threshold"]), "top_conf", False),
+                    "linear_probe_all_families": probe()}
+    if photos:
+        models[counterpart("linear_probe_all_families", used)] = probe(supplemental=not used)
     skipped: dict[str, dict] = {}
     if not top_conf["top_conf"].notna().any():
         del models["detector_only"]
         skipped["detector_only"] = {"skipped": "no MegaDetector output for any image (reports/quality/load.json)"}
     embedding_columns = [c for c in columns if str(c).startswith("embeddings")]
     if embedding_columns:
-        models["linear_probe_embeddings"] = (probe(), embedding_columns)
+        models["linear_probe_embeddings"] = probe(embedding_columns)
     for name, entry in tuned["models"].items():
         if "skipped" in entry:  # train's reason: over the row x class cap, or not tunable on these rows
             skipped[f"{name}_all_families"] = {"skipped": entry["skipped"]}
         else:
             models[f"{name}_all_families"] = tuned_model(name)
+    if photos:
+        models[counterpart(f"{chosen}_all_families", used)] = tuned_model(chosen, supplemental=not used)
     multiclass = tuned["models"].get(registry.LightGBMMulticlass.NAME, {})
     if "skipped" in multiclass:
         skipped["hist_gradient_boosting"] = {"skipped": multiclass["skipped"]}
     else:
         models["hist_gradient_boosting"] = (baselines.HistGradientBoosting(
             multiclass["params"], train_cfg["class_weight"], train_cfg["cv_folds"], train_cfg["max_rounds"],
-            train_cfg["early_stopping_rounds"], train_cfg["seed"]).set_fit_request(groups=True), None)
+            train_cfg["early_stopping_rounds"], train_cfg["seed"], train_cfg["supplemental_weight"]
+        ).set_fit_request(groups=True), None, used)
     single_family = {f"{chosen}_{family}_only" for family in absent}
     skipped.update({f"{chosen}_{family}_only": {"skipped": f"skipped: {why}"} for family, why in absent.items()})
     for family, prefixes in ablations(columns).items():
@@ -111,17 +132,26 @@ def candidates(params: dict, tuned: dict, columns: pd.Index, top_conf: pd.DataFr
     return models, skipped, single_family
 
 
-def fit_and_score(models: dict, fitted: Rows, y_rows: np.ndarray, groups: np.ndarray, scored: dict[str, Rows],
-                  unit: str, smoothed: tuple[str, ...], reported: str) -> tuple[dict, object, np.ndarray | None]:
+def fit_and_score(models: dict, fitted: Rows, y_rows: np.ndarray, groups: np.ndarray, supplemental_weight: float,
+                  scored: dict[str, Rows], unit: str, smoothed: tuple[str, ...], reported: str
+                  ) -> tuple[dict, object, np.ndarray | None]:
     """(results per row name: fit seconds and metrics per scored split, or the reason it was skipped; the
     estimator of the `reported` row and its probabilities on the headline split, None if it was skipped).
-    Rows in `smoothed` are also reported averaged over each sequence's frames."""
+    `fitted` are every training row, the supplemental ones (location group SUPPLEMENTAL) included: a model
+    that does not train on them fits on the others, and one that does, on those with a value in its columns
+    (a photo has none in a camera-only family: its label alone would only shift the class balance). Rows in
+    `smoothed` are also reported averaged over each sequence's frames."""
     results, kept, kept_proba = {}, None, None
     primary = next(iter(scored))
-    for name, (estimator, columns) in tqdm(models.items(), desc="evaluate: models", unit="model"):
+    camera = groups != SUPPLEMENTAL
+    for name, (estimator, columns, supplemental) in tqdm(models.items(), desc="evaluate: models", unit="model"):
+        x, y, g = fitted.columns(columns), y_rows, groups
+        keep = camera | (x.notna().any(axis=1).to_numpy() if supplemental else False)
+        if not keep.all():
+            x, y, g = x[keep], y[keep], g[keep]
         started = time.perf_counter()
         try:
-            fit(estimator, fitted.columns(columns), y_rows, groups)
+            fit(estimator, x, y, g, supplemental_weights(g, supplemental_weight))
         except NotFittable as e:
             results[name] = {"skipped": f"skipped: {e}"}
             continue
@@ -142,16 +172,31 @@ def fit_and_score(models: dict, fitted: Rows, y_rows: np.ndarray, groups: np.nda
     return results, kept, kept_proba
 
 
+@dataclass
+class SupplementalRows:
+    """What the reports say about the supplemental rows: whether this run's models train on them (`used`),
+    how many there are and their weight, each compared model's (with, without) row names, the camera-trap
+    training images per class (which classes are rare) and the rows that trained on them."""
+    used: bool
+    rows: int
+    weight: float
+    pairs: dict[str, tuple[str, str]]
+    camera_counts: pd.Series
+    trained_with: set[str]
+
+
 @one_blas_thread()
 @config_context(enable_metadata_routing=True)
 def run(params: dict) -> None:
     """Metrics on every scored split (the held-out locations, or WILDS's val, test, id_val and id_test) for
     every tuned model, the chosen one, its single-family ablations and the baselines, all fitted on the same
-    rows and run through one loop; then the comparison with the published numbers."""
+    rows and run through one loop; the chosen family and the linear probe also the other way round as to the
+    supplemental rows; then the comparison with the published numbers."""
     cfg, unit, smoothing = params["evaluate"], params["train"]["rows"], params["predictions"]["sequence_smoothing"]
-    labels, rows = labelled_train()
+    labels, rows = labelled_rows()
     record = json.loads(SPLIT_FILE.read_text())
-    split = evaluation_split(rows, record["scheme"], record["holdout_locations"])
+    used = record["supplemental"]
+    split = evaluation_split(rows, record["scheme"], record["holdout_locations"], used)
     features = EmbeddingPCA.load(HOLDOUT_PCA).transform_file(FeatureFile(FEATURE_TABLE), labels.index)
     tuned = json.loads(BEST_PARAMS.read_text())
     top_conf = pd.read_parquet(FEATURES / "detector_stats.parquet")[["top_conf"]].reindex(labels.index)
@@ -163,42 +208,65 @@ def run(params: dict) -> None:
                     sequence_rows.to_rows(top_conf[mask], seqs[mask], unit), labels[mask].to_numpy(), seqs[mask],
                     rows.loc[mask, "location"].to_numpy())
 
-    # models learn on the same rows as the tuned ones (images or sequences); metrics are per image
-    fitted = rows_of(split.fit)
-    y_rows = sequence_rows.row_labels(labels[split.fit], seqs[split.fit], unit).to_numpy()
-    groups = sequence_rows.row_groups(rows.loc[split.fit, "location"], seqs[split.fit], unit)
+    # models learn on the same rows as the tuned ones (images or sequences), each with or without the
+    # supplemental ones; metrics are per image
+    trains, photos = split.fit | split.supplemental, bool(split.supplemental.any())
+    fitted = rows_of(trains)
+    y_rows = sequence_rows.row_labels(labels[trains], seqs[trains], unit).to_numpy()
+    groups = sequence_rows.row_groups(rows.loc[trains, "location"], seqs[trains], unit)
     scored = {name: rows_of(mask) for name, mask in split.scored.items()}
-    models, skipped, single_family = candidates(params, tuned, features.columns, top_conf[split.fit], absent)
+    models, skipped, single_family = candidates(params, tuned, features.columns, top_conf[trains], absent, used,
+                                                photos)
     row = f"{tuned['chosen']}_all_families"  # the chosen model family on all feature families
     reported = f"{row}_sequence_smoothed" if smoothing else row
-    results, model, proba = fit_and_score(models, fitted, y_rows, groups, scored, unit, (row, *SMOOTHED), reported)
+    compared = (row, "linear_probe_all_families") if photos else ()
+    smoothed = (row, *SMOOTHED, *(counterpart(name, used) for name in compared))
+    weight = params["train"]["supplemental_weight"]
+    results, model, proba = fit_and_score(models, fitted, y_rows, groups, weight, scored, unit, smoothed, reported)
     if model is None:
         raise DataError(f"evaluate: the chosen model {row} could not be fitted: {results[row]['skipped']}")
     add_intervals(results, scored, reported, cfg["bootstrap_replicates"], cfg["bootstrap_seed"])
+    variant, pairs = "_sequence_smoothed" if smoothing else "", {}
+    for name in compared:
+        this, other = name + variant, counterpart(name, used) + variant
+        if "splits" in results[this] and "splits" in results[other]:  # (with, without); a skipped row has no pair
+            pairs[name] = (this, other) if used else (other, this)
+    trained_with = {f"{name}{v}" for name, (_, _, supplemental) in models.items() if supplemental and photos
+                    for v in ("", "_sequence_smoothed")}
+    supplemental = SupplementalRows(used and photos, int(split.supplemental.sum()), weight, pairs,
+                                    labels[split.fit & ~split.supplemental].value_counts(), trained_with)
     write_reports({**skipped, **results}, reported, model, proba, tuned, record["scheme"], split, rows, labels,
-                  scored, unit, features.columns, single_family)
+                  scored, unit, features.columns, single_family, supplemental, cfg["rare_class_max_images"])
 
 
 def write_reports(results: dict, reported: str, model, proba: np.ndarray, tuned: dict, scheme: str,
                   split: Evaluation, rows: pd.DataFrame, labels: pd.Series, scored: dict[str, Rows], unit: str,
-                  columns: pd.Index, single_family: set[str]) -> None:
+                  columns: pd.Index, single_family: set[str], supplemental: SupplementalRows, rare_max: int) -> None:
     """metrics.json, baselines.json, timings.json, the comparison (json and markdown) and the plots, from every
     row's results and the reported row's estimator and probabilities on the headline split."""
     primary = next(iter(split.scored))
+    per_class = {name: m["splits"][primary]["per_class"] for name, m in results.items() if "splits" in m}
+    effect = supplemental_effect(results, supplemental.pairs, primary, supplemental.camera_counts, rare_max)
     summary = summarise(results, primary)
     metrics = headline_metrics(summary[reported], reported, model, tuned, scheme, split, rows, labels,
                                scored[primary], unit)
+    metrics["supplemental"] = {"trained_with": supplemental.used, "rows": supplemental.rows,
+                               "weight": supplemental.weight}
     write_json(metrics, REPORTS / "metrics.json")
     write_json(summary, REPORTS / "baselines.json")
     # how long each fit took is how the machine ran, not a result: kept out of the metrics `dvc metrics diff` reads
     write_json({name: m["fit_seconds"] for name, m in results.items() if "fit_seconds" in m}, REPORTS / "timings.json")
-    comparison = compare(summary, scheme, published(), backbones(columns), single_family, split.unscored)
+    comparison = compare(summary, scheme, published(), backbones(columns), single_family, split.unscored,
+                         supplemental.trained_with) + effect
     write_json(comparison, REPORTS / "comparison.json")
     write_text(comparison_markdown(comparison), REPORTS / "comparison.md")
-    write_plots(scored[primary].y, np.asarray(model.classes_)[proba.argmax(axis=1)],
-                results[reported]["splits"][primary]["per_class"], model.booster_, table("categories")["name"],
-                primary, PLOTS, FIGURES)
+    names = table("categories")["name"]
+    write_plots(scored[primary].y, np.asarray(model.classes_)[proba.argmax(axis=1)], per_class[reported],
+                model.booster_, names, primary, PLOTS, FIGURES)
     write_interval_plots(summary, primary, reported, PLOTS, FIGURES)
+    chosen = supplemental.pairs.get(f"{tuned['chosen']}_all_families")
+    write_supplemental_plot(*((per_class[chosen[0]], per_class[chosen[1]]) if chosen else ({}, {})),
+                            supplemental.camera_counts, names, primary, PLOTS, FIGURES)
 
 
 def add_intervals(results: dict, scored: dict[str, Rows], reported: str, replicates: int, seed: int) -> None:

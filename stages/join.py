@@ -39,8 +39,19 @@ def part_of(family: str, name: str) -> str:
     return f"{family}_frame" if name.startswith("frame_") else f"{family}_crops"
 
 
+def image_rows() -> pd.DataFrame:
+    """The rows of the feature table, each image's split (WILDS's where there is one), whether its file was
+    usable at load and whether it is a `photo`: the camera images, then the supplemental photos (split
+    `supplemental`), which train where train.supplemental says so and are never scored."""
+    images, photos = table("images"), table("supplemental")
+    columns = ["split", "file_ok"] + (["wilds_split"] if "wilds_split" in images else []) + ["photo"]
+    return pd.concat([images.assign(photo=False)[columns],
+                      photos.assign(wilds_split=photos["split"], photo=True)[columns]])
+
+
 def run(params: dict) -> None:
-    """One feature table keyed by image id; family switches choose the columns, prefixed by family. Joined
+    """One feature table keyed by image id (the camera images, then the supplemental photos, whose
+    camera-only families are NA); family switches choose the columns, prefixed by family. Joined
     in Arrow, column by column: a family already in the image order (the 4.3 GB of embeddings at full
     scale) is not copied, where pandas' concat and reindex copied everything two or three times.
 
@@ -49,7 +60,7 @@ def run(params: dict) -> None:
     so that nothing downstream measures it. Each image's `usable` pixels (its file was usable at load and a
     pixel family read it) are written beside the table: images without any never train (README, Data
     quality)."""
-    images, report = table("images"), QualityReport()
+    images, report = image_rows(), QualityReport()
     chosen = [f for f in FAMILIES if params["features"][f]]
     if not chosen:
         raise SystemExit("features: every family is switched off; switch at least one on")
@@ -83,7 +94,9 @@ def run(params: dict) -> None:
         absent[name] = "no value for any image" + (f": {note}" if note else "")
         log.warning("join: %s is absent (%s)", name, absent[name])
     report.note("absent families and views", absent)
-    usable = images["file_ok"].to_numpy() & (np.logical_or.reduce(pixels) if pixels else True)
+    # with no pixel family chosen a camera image keeps its other families; a photo has nothing else
+    photo = images["photo"].to_numpy()
+    usable = images["file_ok"].to_numpy() & (np.logical_or.reduce(pixels) if pixels else ~photo)
     # labelled train images among them never train; every one is still scored and predicted
     count_per_split("join", images, ~usable, "without_pixels", "images without usable pixels, per split",
                     report, params["data"]["warn_unusable_share"],

@@ -48,7 +48,8 @@ def run(params: dict) -> None:
         off(report, "landsat", f"{root / METADATA_CSV} has no original iWildCam `location` column (only "
                                f"location_remapped): Landsat sites cannot be matched, the Landsat family is off")
         landsat_index = empty_index()
-    supplemental = load_supplemental(root, cfg["supplemental"], categories.index, images.index, report)
+    supplemental = load_supplemental(root, cfg["supplemental"], categories.index, images.index,
+                                     cfg["supplemental_detector_min_conf"], report)
     # files that exist but do not decode are counted by the stages decoding them, and every image left without
     # pixels by the join
     count_per_split("load", images, ~images["file_ok"].to_numpy(), "without_usable_file",

@@ -10,10 +10,11 @@ from infra.atomic import write_json
 from infra.blas import one_blas_thread
 from models import registry, sequence_rows
 from models.reduce import EmbeddingPCA, FeatureFile
-from models.split import NotFittable, evaluation_split, holdout_locations
+from models.split import NotFittable, evaluation_split, holdout_locations, uses_supplemental
 from models.tune import tune
 from stages.common import (FINAL_MODEL, HOLDOUT_PCA, FINAL_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, OPTUNA, FEATURE_TABLE,
-                           compute_backend, labelled_train)
+                           compute_backend)
+from stages.labelled import labelled_rows
 
 log = logging.getLogger("stages.train")
 
@@ -23,17 +24,22 @@ def run(params: dict) -> None:
     """Tune each model family (on location folds of the fitted rows, or on WILDS's OOD val), choose one by the
     tuning losses (models.registry.choose: the re-ranker only when clearly lower; no scored split chooses
     anything), and fit it for the submission: on all train locations (location scheme) or on WILDS's train
-    split. evaluate fits the tuned models and scores them."""
+    split. The supplemental photos join every fit's training rows where train.supplemental says so, never a
+    validation, early-stopping or scored row. evaluate fits the tuned models and scores them."""
     cfg, execution, split_cfg = params["train"], params["execution"], params["split"]
     OPTUNA.mkdir(parents=True, exist_ok=True)  # declared in dvc.yaml even when the storage is elsewhere
-    labels, rows = labelled_train()
+    labels, rows = labelled_rows()
     ids, features = labels.index, FeatureFile(FEATURE_TABLE)
     held = (holdout_locations(rows["location"], split_cfg["holdout_fraction"], split_cfg["seed"])
             if split_cfg["scheme"] == "location" else None)
-    split = evaluation_split(rows, split_cfg["scheme"], held)
-    log.info("train: %s scheme: fitting on %d images from %d locations (%d without usable pixels left out); "
-             "scored on %s", split_cfg["scheme"], split.fit.sum(), rows.loc[split.fit, "location"].nunique(),
-             split.without_pixels, ", ".join(f"{n} ({m.sum()} images)" for n, m in split.scored.items()))
+    supplemental = uses_supplemental(cfg["supplemental"], split_cfg["scheme"])
+    split = evaluation_split(rows, split_cfg["scheme"], held, supplemental)
+    camera = split.fit & ~split.supplemental
+    log.info("train: %s scheme: fitting on %d images from %d locations (%d without usable pixels left out) and "
+             "%d supplemental photos (%s); scored on %s", split_cfg["scheme"], camera.sum(),
+             rows.loc[camera, "location"].nunique(), split.without_pixels, split.supplemental.sum(),
+             f"used, weight {cfg['supplemental_weight']}" if supplemental else "not used (train.supplemental)",
+             ", ".join(f"{n} ({m.sum()} images)" for n, m in split.scored.items()))
     unit, seqs = cfg["rows"], rows["seq_id"].to_numpy()
     pca, reduced = EmbeddingPCA.fit_transform_file(features, ids[split.fit], cfg["pca_components"], cfg["seed"])
     pca.save(HOLDOUT_PCA)
@@ -79,7 +85,7 @@ def run(params: dict) -> None:
     final.fit(sequence_rows.to_rows(reduced, seqs[last], unit), y_final,
               sequence_rows.row_groups(rows.loc[last, "location"], seqs[last], unit))
     final.save(FINAL_MODEL)
-    write_json({"scheme": split_cfg["scheme"], "holdout_locations": held}, SPLIT_FILE)
+    write_json({"scheme": split_cfg["scheme"], "holdout_locations": held, "supplemental": supplemental}, SPLIT_FILE)
     write_json({"chosen": chosen, "why": why, "final_rounds": final.rounds_,
                 "models": {**{n: {k: v for k, v in s.items() if k != "trials"} for n, s in studies.items()},
                            **{n: {"skipped": why} for n, why in skipped.items()}}},

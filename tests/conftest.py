@@ -195,7 +195,7 @@ SPACE = {"learning_rate": {"low": 0.05, "high": 0.3, "log": True}, "num_leaves":
          "max_bin": {"choices": [31, 63]}}
 TUNE = {"n_trials": 2, "timeout_s": 60, "pruning": True, "storage": None, "max_rows": None}
 TRAIN = dict(class_weight="balanced", cv_folds=3, max_rounds=30, early_stopping_rounds=5, candidates=2, seed=0,
-             fixed={"verbose": -1})
+             fixed={"verbose": -1}, supplemental_weight=1.0)
 
 
 def reranker(booster_params: dict | None = None, **settings) -> Reranker:

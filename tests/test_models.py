@@ -16,7 +16,7 @@ from models.metrics import classification_metrics, smooth_by_sequence
 from models.report_plots import write_interval_plots
 from models.rerank import LOG_FLOOR, Proposer, Reranker, candidates, out_of_fold, proposer_columns
 from data.quality import DataError
-from models.split import NotFittable, evaluation_split, holdout_locations, location_folds
+from models.split import SUPPLEMENTAL, NotFittable, evaluation_split, holdout_locations, location_folds
 from models.tune import cross_validate, tune, tuning_folds, tuning_rows
 from tests.conftest import SPACE, TRAIN, TUNE, reranker, toy
 
@@ -483,8 +483,10 @@ def test_thin_rows_skip_a_model_with_the_reason_instead_of_a_traceback():
     for model in (reranker(), LightGBMMulticlass(max_rounds=10)):
         with pytest.raises(NotFittable, match="the 90 rows it fits on hold 1 class"):
             model.fit(x, np.full(90, 4), groups)
-    with pytest.raises(NotFittable, match="1 row"):
+    with pytest.raises(NotFittable, match=r"^1 camera-trap row\(s\): nothing to fit and validate on$"):
         location_folds(np.array([3]), 3)
+    with pytest.raises(NotFittable, match=r"^1 camera-trap row\(s\)"):  # photos alone validate nothing
+        location_folds(np.array([3, SUPPLEMENTAL, SUPPLEMENTAL]), 3)
     assert len(location_folds(groups, 3)) == 3 and reranker().fit(x, y, groups).classes_.tolist() == [0, 10, 20]
 
 

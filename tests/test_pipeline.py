@@ -95,9 +95,11 @@ def test_repro_writes_metrics_submission_and_quality_report(repro):
                 "embeddings_efficientnet_lite0", "embeddings_efficientnet_lite0_frame",
                 "embeddings_efficientnet_lite0_crops")
     probes = {f"linear_probe_{f}{v}" for f in ("embeddings", "all_families") for v in ("", "_sequence_smoothed")}
+    without_photos = {f"{m}_all_families_without_supplemental{v}" for m in (chosen, "linear_probe")
+                      for v in ("", "_sequence_smoothed")}
     assert set(baselines) == {"majority_class", "detector_only", "hist_gradient_boosting",
                               "lightgbm_multiclass_all_families", "reranker_all_families",
-                              f"{chosen}_all_families_sequence_smoothed"} | probes | {
+                              f"{chosen}_all_families_sequence_smoothed"} | probes | without_photos | {
                                   f"{chosen}_{f}_only" for f in families}
     assert all(set(m["splits"]) == {"holdout"} and m["split"] == "holdout" for m in baselines.values())
     timings = json.loads((work / "reports/timings.json").read_text())  # run-time fields, apart from the metrics
@@ -123,6 +125,48 @@ def test_repro_writes_metrics_submission_and_quality_report(repro):
     assert "| ERM, ResNet-50 fine-tuned | published | wilds | test | 71.6 | 31.0 |" in comparison
     assert f"| {chosen}_all_families_sequence_smoothed | measured | location | holdout |" in comparison
     assert "| detector_only | measured |" in comparison and f"{chosen}_image_stats_only" not in comparison
+
+
+def test_the_photos_train_the_models_are_scored_nowhere_and_the_comparison_shows_with_and_without(repro):
+    work, _ = repro
+    metrics = json.loads((work / "reports/metrics.json").read_text())
+    photos = pd.read_parquet(work / "artifacts/tables/supplemental.parquet")
+    assert metrics["supplemental"] == {"trained_with": True, "rows": len(photos), "weight": 1.0} and len(photos) == 40
+    # the scored images are the held-out cameras' labelled images, not a photo among them
+    held = json.loads((work / "artifacts/models/split.json").read_text())["holdout_locations"]
+    images = pd.read_parquet(work / "artifacts/tables/images.parquet")
+    labels = pd.read_parquet(work / "artifacts/tables/labels.parquet")
+    assert metrics["n_images"] == images.loc[labels.index, "location"].isin(held).sum()
+    # the feature table holds the photos (camera-only families NA), and the final model knows their classes
+    table = pd.read_parquet(work / "artifacts/features/feature_table.parquet")
+    assert table.index[-len(photos):].equals(photos.index)
+    camera_only = table.loc[photos.index].filter(regex="^(detector_stats|sequence_timing|landsat_summary)__")
+    assert camera_only.shape[1] > 0 and camera_only.isna().all().all()
+    assert table.loc[photos.index, "image_stats__brightness"].notna().all()
+    final = json.loads((work / "artifacts/models/final/model.json").read_text())
+    assert set(photos["category_id"]) <= set(final["classes"]) and final["params"]["supplemental_weight"] == 1.0
+    comparison = json.loads((work / "reports/comparison.json").read_text())
+    effect = [r for r in comparison if r["kind"] == "supplemental"]
+    chosen = json.loads((work / "artifacts/models/best_params.json").read_text())["chosen"]
+    assert [(r["model"], r["trained_with"]) for r in effect] == [
+        (f"{chosen}_all_families", True), (f"{chosen}_all_families", False), ("linear_probe_all_families", True),
+        ("linear_probe_all_families", False)]
+    baselines = json.loads((work / "reports/baselines.json").read_text())
+    assert effect[1]["macro_f1"] == round(100 * baselines[effect[1]["row"]]["macro_f1"], 1)
+    assert effect[1]["row"] == f"{chosen}_all_families_without_supplemental_sequence_smoothed"
+    assert "## With and without the supplemental rows" in (work / "reports/comparison.md").read_text()
+    change = pd.DataFrame(json.loads((work / "reports/plots/supplemental_recall_change.json").read_text()))
+    assert len(change) == metrics["n_classes"]
+    np.testing.assert_allclose(change["recall_change"], change["recall_with"] - change["recall_without"])
+    assert (work / "reports/figures/supplemental_recall_change.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_supplemental_switch_and_weight_rerun_only_the_model_stages(work):
+    set_param(work, "train", "supplemental", False)
+    assert set(changed_stages(work)) == {"train"}  # evaluate and predict read what train writes
+    set_param(work, "train", "supplemental", "auto")
+    set_param(work, "train", "supplemental_weight", 0.5)
+    assert set(changed_stages(work)) == {"train", "evaluate"}
 
 
 def test_second_repro_runs_only_the_inventory_and_it_finds_nothing_changed(repro):

@@ -1,6 +1,7 @@
 """Supplemental iNaturalist sources: the mapped COCO files as the iNaturalist competitions write them (2017 with
 pixel boxes on part of the mammals, 2018 without, int or str ids, extra keys), real photographs, and every bad
-input counted or refused in one line."""
+input counted or refused in one line; the photos as training rows of every fit and of no validation, early
+stopping or scored split, their weight, and the with/without comparison."""
 import json
 import logging
 
@@ -15,9 +16,15 @@ from data.supplemental import load_supplemental, sources, with_photos
 from features.embeddings import compute_embeddings
 from features.image_stats import image_stats
 from features.views import image_views
+from models import registry
+from models.compare import compare, comparison_markdown, supplemental_effect
+from models.lgbm import stopping_rows, training_weights
+from models.rerank import Proposer
+from models.split import SUPPLEMENTAL, evaluation_split, location_folds, uses_supplemental
+from models.tune import tuning_folds, tuning_rows
 from sample.generate import SPECIES
 from sample.inaturalist import FOLDER, METADATA, write_inaturalist
-from tests.conftest import load_tables, tiny_backbone
+from tests.conftest import TRAIN, load_tables, reranker, tiny_backbone, toy
 
 CATEGORIES = pd.Index([0, 2, 3, 24, 71, 112], name="id")  # iWildCam ids: empty, peccary, agouti, paca, ocelot, cow
 CAMERA_IDS = pd.Index(["8b31f5a6-21bc-11ea-a13a-137349068a90"])
@@ -79,7 +86,7 @@ SOURCES = [{"name": "inat2017", "metadata": "inaturalist_2017_to_iwildcam_train.
 
 def load(root, entries=SOURCES):
     report = QualityReport()
-    return load_supplemental(root, entries, CATEGORIES, CAMERA_IDS, report), report
+    return load_supplemental(root, entries, CATEGORIES, CAMERA_IDS, 0.3, report), report
 
 
 def save(root, name: str, doc: dict) -> None:
@@ -104,7 +111,45 @@ def test_both_years_load_keyed_by_source_with_boxes_where_2017_has_them(tmp_path
     np.testing.assert_allclose(table.loc["inat2017:1002", ["box_y", "box_h"]].to_numpy(float), [150 / 400, 250 / 400],
                                rtol=1e-5)
     assert report.read["inat2017 images"] == 3 and report.read["inat2018 annotations"] == 2
-    assert report.notes["inat2017 images with a box (crop from it; the whole photo otherwise)"] == 2
+    assert report.notes["inat2017 crop source (photos)"] == {"coco_box": 2, "whole_photo": 1}
+    assert report.notes["inat2018 crop source (photos)"] == {"whole_photo": 2}
+    assert table["crop_source"].tolist() == ["coco_box", "whole_photo", "coco_box", "whole_photo", "whole_photo"]
+
+
+def test_a_megadetector_batch_file_over_a_source_crops_the_photos_without_a_coco_box(tmp_path):
+    """MegaDetector's own output (format 1.3, keyed by `file` under the folder it ran on, upper-case extension
+    from a case-insensitive disk, a failure, a person box, a file outside the source) over iNat 2017's folder:
+    a photo without a COCO box takes its most confident animal box of at least the threshold, else the whole
+    photo; a COCO box is never replaced; each crop source is counted, each bad entry a counted skip."""
+    doc = inat_2017(tmp_path)
+    files = [im["file_name"] for im in doc["images"]]
+    batch = {"info": {"detector": "md_v5a.0.0.pt", "detection_completion_time": "2024-03-01 10:00:00",
+                      "format_version": "1.3"},
+             "detection_categories": {"1": "animal", "2": "person", "3": "vehicle"},
+             "images": [{"file": files[0], "detections": [{"category": "1", "conf": 0.95, "bbox": [0, 0, 1, 1]}]},
+                        {"file": files[1][:-4] + ".JPG", "detections": [
+                            {"category": "2", "conf": 0.97, "bbox": [0.0, 0.0, 0.2, 0.2]},
+                            {"category": "1", "conf": 0.41, "bbox": [0.5, 0.25, 0.25, 0.5]},
+                            {"category": "1", "conf": 0.62, "bbox": [0.1, 0.2, 0.3, 0.4]}]},
+                        {"file": files[2], "failure": "Failure image access"},
+                        {"file": "train_val_images/Aves/other/0.jpg", "detections": []}]}
+    (tmp_path / "md_inat2017.json").write_text(json.dumps(batch, indent=1))
+    entries = [dict(SOURCES[0], detector_file="md_inat2017.json")]
+    table, report = load(tmp_path, entries)
+    np.testing.assert_allclose(table.loc["inat2017:1001", ["box_x", "box_y", "box_w", "box_h"]].to_numpy(float),
+                               [0.1, 0.2, 0.3, 0.4], rtol=1e-6)  # the animal at 0.62, not the person at 0.97
+    assert table["crop_source"].tolist() == ["coco_box", "megadetector", "coco_box"]
+    np.testing.assert_allclose(table.loc["inat2017:1000", "box_w"], 200 / 400, rtol=1e-6)  # its COCO box stays
+    assert report.notes["inat2017 crop source (photos)"] == {"coco_box": 2, "megadetector": 1}
+    assert report.counts["inat2017 detector file: detector entry for an image not in the metadata"] == 1
+    assert report.counts["inat2017 detector file: image MegaDetector could not process ('failure' entry: "
+                         "detector features NA)"] == 1
+    # above the threshold nothing is confident enough: the whole photo
+    low = load_supplemental(tmp_path, entries, CATEGORIES, CAMERA_IDS, 0.7, QualityReport())
+    assert low["crop_source"].tolist() == ["coco_box", "whole_photo", "coco_box"]
+    with pytest.raises(DataError, match=r"data.supplemental\[0\] must have the keys name, metadata and images "
+                                        r"\(and optionally detector_file\)"):
+        sources([dict(SOURCES[0], detector="md.json")])
 
 
 def test_bad_records_are_counted_skips_naming_file_and_record(tmp_path):
@@ -159,7 +204,7 @@ def test_an_id_of_a_camera_trap_image_and_an_absent_source_are_counted_skips(tmp
     inat_2017(tmp_path)
     report = QualityReport()
     with caplog.at_level(logging.WARNING):
-        table = load_supplemental(tmp_path, SOURCES, CATEGORIES, pd.Index(["inat2017:1001"]), report)
+        table = load_supplemental(tmp_path, SOURCES, CATEGORIES, pd.Index(["inat2017:1001"]), 0.3, report)
     assert list(table.index) == ["inat2017:1000", "inat2017:1002"]
     assert report.counts == {"supplemental image id that is also a camera-trap image id (skipped)": 1,
                              "supplemental source whose metadata file is not there (source skipped)": 1}
@@ -171,7 +216,7 @@ def test_malformed_sources_and_files_fail_in_one_line_naming_them(tmp_path):
         sources([dict(SOURCES[0], name="a:b")])
     with pytest.raises(DataError, match=r"data.supplemental\[1\].name 'inat2017' is used twice"):
         sources([SOURCES[0], SOURCES[0]])
-    with pytest.raises(DataError, match=r"data.supplemental\[0\] must have exactly the keys name, metadata and"):
+    with pytest.raises(DataError, match=r"data.supplemental\[0\] must have the keys name, metadata and images"):
         sources([{"name": "inat2017", "metadata": "m.json"}])
     doc = inat_2017(tmp_path)
     save(tmp_path, "2017", {"images": doc["images"], "annotations": {"not": "a list"}})
@@ -194,7 +239,7 @@ def test_the_sample_source_is_in_the_organisers_format(tmp_path):
                for im in doc["images"])
     entry = [{"name": "inat_sample", "metadata": f"{FOLDER}/{METADATA}", "images": FOLDER}]
     report = QualityReport()
-    table = load_supplemental(tmp_path, entry, pd.Index([0] + [s.id for s in SPECIES]), CAMERA_IDS, report)
+    table = load_supplemental(tmp_path, entry, pd.Index([0] + [s.id for s in SPECIES]), CAMERA_IDS, 0.3, report)
     assert report.counts == {} and table["file_ok"].all() and len(table) == counts["supplemental_photos"] == 200
     assert table["box_x"].notna().sum() == counts["supplemental_boxes"] and 0 < counts["supplemental_boxes"] < 200
     per_class = table["category_id"].value_counts()
@@ -255,3 +300,104 @@ def test_photos_get_image_statistics_of_their_own_pixels_and_box_and_none_of_a_b
     assert (whole.loc[["inat2017:1000", "inat2017:1002"], box] != photos.loc[["inat2017:1000", "inat2017:1002"],
                                                                              box]).any(axis=1).all()
     pd.testing.assert_frame_equal(whole.drop(columns=box), photos.drop(columns=box))
+
+
+def with_photos_rows(n_photos: int = 30, seed: int = 0):
+    """The toy camera rows (12 locations) followed by `n_photos` supplemental rows (location SUPPLEMENTAL), and a
+    column that is 1 on the photos only: where it shows up tells where they went."""
+    x, y, groups = toy()
+    rng = np.random.default_rng(seed)
+    photo_y = rng.integers(0, 3, n_photos)
+    photos = pd.DataFrame({"a": photo_y + rng.normal(0, 0.6, n_photos),
+                           "b": (photo_y == 2) + rng.normal(0, 0.6, n_photos), "noise": rng.normal(0, 1, n_photos)})
+    x = pd.concat([x.assign(photo=0.0), photos.assign(photo=1.0)], ignore_index=True)
+    return x, np.r_[y, photo_y], np.r_[groups, np.full(n_photos, SUPPLEMENTAL)]
+
+
+@pytest.mark.parametrize("name", ["reranker", "lightgbm_multiclass"])
+def test_supplemental_rows_train_every_fold_and_never_validate_or_stop(name):
+    x, y, groups = with_photos_rows()
+    photo = x["photo"].to_numpy() == 1
+    camera_folds = location_folds(groups[~photo], 3)
+    for (fit, val), (camera_fit, camera_val) in zip(location_folds(groups, 3), camera_folds, strict=True):
+        assert set(np.flatnonzero(photo)) <= set(fit) and not photo[val].any()
+        np.testing.assert_array_equal(val, camera_val)  # the camera rows come first: the same positions
+        np.testing.assert_array_equal(fit[~photo[fit]], camera_fit)
+    spread = location_folds(groups, 3, spread_supplemental=True)
+    assert sorted(np.concatenate([val[photo[val]] for _, val in spread]).tolist()) == np.flatnonzero(photo).tolist()
+    assert not stopping_rows(groups, 3)[photo].any()
+    assert tuning_rows(groups, 100, 0)[photo].all() and tuning_rows(groups, 100, 0)[~photo].sum() < (~photo).sum()
+    # a tuning fold's model fits on the photos, stops early on camera rows only and is scored on camera rows only
+    model = registry.build(name, TRAIN, {"num_leaves": 7}, threads=1)
+    for fold in tuning_folds(model, x, y, groups, 3):
+        column = fold.prepared.columns.index("photo")
+        assert fold.prepared.x[:, column].any() and not fold.prepared.x[fold.prepared.stop, column].any()
+        assert not fold.x_val["photo"].any()
+    if name == "reranker":  # each photo's candidates come from evidence fitted without it, like a camera row's
+        pairs = model.prepare(x, y, groups)
+        assert np.isfinite(pairs.evidence[photo]).all() and (pairs.cand[photo] >= 0).all()
+
+
+def test_photos_join_fit_and_final_only_when_used_and_are_never_tuned_on_or_scored():
+    camera = pd.DataFrame({"location": [0, 1, 2, 3] * 3, "usable": True, "wilds_split": ["train"] * 8 + ["val"] * 2
+                           + ["test"] * 2})
+    photos = pd.DataFrame({"location": SUPPLEMENTAL, "usable": [True, True, False], "wilds_split": np.nan})
+    rows = pd.concat([camera, photos], ignore_index=True)
+    photo = (rows["location"] == SUPPLEMENTAL).to_numpy()
+    for scheme, holdout in (("location", [3]), ("wilds", None)):
+        rows_of = rows if scheme == "wilds" else rows.drop(columns="wilds_split")
+        used, unused = (evaluation_split(rows_of, scheme, holdout, on) for on in (True, False))
+        assert used.supplemental.tolist() == unused.supplemental.tolist() == [False] * 12 + [True, True, False]
+        assert (used.fit & photo).sum() == (used.final & photo).sum() == 2  # the photo without pixels never trains
+        assert not (unused.fit & photo).any() and not (unused.final & photo).any()
+        np.testing.assert_array_equal(used.fit & ~photo, unused.fit)
+        assert not any((m & photo).any() for m in used.scored.values())
+        assert used.tuning is None or not (used.tuning & photo).any()
+    assert uses_supplemental("auto", "location") and not uses_supplemental("auto", "wilds")
+    assert uses_supplemental(True, "wilds") and not uses_supplemental(False, "location")
+    with pytest.raises(DataError, match="^params.yaml: train.supplemental must be auto, true or false, not 'yes'$"):
+        uses_supplemental("yes", "location")
+
+
+def test_supplemental_weight_scales_the_photos_after_balanced_class_weights():
+    y, groups = np.array([0, 0, 0, 1, 1, 2]), np.array([4, 5, 6, 4, SUPPLEMENTAL, SUPPLEMENTAL])
+    balanced = 6 / (3 * np.array([3, 3, 3, 2, 2, 1]))  # over camera and supplemental rows together
+    np.testing.assert_allclose(training_weights(y, "balanced", groups, 0.25), balanced * [1, 1, 1, 1, 0.25, 0.25])
+    np.testing.assert_allclose(training_weights(y, "none", groups, 0.25), [1, 1, 1, 1, 0.25, 0.25])
+    assert training_weights(y, "none", np.arange(6), 0.25) is None  # no photo: the camera fit as it was
+    with pytest.raises(ValueError, match="train.supplemental_weight must be > 0, not 0"):
+        training_weights(y, "none", groups, 0)
+    # the weight changes a fit with photos and nothing without them; all-ones proposer weights change nothing
+    x, y, groups = with_photos_rows()
+    light, heavy = (registry.build("lightgbm_multiclass", dict(TRAIN, supplemental_weight=w), {"num_leaves": 7},
+                                   threads=1).fit(x, y, groups) for w in (0.1, 1.0))
+    assert not np.allclose(light.predict_proba(x), heavy.predict_proba(x))
+    camera = groups != SUPPLEMENTAL
+    light, heavy = (reranker(supplemental_weight=w).fit(x[camera], y[camera], groups[camera]) for w in (0.1, 1.0))
+    np.testing.assert_array_equal(light.predict_proba(x), heavy.predict_proba(x))
+    plain = Proposer.fit(x.to_numpy(), y, 3, True)
+    ones = Proposer.fit(x.to_numpy(), y, 3, True, np.ones(len(y)))
+    np.testing.assert_array_equal(plain.coef, ones.coef)
+    np.testing.assert_array_equal(plain.intercept, ones.intercept)
+
+
+def test_rows_trained_with_photos_are_non_standard_under_wilds_and_compared_with_and_without():
+    metrics = {"accuracy": 0.5, "macro_f1": 0.4, "accuracy_ci": [0.4, 0.6], "macro_f1_ci": [0.3, 0.5]}
+    summary = {name: {"splits": {"test": metrics}} for name in ("with_photos", "camera_only")}
+    rows = compare(summary, "wilds", [], set(), set(), {}, {"with_photos"})
+    assert [(r["model"], r["standard"], r["comparable"]) for r in rows] == [("with_photos", False, False),
+                                                                           ("camera_only", True, True)]
+    assert "| with_photos (non-standard: supplemental data) | measured | wilds | test |" in comparison_markdown(rows)
+    assert "| camera_only | measured | wilds | test |" in comparison_markdown(rows)
+    per_class = {"with": {"3": {"precision": 1.0, "recall": 0.5, "support": 2}, "8": {"precision": 0.5, "recall": 1.0,
+                                                                                     "support": 1}},
+                 "without": {"3": {"precision": 0.0, "recall": 0.0, "support": 2},
+                             "8": {"precision": 0.5, "recall": 1.0, "support": 1}}}
+    results = {name: {"splits": {"test": dict(accuracy=0.6, macro_f1=0.5, per_class=p)}}
+               for name, p in per_class.items()}
+    effect = supplemental_effect(results, {"chosen": ("with", "without")}, "test", pd.Series({3: 4, 8: 90}), 50)
+    assert [(r["trained_with"], r["rare_classes"], r["rare_macro_f1"], r["rare_recall"]) for r in effect] == [
+        (True, 1, 66.7, 50.0), (False, 1, 0.0, 0.0)]  # class 3 (4 camera images) is rare, class 8 (90) is not
+    table = comparison_markdown(effect)
+    assert "## With and without the supplemental rows" in table and "at most 50 camera-trap training images" in table
+    assert "| chosen | with | 60.0 | 50.0 | 1 | 66.7 | 50.0 |" in table
