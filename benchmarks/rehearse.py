@@ -5,8 +5,9 @@
     .venv/bin/python benchmarks/rehearse.py --scale 0.01 --camera-scale 0.05 --report /tmp/scale.json
 
 Writes the rehearsal dataset (sample/rehearsal.py; kept and reused while its settings are unchanged) under
-`--out`/data, copies this checkout's files to `--out`/repo, points data.root there and imports the generated
-embeddings (embeddings.backbones: [parquet]), then runs each DVC stage with `dvc repro --single-item`,
+`--out`/data, copies this checkout's files to `--out`/repo, points data.root there and data.supplemental at its
+two iNaturalist sources (their estimated real size), imports the generated embeddings (embeddings.backbones:
+[parquet]), then runs each DVC stage with `dvc repro --single-item`,
 recording its wall time, the peak resident memory of its process tree (DVC's own process excluded) and the
 size of what it wrote; then times a no-op `dvc repro`, and the real backbone's inference on a few
 thousand of the rehearsal's JPEGs. Everything goes to `--report` (reports/scale.json) and a summary table
@@ -229,7 +230,8 @@ def main() -> None:
     imported.unlink(missing_ok=True)
     imported.symlink_to(root / "embeddings.parquet")
     overrides = {"data.root": str(root), "embeddings.backbones": ["parquet"],
-                 "embeddings.import_file": str(imported.relative_to(repo))}
+                 "embeddings.import_file": str(imported.relative_to(repo)),
+                 "data.supplemental": report["shape"]["supplemental"]}  # under data/: a WILDS root has none
     if args.layout == "wilds":
         overrides.update({"data.layout": "wilds", "data.metadata": "metadata.csv", "split.scheme": "wilds"})
     overrides.update({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)})

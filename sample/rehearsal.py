@@ -10,6 +10,11 @@ the real number of dates (patches scaled down). Frozen CNN embeddings are writte
 `embeddings.backbones: [parquet]` imports: vectors of the backbone's width whose class signal lives in a
 low-dimensional subspace, as in real embeddings, so that inference need not run on 280,000 images.
 
+The organisers' iNaturalist subsets are written beside them in their mapped-COCO format (two sources, iNat
+2017 with pixel boxes and 2018 without): the real counts are not published, so their size is estimated from
+the tarballs (2.2 and 1.5 GB) over the mean JPEG size of each year's competition images (186 GB / 675,170 and
+120 GB / 461,939, about 275 and 260 KB at 800 px): about 8,000 and 5,800 photos, more of the rare classes.
+
 `scale` and `camera_scale` shrink the shape for the test suite (1/100 of the images on 1/20 of the
 cameras still has 100+ classes with the real long tail).
 """
@@ -37,6 +42,13 @@ RESOLUTIONS = ((1920, 1080), (2048, 1536))
 MEAN_FALSE_BOXES = 8.0     # low-confidence boxes per image (vegetation, rocks), a long tail up to 100
 MAX_BOXES = 100            # MegaDetector's file keeps the top 100 boxes
 LANDSAT_DATES = (39, 147, 406)  # fewest, median, most acquisition dates of a site
+# (name, estimated photos, share with a COCO box, file_name prefix, metadata file, image folder): an estimate,
+# see the module's docstring
+INATURALIST = (("inat2017", 8_000, 0.9, "train_val_images", "inaturalist_2017_to_iwildcam_train.json",
+                "inaturalist_2017"),
+               ("inat2018", 5_800, 0.0, "train_val2018", "inaturalist_2018_to_iwildcam_train.json",
+                "inaturalist_2018"))
+INAT_SIZES = ((800, 600), (600, 800), (800, 533))  # iNat's photos: 800 px on the longer side
 
 
 @dataclass
@@ -312,11 +324,79 @@ def _write_landsat(out: Path, rng: np.random.Generator, cams: Cameras, every_sit
     return len(sites), int(sum(dates))
 
 
+@dataclass
+class Photos:
+    """The supplemental photos: per photo its image id (`<source>:<id>`) and class index, and the
+    data.supplemental entries of their sources."""
+    ids: list[str]
+    cls: np.ndarray
+    sources: list[dict]
+
+
+def _write_inaturalist(out: Path, seed: int, scale: float, counts: np.ndarray, classes: Classes,
+                       categories: list[dict], excluded: set[int], jpeg_divisor: int) -> tuple[Photos, dict]:
+    """The iNaturalist sources (INATURALIST, times `scale`) in the organisers' mapped format: int ids, iNat's
+    file names, a pixel bbox on each year's share, extra keys; a class's share of the photos grows as its
+    camera-trap count falls (as the organisers picked the classes that might be in the test set); no empty or
+    human class. Their own generator (`seed`): the camera-trap data are the same with or without them."""
+    rng = np.random.default_rng([seed, 23])
+    eligible = np.array([c for c in range(len(counts)) if c not in excluded])
+    weight = 1.0 / np.sqrt(1.0 + counts[eligible])
+    ids, cls, sources, written = [], [], [], {}
+    for name, full, boxed, prefix, metadata, folder in INATURALIST:
+        taken: set[int] = set()
+        n = max(1, round(full * scale))
+        drawn = eligible[rng.choice(len(eligible), n, p=weight / weight.sum())]
+        images, annotations = [], []
+        for k, c in enumerate(drawn):
+            image_id = int(rng.integers(1, 3_000_000))
+            while image_id in taken:
+                image_id = int(rng.integers(1, 3_000_000))
+            taken.add(image_id)
+            width, height = INAT_SIZES[rng.integers(len(INAT_SIZES))]
+            file_name = f"{prefix}/Mammalia/{categories[c]['name'].replace(' ', '_')}/{image_id}.jpg"
+            box = _inat_jpeg(out / folder / file_name, rng, classes.colour[c], width, height, jpeg_divisor)
+            images.append({"id": image_id, "width": width, "height": height, "file_name": file_name, "license": 3,
+                           "rights_holder": f"observer {rng.integers(100_000)}"})
+            annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": categories[c]["id"]}
+            if rng.random() < boxed:
+                annotation.update(bbox=box, area=round(box[2] * box[3], 1), iscrowd=0)
+            annotations.append(annotation)
+            ids.append(f"{name}:{image_id}")
+            cls.append(c)
+        doc = {"info": {"description": f"{name} mapped to iWildCam categories (rehearsal)"}, "images": images,
+               "annotations": annotations, "categories": [{"id": categories[c]["id"], "name": categories[c]["name"],
+                                                          "supercategory": "Mammalia"} for c in eligible],
+               "licenses": [{"id": 3, "name": "Attribution-NonCommercial License"}]}
+        (out / metadata).write_text(json.dumps(doc))
+        sources.append({"name": name, "metadata": metadata, "images": folder})
+        written[name] = {"photos": n, "boxes": sum("bbox" in a for a in annotations)}
+    return Photos(ids, np.array(cls, int), sources), written
+
+
+def _inat_jpeg(path: Path, rng: np.random.Generator, colour: np.ndarray, width: int, height: int,
+               divisor: int) -> list[float]:
+    """A daylight photo at 1/`divisor` of its metadata size, the animal (an ellipse of its class's colour)
+    filling much of it; returns its box in the metadata's pixels [x, y, w, h]."""
+    w, h = max(width // divisor, 8), max(height // divisor, 8)
+    img = np.empty((h, w, 3), np.uint8)
+    horizon = int(h * rng.uniform(0.3, 0.55))
+    img[:horizon], img[horizon:] = (230, 200, 160), (70, 140, 90)
+    bw, bh = w * rng.uniform(0.5, 0.8), h * rng.uniform(0.45, 0.7)
+    cx, cy = w * rng.uniform(0.4, 0.6), h * rng.uniform(0.45, 0.6)
+    cv2.ellipse(img, (int(cx), int(cy)), (int(bw / 2), int(bh / 2)), 0, 0, 360, [int(v) for v in colour], -1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), img, [cv2.IMWRITE_JPEG_QUALITY, 85])
+    x0, y0 = max(cx - bw / 2, 0) * divisor, max(cy - bh / 2, 0) * divisor
+    x1, y1 = min(cx + bw / 2, w) * divisor, min(cy + bh / 2, h) * divisor
+    return [round(x0, 1), round(y0, 1), round(x1 - x0, 1), round(y1 - y0, 1)]
+
+
 def generate_rehearsal(out: str | Path, seed: int = 2020, scale: float = 1.0, camera_scale: float = 1.0,
                        jpeg_divisor: int = 12, landsat_size: int = 48, embedding_dim: int = 1280,
                        n_jobs: int = 2) -> dict:
-    """Write the rehearsal dataset under `out` (Kaggle layout, plus `embeddings.parquet` to import); return
-    counts of what was written."""
+    """Write the rehearsal dataset under `out` (Kaggle layout, the iNaturalist sources, and `embeddings.parquet`
+    to import); return counts of what was written, and the sources' data.supplemental entries."""
     out = Path(out)
     rng = np.random.default_rng(seed)
     meta = json.loads(CATEGORIES.read_text())["categories"]
@@ -340,24 +420,29 @@ def generate_rehearsal(out: str | Path, seed: int = 2020, scale: float = 1.0, ca
     del detector_images
     _write_jpegs(out, cams, classes, frames, image_ids, night, top_box, jpeg_divisor, seed, n_jobs)
     sites, dates = _write_landsat(out, rng, cams, camera_scale >= 1, landsat_size, seed, n_jobs)
+    camera_counts = np.bincount(frames.cls[cams.split[frames.cam] == "train"], minlength=len(cats))
+    photos, photo_counts = _write_inaturalist(out, seed, scale, camera_counts, classes, cats, {empty, *person},
+                                              jpeg_divisor)
     written = _write_embeddings(out / "embeddings.parquet", rng, image_ids, frames.cls, frames.cam, empty, top_box,
-                                embedding_dim)
+                                embedding_dim, photos, seed)
     train_rows = cams.split[frames.cam] == "train"
     return {"train_images": n_images["train"], "test_images": n_images["test"], "train_locations": n_train,
             "test_locations": n_test, "sequences": frames.n_seq,
             "train_classes": int((np.bincount(frames.cls[train_rows], minlength=len(cats)) > 0).sum()),
             "detector_boxes": int(per_image.sum()), "max_boxes_per_image": int(per_image.max()),
             "landsat_sites": sites, "landsat_site_dates": dates, "landsat_files": 3 * dates,
-            "embedding_rows": written}
+            "embedding_rows": written, "supplemental_photos": photo_counts, "supplemental": photos.sources}
 
 
 def _write_embeddings(path: Path, rng: np.random.Generator, image_ids: list[str], cls_of: np.ndarray,
-                      cam_of: np.ndarray, empty: int, top_box: np.ndarray, dim: int, latent: int = 64,
-                      chunk: int = 20_000) -> int:
+                      cam_of: np.ndarray, empty: int, top_box: np.ndarray, dim: int, photos: Photos, seed: int,
+                      latent: int = 64, chunk: int = 20_000) -> int:
     """Frame vectors: the camera's scene plus a little of the animal; crop vectors (images with a confident
     animal box only): the animal's class plus noise. Class and scene live in `latent`-dimensional
-    subspaces of the `dim`-wide space, as real CNN features concentrate in a few directions."""
-    n_classes, n_cams = int(cls_of.max()) + 1, int(cam_of.max()) + 1
+    subspaces of the `dim`-wide space, as real CNN features concentrate in a few directions. Then the
+    supplemental photos (their own generator): the animal's class, a little weaker, fills frame and crop, both
+    shifted by a daylight "scene" of their own, unlike any camera's."""
+    n_classes, n_cams = int(max(cls_of.max(), photos.cls.max(initial=0))) + 1, int(cam_of.max()) + 1
     to_class = rng.standard_normal((latent, dim), np.float32) / np.sqrt(latent)
     to_scene = rng.standard_normal((latent, dim), np.float32) / np.sqrt(latent)
     class_vec = rng.standard_normal((n_classes, latent), np.float32) @ to_class
@@ -373,7 +458,18 @@ def _write_embeddings(path: Path, rng: np.random.Generator, image_ids: list[str]
             frame = scene_vec[cam] + 0.35 * animal * class_vec[c] + rng.standard_normal((k, dim), np.float32) * 0.6
             crop = class_vec[c] + 0.3 * scene_vec[cam] + rng.standard_normal((k, dim), np.float32) * 1.5
             crop[~has_crop[sl]] = np.nan
-            columns = np.ascontiguousarray(np.hstack([frame, crop]).astype(np.float32).T)
-            arrays = [pa.array(image_ids[sl])] + [pa.array(column) for column in columns]
-            writer.write_table(pa.Table.from_arrays(arrays, schema=schema))
-    return len(image_ids)
+            writer.write_table(_embedding_rows(image_ids[sl], frame, crop, schema))
+        photo_rng = np.random.default_rng([seed, 29])
+        daylight = photo_rng.standard_normal(latent, np.float32) @ to_scene
+        for lo in range(0, len(photos.ids), chunk):
+            c = photos.cls[lo:lo + chunk]
+            noise = photo_rng.standard_normal((2, len(c), dim), np.float32)
+            writer.write_table(_embedding_rows(photos.ids[lo:lo + chunk],
+                                               daylight + 0.8 * class_vec[c] + noise[0] * 0.6,
+                                               0.8 * class_vec[c] + 0.5 * daylight + noise[1] * 1.5, schema))
+    return len(image_ids) + len(photos.ids)
+
+
+def _embedding_rows(ids: list[str], frame: np.ndarray, crop: np.ndarray, schema: pa.Schema) -> pa.Table:
+    columns = np.ascontiguousarray(np.hstack([frame, crop]).astype(np.float32).T)
+    return pa.Table.from_arrays([pa.array(ids)] + [pa.array(column) for column in columns], schema=schema)

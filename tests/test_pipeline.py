@@ -131,7 +131,7 @@ def test_the_photos_train_the_models_are_scored_nowhere_and_the_comparison_shows
     work, _ = repro
     metrics = json.loads((work / "reports/metrics.json").read_text())
     photos = pd.read_parquet(work / "artifacts/tables/supplemental.parquet")
-    assert metrics["supplemental"] == {"trained_with": True, "rows": len(photos), "weight": 1.0} and len(photos) == 40
+    assert metrics["supplemental"] == {"trained_with": True, "rows": len(photos), "weight": 0.1} and len(photos) == 40
     # the scored images are the held-out cameras' labelled images, not a photo among them
     held = json.loads((work / "artifacts/models/split.json").read_text())["holdout_locations"]
     images = pd.read_parquet(work / "artifacts/tables/images.parquet")
@@ -144,7 +144,7 @@ def test_the_photos_train_the_models_are_scored_nowhere_and_the_comparison_shows
     assert camera_only.shape[1] > 0 and camera_only.isna().all().all()
     assert table.loc[photos.index, "image_stats__brightness"].notna().all()
     final = json.loads((work / "artifacts/models/final/model.json").read_text())
-    assert set(photos["category_id"]) <= set(final["classes"]) and final["params"]["supplemental_weight"] == 1.0
+    assert set(photos["category_id"]) <= set(final["classes"]) and final["params"]["supplemental_weight"] == 0.1
     comparison = json.loads((work / "reports/comparison.json").read_text())
     effect = [r for r in comparison if r["kind"] == "supplemental"]
     chosen = json.loads((work / "artifacts/models/best_params.json").read_text())["chosen"]

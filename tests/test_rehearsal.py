@@ -26,9 +26,14 @@ def test_scale_report_measures_every_stage_and_a_noop_repro(rehearsal):
     assert set(stages) == {"inventory", "load", "detector_stats", "sequence_timing", "landsat_summary",
                            "image_stats", "embeddings", "join", "train", "evaluate", "predict"}
     assert all(s["wall_s"] > 0 and s["peak_rss_gb"] > 0 for s in stages.values())
+    # the iNaturalist sources at 1/100 of their estimated size (8,000 and 5,800 photos), boxes on 2017's only
+    photos = shape["supplemental_photos"]
+    assert {n: p["photos"] for n, p in photos.items()} == {"inat2017": 80, "inat2018": 58}
+    assert photos["inat2018"]["boxes"] == 0 < photos["inat2017"]["boxes"] < 80
     files = stages["inventory"]["outputs"]["artifacts/tables/files.parquet"]["rows"]
-    assert files == 2180 + 629 + shape["landsat_files"] + 3  # and the three metadata json files
-    assert stages["join"]["outputs"]["artifacts/features/feature_table.parquet"]["rows"] == 2180 + 629
+    assert files == 2180 + 629 + shape["landsat_files"] + 3 + 138 + 2  # the metadata json files of both kinds
+    assert stages["join"]["outputs"]["artifacts/features/feature_table.parquet"]["rows"] == 2180 + 629 + 138
+    assert rehearsal["metrics"]["supplemental"] == {"trained_with": True, "rows": 138, "weight": 0.1}
     assert len(rehearsal["noop_repro_s"]) == 2 and rehearsal["totals"]["train_evaluate_s"] > 0
 
 
