@@ -35,7 +35,7 @@ test: $(STAMP)
 compare: $(STAMP)
 	$(BIN)/python -m models.experiments
 
-# The whole pipeline at iWildCam 2020's real shape (about 50 min on 2 cores, ~27 GB of disk under
+# The whole pipeline at iWildCam 2020's real shape (about 60 min on 2 cores, ~27 GB of disk under
 # benchmarks/out/rehearsal): writes reports/scale.json. See benchmarks/rehearse.py.
 rehearse: $(STAMP)
 	$(BIN)/python benchmarks/rehearse.py
