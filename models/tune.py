@@ -83,15 +83,21 @@ def cross_validate(model, folds: list[Fold], trial: optuna.Trial | None = None) 
 
 def tuning_rows(groups: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
     """Rows of whole locations, drawn in a seeded order until `max_rows` camera-trap rows are reached (all rows
-    if fewer), and every supplemental row (they train every fold): tuning ranks params, and a few tens of
-    thousands of rows rank them as well as all of them."""
+    if fewer), and the same share of the supplemental rows (they train every fold), drawn with the same seed:
+    tuning ranks params, a few tens of thousands of rows rank them as well as all of them, and the tuning folds
+    mix photos and camera rows as the fits they tune do."""
     extra = np.asarray(groups) == SUPPLEMENTAL
     if not max_rows or (~extra).sum() <= max_rows:
         return np.ones(len(groups), bool)
+    rng = np.random.default_rng(seed)
     locations, sizes = np.unique(groups[~extra], return_counts=True)
-    order = np.random.default_rng(seed).permutation(len(locations))
+    order = rng.permutation(len(locations))
     taken = order[:np.searchsorted(np.cumsum(sizes[order]), max_rows) + 1]
-    return np.isin(groups, locations[taken]) | extra
+    rows = np.isin(groups, locations[taken])
+    photos = np.flatnonzero(extra)
+    share = round(len(photos) * rows.sum() / (~extra).sum())
+    rows[rng.permutation(photos)[:share]] = True
+    return rows
 
 
 def _pruner(pruning: bool) -> optuna.pruners.BasePruner:

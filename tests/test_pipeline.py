@@ -85,11 +85,13 @@ def test_repro_writes_metrics_submission_and_quality_report(repro):
     assert json.loads((work / "artifacts/models/final/model.json").read_text())["model"] == chosen
     assert {"sequence_accuracy", "sequence_macro_f1", "balanced_accuracy", "log_loss"} <= set(metrics)
     if chosen == "reranker":
-        # evaluate's re-ranker knows the classes of the non-held-out cameras only
+        # evaluate's re-ranker knows the classes of the non-held-out cameras and of the supplemental photos only
         held = json.loads((work / "artifacts/models/split.json").read_text())["holdout_locations"]
         images = pd.read_parquet(work / "artifacts/tables/images.parquet")
         labels = pd.read_parquet(work / "artifacts/tables/labels.parquet")["category_id"]
-        fit_classes = labels[images.loc[labels.index, "location"].map(lambda loc: loc not in held)].nunique()
+        photos = pd.read_parquet(work / "artifacts/tables/supplemental.parquet")["category_id"]
+        fitted = labels[images.loc[labels.index, "location"].map(lambda loc: loc not in held)]
+        fit_classes = len(set(fitted) | set(photos))
         assert 0 < metrics["candidate_recall"] <= 1 and metrics["candidates"] == min(10, fit_classes)
     families = ("detector_stats", "sequence_timing", "landsat_summary", "image_stats",
                 "embeddings_efficientnet_lite0", "embeddings_efficientnet_lite0_frame",

@@ -326,7 +326,9 @@ def test_supplemental_rows_train_every_fold_and_never_validate_or_stop(name):
     spread = location_folds(groups, 3, spread_supplemental=True)
     assert sorted(np.concatenate([val[photo[val]] for _, val in spread]).tolist()) == np.flatnonzero(photo).tolist()
     assert not stopping_rows(groups, 3)[photo].any()
-    assert tuning_rows(groups, 100, 0)[photo].all() and tuning_rows(groups, 100, 0)[~photo].sum() < (~photo).sum()
+    tuned = tuning_rows(groups, 100, 0)  # the share of the camera rows, and the same share of the photos
+    assert tuned[photo].sum() == round(photo.sum() * tuned[~photo].sum() / (~photo).sum()) > 0
+    assert tuned[~photo].sum() < (~photo).sum() and tuning_rows(groups, len(groups), 0).all()
     # a tuning fold's model fits on the photos, stops early on camera rows only and is scored on camera rows only
     model = registry.build(name, TRAIN, {"num_leaves": 7}, threads=1)
     for fold in tuning_folds(model, x, y, groups, 3):
