@@ -15,6 +15,12 @@ def published() -> list[dict]:
     return json.loads(PUBLISHED.read_text())["rows"]
 
 
+def counterpart(name: str, used: bool) -> str:
+    """The row of model `name` trained the other way round: without the supplemental rows where the run uses
+    them, with them where it does not."""
+    return f"{name}_{'without' if used else 'with'}_supplemental"
+
+
 def backbones(columns: pd.Index) -> set[str]:
     """The embedding backbones of the feature table (families `embeddings_<backbone>`)."""
     return {str(c).split("__")[0].removeprefix("embeddings_") for c in columns if str(c).startswith("embeddings_")}

@@ -20,11 +20,13 @@ import numpy as np
 from scipy import stats
 
 from infra.atomic import write_json, write_text
+from models.compare import counterpart
 
 SEEDS = ("split.seed", "train.seed")  # what varies within a group
 NOT_COMPARED = ("execution.",)        # how a run ran, never what it computed
 METRICS, BASELINES = "reports/metrics.json", "reports/baselines.json"
 CHOSEN = "chosen model (metrics.json)"
+SMOOTHED = "_sequence_smoothed"
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -83,6 +85,16 @@ def _spread(a: dict, f: dict) -> tuple[str, str]:
             f"[{a['ci'][0]:.3f}, {a['ci'][1]:.3f}] / [{f['ci'][0]:.3f}, {f['ci'][1]:.3f}]")
 
 
+def other_way(run: dict) -> dict | None:
+    """The baselines row of the run's chosen model trained the other way round as to the supplemental rows
+    (with its name as `model`), None where the run has none (no supplemental rows)."""
+    chosen, used = run["metrics"]["model"], run["metrics"].get("supplemental", {}).get("trained_with", False)
+    base = chosen.removesuffix(SMOOTHED)
+    name = counterpart(base, used) + chosen[len(base):]
+    row = run["baselines"].get(name, {})
+    return dict(row, model=name) if "accuracy" in row else None
+
+
 def compare_runs(runs: list[dict]) -> list[dict]:
     """One entry per group of runs (params alike but the seeds): per model row, per-seed and pooled figures."""
     keys = varying(runs)
@@ -93,12 +105,16 @@ def compare_runs(runs: list[dict]) -> list[dict]:
     for key, members in groups.items():
         members.sort(key=lambda r: tuple(str(r["params"].get(s)) for s in SEEDS))
         rows = {CHOSEN: [(r, r["metrics"]) for r in members]}
+        other = [(r, row) for r in members if (row := other_way(r))]
+        if other:  # the runs of a group train alike as to the supplemental rows (train.supplemental, split.scheme)
+            used = other[0][0]["metrics"]["supplemental"]["trained_with"]
+            rows[f"chosen model {'without' if used else 'with'} the supplemental rows"] = other
         for name in dict.fromkeys(n for r in members for n, m in r["baselines"].items() if "accuracy" in m):
             rows[name] = [(r, r["baselines"][name]) for r in members if "accuracy" in r["baselines"].get(name, {})]
         out.append({"params": json.loads(key), "runs": [r["name"] for r in members], "rows": {
             name: {"seeds": [{s: r["params"].get(s) for s in SEEDS} | {
                        "run": r["name"], "accuracy": m["accuracy"], "macro_f1": m["macro_f1"],
-                       **({"model": m["model"]} if name == CHOSEN else {})} for r, m in entries],
+                       **({"model": m["model"]} if "model" in m else {})} for r, m in entries],
                    **{metric: mean_interval([m[metric] for _, m in entries]) for metric in ("accuracy", "macro_f1")}}
             for name, entries in rows.items()}})
     return out
@@ -123,7 +139,7 @@ def markdown(groups: list[dict], missing: list[str]) -> str:
         for name, row in group["rows"].items():
             by_run = {s["run"]: s for s in row["seeds"]}
             cells = [f"{by_run[r['run']]['accuracy']:.3f} / {by_run[r['run']]['macro_f1']:.3f}"
-                     + (f" ({by_run[r['run']]['model'].split('_all_families')[0]})" if name == CHOSEN else "")
+                     + (f" ({by_run[r['run']]['model'].split('_all_families')[0]})" if "model" in by_run[r['run']] else "")
                      if r["run"] in by_run else "" for r in runs]
             spread, interval = _spread(row["accuracy"], row["macro_f1"])
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {spread} | {interval} |")

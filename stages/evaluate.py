@@ -17,7 +17,7 @@ from infra.atomic import write_json, write_text
 from infra.blas import one_blas_thread
 from models import baselines, registry, sequence_rows
 from models.bootstrap import location_intervals
-from models.compare import backbones, compare, comparison_markdown, published, supplemental_effect
+from models.compare import backbones, compare, comparison_markdown, counterpart, published, supplemental_effect
 from models.lgbm import supplemental_weights
 from models.metrics import classification_metrics, smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile
@@ -66,12 +66,6 @@ class Rows:
     def columns(self, which) -> pd.DataFrame:
         """A model's columns: all features (None), the detector's confidence ("top_conf"), or a list."""
         return self.top_conf if which == "top_conf" else self.x if which is None else self.x[which]
-
-
-def counterpart(name: str, used: bool) -> str:
-    """The row of model `name` trained the other way round: without the supplemental rows where the run uses
-    them, with them where it does not."""
-    return f"{name}_{'without' if used else 'with'}_supplemental"
 
 
 def candidates(params: dict, tuned: dict, columns: pd.Index, top_conf: pd.DataFrame, absent: dict[str, str],

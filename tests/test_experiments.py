@@ -47,3 +47,33 @@ def test_runs_group_by_what_differs_and_pool_over_seeds():
     assert single[0]["rows"][CHOSEN]["accuracy"] == {"mean": 0.95, "sd": None, "ci": None}
     assert "(one seed) | needs two seeds |" in markdown(single, [])
     json.dumps(groups, allow_nan=False)  # strict JSON: no NaN for a one-seed group
+
+
+def test_the_chosen_model_the_other_way_round_is_a_row_of_its_own_per_seed():
+    """Trained with the supplemental rows, each run's chosen model (whichever family that seed chose) beside its
+    own row without them; a run without photos has no such row, and a group switched off gets the `with` row."""
+    def with_photos(name: str, seed: int, used: bool, family: str, other: tuple[float, float] | None) -> dict:
+        entry = run(name, seed, True, 0.9, 0.8)
+        data = entry["data"]["metrics"]
+        data["reports/metrics.json"]["data"].update(model=f"{family}_all_families_sequence_smoothed",
+                                                    supplemental={"trained_with": used, "rows": 40, "weight": 0.1})
+        if other:
+            way = "without" if used else "with"
+            data["reports/baselines.json"]["data"][f"{family}_all_families_{way}_supplemental_sequence_smoothed"] = \
+                {"accuracy": other[0], "macro_f1": other[1]}
+        return entry
+
+    runs = [with_photos("s1", 1, True, "reranker", (0.7, 0.6)), with_photos("s2", 2, True, "lightgbm_multiclass",
+                                                                             (0.5, 0.4)),
+            with_photos("s3", 3, True, "reranker", None)]
+    found, _ = records(runs)
+    row = compare_runs(found)[0]["rows"]["chosen model without the supplemental rows"]
+    assert [(s["run"], s["model"], s["accuracy"]) for s in row["seeds"]] == [
+        ("s1", "reranker_all_families_without_supplemental_sequence_smoothed", 0.7),
+        ("s2", "lightgbm_multiclass_all_families_without_supplemental_sequence_smoothed", 0.5)]
+    assert row["macro_f1"]["mean"] == pytest.approx(0.5)
+    assert "| chosen model without the supplemental rows | 0.700 / 0.600 (reranker) | 0.500 / 0.400 " \
+           "(lightgbm_multiclass) |  |" in markdown(compare_runs(found), [])
+    off, _ = records([with_photos("n1", 1, False, "reranker", (0.95, 0.9))])
+    assert set(compare_runs(off)[0]["rows"]) == {CHOSEN, "chosen model with the supplemental rows", "majority_class",
+                                                 "reranker_all_families_with_supplemental_sequence_smoothed"}
