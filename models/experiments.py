@@ -138,9 +138,9 @@ def markdown(groups: list[dict], missing: list[str]) -> str:
                   "|---|" + "---|" * (len(runs) + 2)]
         for name, row in group["rows"].items():
             by_run = {s["run"]: s for s in row["seeds"]}
-            cells = [f"{by_run[r['run']]['accuracy']:.3f} / {by_run[r['run']]['macro_f1']:.3f}"
-                     + (f" ({by_run[r['run']]['model'].split('_all_families')[0]})" if "model" in by_run[r['run']] else "")
-                     if r["run"] in by_run else "" for r in runs]
+            cells = [f"{s['accuracy']:.3f} / {s['macro_f1']:.3f}"
+                     + (f" ({s['model'].split('_all_families')[0]})" if "model" in s else "")
+                     if (s := by_run.get(r["run"])) else "" for r in runs]
             spread, interval = _spread(row["accuracy"], row["macro_f1"])
             lines.append(f"| {name} | " + " | ".join(cells) + f" | {spread} | {interval} |")
     return "\n".join(lines) + "\n"
