@@ -41,6 +41,26 @@ def _photo(rng: np.random.Generator, s: Species, width: int, height: int) -> tup
     return jpeg.tobytes(), [round(x0, 1), round(y0, 1), round(x1 - x0, 1), round(y1 - y0, 1)]
 
 
+def photo_records(rng: np.random.Generator, image_id: int, width: int, height: int, file_name: str,
+                  annotation_id: int, category_id: int, box: list[float], boxed_share: float, observers: int
+                  ) -> tuple[dict, dict]:
+    """(image, annotation) of one photo as the organisers' mapped files write them: the competition's extra keys,
+    and the pixel `bbox` (with area and iscrowd) on a `boxed_share` of the annotations."""
+    image = {"id": image_id, "width": width, "height": height, "file_name": file_name, "license": 3,
+             "rights_holder": f"observer {rng.integers(observers)}"}
+    annotation = {"id": annotation_id, "image_id": image_id, "category_id": category_id}
+    if rng.random() < boxed_share:
+        annotation.update(bbox=box, area=round(box[2] * box[3], 1), iscrowd=0)
+    return image, annotation
+
+
+def mapped_coco(info: dict, images: list[dict], annotations: list[dict], categories: list[tuple[int, str]]) -> dict:
+    """The mapped COCO document: `categories` as (iWildCam id, name), all mammals, one license."""
+    return {"info": info, "images": images, "annotations": annotations,
+            "categories": [{"id": i, "name": name, "supercategory": "Mammalia"} for i, name in categories],
+            "licenses": [{"id": 3, "name": "Attribution-NonCommercial License"}]}
+
+
 def write_inaturalist(out: str | Path, seed: int, photos: int, train_images: dict[int, int],
                       boxed_share: float = 0.6) -> dict:
     """Write `photos` photos and their mapped metadata under `out` (FOLDER/ and FOLDER/METADATA); a species' share
@@ -59,16 +79,11 @@ def write_inaturalist(out: str | Path, seed: int, photos: int, train_images: dic
         file_name = f"train_val_images/Mammalia/{s.name.replace(' ', '_')}/{image_id}.jpg"
         (out / file_name).parent.mkdir(parents=True, exist_ok=True)
         (out / file_name).write_bytes(jpeg)
-        images.append({"id": image_id, "width": width, "height": height, "file_name": file_name, "license": 3,
-                       "rights_holder": f"observer {rng.integers(1000)}"})
-        annotation = {"id": 500_000 + k, "image_id": image_id, "category_id": s.id}
-        if rng.random() < boxed_share:
-            annotation.update(bbox=box, area=round(box[2] * box[3], 1), iscrowd=0)
+        image, annotation = photo_records(rng, image_id, width, height, file_name, 500_000 + k, s.id, box,
+                                          boxed_share, 1000)
+        images.append(image)
         annotations.append(annotation)
-    doc = {"info": {"description": "iNaturalist subset mapped to iWildCam categories (embedded sample)",
-                    "year": 2017},
-           "images": images, "annotations": annotations,
-           "categories": [{"id": s.id, "name": s.name, "supercategory": "Mammalia"} for s in wild],
-           "licenses": [{"id": 3, "name": "Attribution-NonCommercial License"}]}
+    doc = mapped_coco({"description": "iNaturalist subset mapped to iWildCam categories (embedded sample)",
+                       "year": 2017}, images, annotations, [(s.id, s.name) for s in wild])
     (out / METADATA).write_text(json.dumps(doc))
     return {"supplemental_photos": photos, "supplemental_boxes": sum("bbox" in a for a in annotations)}

@@ -34,6 +34,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from sample.generate import ACTIVITY_HOURS, write_kaggle_files, write_landsat
+from sample.inaturalist import mapped_coco, photo_records
 
 CATEGORIES = Path(__file__).with_name("iwildcam2020_categories.json")
 SHAPE = {"train_images": 217_959, "test_images": 62_894, "train_locations": 441, "test_locations": 111}
@@ -356,18 +357,14 @@ def _write_inaturalist(out: Path, seed: int, scale: float, counts: np.ndarray, c
             width, height = INAT_SIZES[rng.integers(len(INAT_SIZES))]
             file_name = f"{prefix}/Mammalia/{categories[c]['name'].replace(' ', '_')}/{image_id}.jpg"
             box = _inat_jpeg(out / folder / file_name, rng, classes.colour[c], width, height, jpeg_divisor)
-            images.append({"id": image_id, "width": width, "height": height, "file_name": file_name, "license": 3,
-                           "rights_holder": f"observer {rng.integers(100_000)}"})
-            annotation = {"id": len(annotations) + 1, "image_id": image_id, "category_id": categories[c]["id"]}
-            if rng.random() < boxed:
-                annotation.update(bbox=box, area=round(box[2] * box[3], 1), iscrowd=0)
+            image, annotation = photo_records(rng, image_id, width, height, file_name, len(annotations) + 1,
+                                              categories[c]["id"], box, boxed, 100_000)
+            images.append(image)
             annotations.append(annotation)
             ids.append(f"{name}:{image_id}")
             cls.append(c)
-        doc = {"info": {"description": f"{name} mapped to iWildCam categories (rehearsal)"}, "images": images,
-               "annotations": annotations, "categories": [{"id": categories[c]["id"], "name": categories[c]["name"],
-                                                          "supercategory": "Mammalia"} for c in eligible],
-               "licenses": [{"id": 3, "name": "Attribution-NonCommercial License"}]}
+        doc = mapped_coco({"description": f"{name} mapped to iWildCam categories (rehearsal)"}, images, annotations,
+                          [(categories[c]["id"], categories[c]["name"]) for c in eligible])
         (out / metadata).write_text(json.dumps(doc))
         sources.append({"name": name, "metadata": metadata, "images": folder})
         written[name] = {"photos": n, "boxes": sum("bbox" in a for a in annotations)}
