@@ -39,9 +39,9 @@ def main() -> None:
     results = {}
     for pruning in (False, True):
         started = time.perf_counter()
-        _, study = tune(model, features[fit], labels[fit].to_numpy(), locations[fit].to_numpy(), cfg["search_space"],
-                        dict(cfg["tune"], n_trials=args.trials, timeout_s=None, storage=None, pruning=pruning),
-                        cfg["seed"])
+        study = tune(model, features[fit], labels[fit].to_numpy(), locations[fit].to_numpy(), cfg["search_space"],
+                     dict(cfg["tune"], n_trials=args.trials, timeout_s=None, storage=None, pruning=pruning),
+                     cfg["seed"]).study
         pruned = sum(t.state.name == "PRUNED" for t in study.trials)
         results[pruning] = (time.perf_counter() - started, study.best_value, pruned)
     print(f"{fit.sum()} images x {features.shape[1]} features, {len(classes)} classes, {args.trials} trials, "

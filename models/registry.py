@@ -37,7 +37,7 @@ def tuned_names(n_rows: int, n_classes: int, cap: int) -> tuple[list[str], str |
 
 
 def choose(studies: dict[str, dict], scheme: str) -> tuple[str, str]:
-    """(chosen model family, why) from each tuned family's best `fold_losses` (the same location folds, or
+    """(chosen model family, why) from each tuned family's chosen trial's `fold_losses` (the same location folds, or
     under `scheme` wilds the one OOD validation split). The multiclass LightGBM is the standard model; the
     re-ranker, which exists for class counts where that does not fit, is chosen over it only when its
     tuning-fold log-loss is lower by more than one standard error of the paired fold differences (with weak

@@ -62,16 +62,17 @@ def run(params: dict) -> None:
         for name in names:
             model = registry.build(name, cfg, threads=execution["threads"])
             try:
-                best, study = tune(model, x_fit, y_fit, groups, cfg["search_space"],
-                                   dict(cfg["tune"], timeout_s=execution["tune_timeout_s"]), cfg["seed"],
-                                   client=client, threads_per_worker=execution["threads_per_worker"],
-                                   validation=validation)
+                tuned = tune(model, x_fit, y_fit, groups, cfg["search_space"],
+                             dict(cfg["tune"], timeout_s=execution["tune_timeout_s"]), cfg["seed"],
+                             client=client, threads_per_worker=execution["threads_per_worker"], validation=validation)
             except NotFittable as e:
                 skipped[name] = f"skipped: cannot be tuned on these rows: {e}"
                 log.warning("train: %s %s", name, skipped[name])
                 continue
-            studies[name] = {"params": best, "study": study.study_name, "cv_log_loss": study.best_value,
-                             "fold_losses": study.best_trial.user_attrs["fold_losses"], "trials": study.trials}
+            log.info("train: %s: %s", name, tuned.why)
+            studies[name] = {"params": tuned.params, "study": tuned.study.study_name, "trial": tuned.trial.number,
+                             "trial_why": tuned.why, "cv_log_loss": tuned.trial.value,
+                             "fold_losses": tuned.trial.user_attrs["fold_losses"], "trials": tuned.study.trials}
     if not studies:
         raise DataError(f"no model family can be fitted on these rows: {skipped}")
     chosen, why = registry.choose(studies, split_cfg["scheme"])
@@ -95,5 +96,6 @@ def run(params: dict) -> None:
         if t.value is not None:
             best_so_far = min(best_so_far, t.value)
         history.append({"trial": t.number, "state": t.state.name, "value": t.value,
-                        "best_value": None if np.isinf(best_so_far) else best_so_far})
+                        "best_value": None if np.isinf(best_so_far) else best_so_far,
+                        "chosen": t.number == studies[chosen]["trial"]})
     write_json(history, PLOTS / "optuna_history.json")

@@ -193,7 +193,8 @@ def tiny_params() -> dict:
 
 SPACE = {"learning_rate": {"low": 0.05, "high": 0.3, "log": True}, "num_leaves": {"low": 3, "high": 15, "int": True},
          "max_bin": {"choices": [31, 63]}}
-TUNE = {"n_trials": 2, "timeout_s": 60, "pruning": True, "storage": None, "max_rows": None}
+TUNE = {"n_trials": 2, "timeout_s": 60, "pruning": True, "storage": None, "max_rows": None,
+        "choice": "fewest_rounds_within_one_se"}
 TRAIN = dict(class_weight="balanced", cv_folds=3, max_rounds=30, early_stopping_rounds=5, candidates=2, seed=0,
              fixed={"verbose": -1}, supplemental_weight=1.0)
 

@@ -79,8 +79,9 @@ def test_compute_backend_dispatches_joblib_work_to_dask_workers():
 
 def test_tuning_trials_share_one_study_and_score_as_locally(client):
     x, y, groups = toy()
-    params, study = tune(reranker(), x, y, groups, SPACE, dict(TUNE, n_trials=6, pruning=False), seed=0,
-                         client=client, threads_per_worker=1)
+    tuned = tune(reranker(), x, y, groups, SPACE, dict(TUNE, n_trials=6, pruning=False), seed=0, client=client,
+                 threads_per_worker=1)
+    params, study = tuned.params, tuned.study
     done = [t for t in study.trials if t.value is not None]
     assert len(done) == 6 and len({tuple(sorted(t.params.items())) for t in done}) == 6
     folds = tuning_folds(reranker(), x, y, groups, 3)

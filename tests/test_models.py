@@ -17,12 +17,13 @@ from models.report_plots import write_interval_plots
 from models.rerank import LOG_FLOOR, Proposer, Reranker, candidates, out_of_fold, proposer_columns
 from data.quality import DataError
 from models.split import SUPPLEMENTAL, NotFittable, evaluation_split, holdout_locations, location_folds
-from models.tune import cross_validate, tune, tuning_folds, tuning_rows
+from models.tune import chosen_trial, cross_validate, tune, tuning_folds, tuning_rows
 from tests.conftest import SPACE, TRAIN, TUNE, reranker, toy
 
 def tuned(x, y, groups, storage=None, space=SPACE, model=None, **tune_settings):
-    """tune() with the test's settings: (best params, study)."""
-    return tune(model or reranker(), x, y, groups, space, dict(TUNE, storage=storage, **tune_settings), seed=0)
+    """tune() with the test's settings: (the chosen trial's params, the study)."""
+    result = tune(model or reranker(), x, y, groups, space, dict(TUNE, storage=storage, **tune_settings), seed=0)
+    return result.params, result.study
 
 
 def test_holdout_takes_a_quarter_of_the_locations_whole_and_seeded():
@@ -86,6 +87,32 @@ def test_the_tuned_models_keep_scikit_learns_contract_through_save_and_load(tmp_
     assert {k: v for k, v in loaded.get_params().items() if k != "num_threads"} == fitted_with
     assert loaded.get_params()["seed"] == 5 and loaded.get_params()["max_rounds"] == 60
     np.testing.assert_array_equal(loaded.predict(x), predicted)
+
+
+def test_the_chosen_trial_has_the_fewest_rounds_within_one_standard_error_of_the_lowest_loss():
+    def trial(fold_losses, rounds, state=optuna.trial.TrialState.COMPLETE):
+        return optuna.trial.create_trial(
+            state=state, value=float(np.mean(fold_losses)) if state == optuna.trial.TrialState.COMPLETE else None,
+            params={"learning_rate": 0.1}, distributions={"learning_rate": optuna.distributions.FloatDistribution(0.01, 1)},
+            user_attrs={"fold_losses": fold_losses, "rounds": rounds})
+    trials = [trial([1.0, 2.0, 3.0], [300, 300, 300]),        # the lowest loss
+              trial([1.05, 1.95, 3.1], [100, 120, 110]),      # +0.033, one SE 0.044: within, 110 rounds
+              trial([1.2, 2.2, 3.2], [20, 20, 20]),           # +0.2 on every fold (SE 0): out, however few rounds
+              trial([1.0, 2.01, 2.995], [200, 200, 200]),     # within, more rounds than trial 1
+              trial([1.0, 2.0, 3.0], [5, 5, 5], optuna.trial.TrialState.PRUNED)]
+    for number, t in enumerate(trials):
+        t.number = number
+    chosen, why = chosen_trial(trials, "fewest_rounds_within_one_se")
+    assert chosen.number == 1 and why.startswith("trial 1: the fewest boosting rounds (mean 110 over the folds, "
+                                                 "against 300) of the 3 trials") and "trial 0's" in why
+    assert chosen_trial(trials, "lowest_loss")[0].number == 0
+    for t in trials:  # one validation fold (WILDS): no spread to weigh differences by, the lowest loss
+        t.user_attrs["fold_losses"] = t.user_attrs["fold_losses"][:1]
+    assert chosen_trial([trials[0], trials[1]], "fewest_rounds_within_one_se")[0].number == 0
+    x, y, groups = toy()
+    with pytest.raises(DataError, match="^params.yaml: train.tune.choice must be one of lowest_loss, "
+                                        "fewest_rounds_within_one_se, not 'fastest'$"):
+        tuned(x, y, groups, choice="fastest")
 
 
 def test_study_resumes_to_its_trial_target(tmp_path):

@@ -282,8 +282,10 @@ def test_a_feature_value_change_reruns_its_family_and_tunes_new_studies(work):
     assert all(after[name]["study"] != before[name]["study"] for name in after)
     history = json.loads((work / "reports/plots/optuna_history.json").read_text())  # the chosen model's study
     n_trials = yaml.safe_load((work / "params.yaml").read_text())["train"]["tune"]["n_trials"]
-    assert len(history) == n_trials and after[choice["chosen"]]["cv_log_loss"] == pytest.approx(
-        min(t["value"] for t in history if t["state"] == "COMPLETE"))
+    [marked] = [t for t in history if t["chosen"]]
+    chosen = after[choice["chosen"]]
+    assert len(history) == n_trials and marked["trial"] == chosen["trial"] and chosen["trial_why"].startswith(
+        f"trial {chosen['trial']}: ") and chosen["cv_log_loss"] == pytest.approx(marked["value"])
     studies = optuna.get_all_study_names(f"sqlite:///{work}/artifacts/optuna/studies.db")
     assert {m["study"] for m in (*before.values(), *after.values())} <= set(studies)  # old studies kept
 
