@@ -10,6 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+# pytest-xdist's workers run pipelines side by side: each worker, in its own fits and in the stages it runs, takes its
+# share of the cores. Oversubscribed, OpenMP's spinning threads (LightGBM, torch) stall one another: two concurrent
+# `train` stages of the 1/100 rehearsal took 400 s each on 2 threads and 50 s each on 1, on 2 cores (43 s alone).
+CORES = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+            // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+os.environ["OMP_NUM_THREADS"] = str(CORES)  # read when torch and LightGBM load, just below
+SHARED_CORES = {"threads": CORES, "n_jobs": CORES, "decode_workers": CORES}  # params.yaml's execution section
+
 import cv2
 import numpy as np
 import pandas as pd
@@ -40,9 +48,9 @@ CODE = ["pipeline.py", "dvc.yaml", "params.yaml", "data", "features", "infra", "
 # The modules that take longest, longest first (pytest --durations on 2 cores). `make test` hands whole modules
 # to two processes in this order (pytest-xdist, --dist loadfile --no-loadscope-reorder): the long ones start
 # first and the short ones fill in, so the two finish close together.
-LONGEST_FIRST = ("test_pipeline.py", "test_wilds.py", "test_thin_wilds.py", "test_rehearsal.py", "test_bad_inputs.py",
-                 "test_backbones.py", "test_code_deps.py", "test_dask.py", "test_faults.py", "test_models.py",
-                 "test_embeddings.py")
+LONGEST_FIRST = ("test_pipeline.py", "test_rehearsal.py", "test_wilds.py", "test_backbones.py", "test_thin_wilds.py",
+                 "test_bad_inputs.py", "test_dask.py", "test_code_deps.py", "test_faults.py", "test_embeddings.py",
+                 "test_models.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:
@@ -73,6 +81,14 @@ def write(root: Path, rel: str, doc: dict) -> None:
     (root / rel).write_text(json.dumps(doc))
 
 
+def project_params() -> dict:
+    """The project's params.yaml, its execution section on this worker's share of the cores (results do not
+    depend on it)."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["execution"].update(SHARED_CORES)
+    return params
+
+
 def copy_project(dest: Path) -> None:
     """The project's code and params into `dest`, to run stages there without touching the repository (of
     weights/ only its README: what a user downloaded there stays out of the tests)."""
@@ -81,6 +97,8 @@ def copy_project(dest: Path) -> None:
         if name == "weights":
             (dest / name).mkdir()
             shutil.copy(src / "README.md", dest / name)
+        elif name == "params.yaml":
+            (dest / name).write_text(yaml.safe_dump(project_params()))
         else:
             (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
 
@@ -184,7 +202,7 @@ def stages_run(work, command=("dvc", "repro")) -> set[str]:
 
 def tiny_params() -> dict:
     """The project's params on a tiny sample with a short tuning budget: what the module's run starts from."""
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = project_params()
     params["sample"].update(TINY, train_locations=6, images=300, bad_clock_locations=1)
     params["train"].update(max_rounds=40, cv_folds=2)
     params["train"]["tune"]["n_trials"] = 3

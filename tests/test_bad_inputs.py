@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from sample.generate import generate
-from tests.conftest import (DETECTOR_JSON, REPO, TEST_JSON, TINY, TRAIN_JSON, Payload, copy_project, corrupt_body,
-                            read, run_stage, with_header_size, write)
+from tests.conftest import (DETECTOR_JSON, TEST_JSON, TINY, TRAIN_JSON, Payload, copy_project, corrupt_body,
+                            project_params, read, run_stage, with_header_size, write)
 
 STAGES = ["load", "detector_stats", "sequence_timing", "landsat_summary", "image_stats", "embeddings", "join",
           "train", "evaluate", "predict"]
@@ -79,7 +79,7 @@ def damage(root: Path, marker: Path) -> dict[str, str]:
 
 
 def run_pipeline(work: Path, root: Path, stages: list[str]) -> None:
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = project_params()
     params["data"]["root"] = str(root)
     params["train"].update(max_rounds=40, cv_folds=2)
     params["train"]["tune"].update(n_trials=3, storage=None)

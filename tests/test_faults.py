@@ -30,7 +30,7 @@ def set_param(work: Path, section: str, key: str, value) -> None:
 def work(tmp_path) -> Path:
     copy_project(tmp_path)
     params = yaml.safe_load((tmp_path / "params.yaml").read_text())
-    params["sample"].update(TINY)
+    params["sample"].update(TINY, images=64, supplemental_photos=16)  # about 10 chunks of 8 to interrupt
     params["embeddings"]["chunk_images"] = 8
     params["execution"]["batch_size"] = 8
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, SHARED_CORES
 
 
 @pytest.fixture(scope="module")
@@ -14,8 +14,9 @@ def rehearsal(tmp_path_factory):
     out = tmp_path_factory.mktemp("rehearsal")
     subprocess.run([sys.executable, str(REPO / "benchmarks/rehearse.py"), "--scale", "0.01", "--camera-scale",
                     "0.05", "--landsat-size", "34", "--out", str(out), "--report", str(out / "scale.json"),
-                    "--inference-images", "0", "--set", "train.tune.n_trials=4",
-                    "train.multiclass_max_row_classes=100000"], check=True, capture_output=True)
+                    "--inference-images", "0", "--set", "train.tune.n_trials=2",
+                    "train.multiclass_max_row_classes=100000",
+                    *(f"execution.{key}={value}" for key, value in SHARED_CORES.items())], check=True, capture_output=True)
     return json.loads((out / "scale.json").read_text())
 
 

@@ -1,7 +1,8 @@
 """Real data as the README writes it: a small WILDS-layout copy in the official format whose classes live at one
 or two cameras (as most real classes do), with no MegaDetector file, no Landsat, an empty official split and a
 few files without usable pixels, run through the README's own `dvc exp run` command with default params (but a
-3-trial tuning budget: how long tuning searches, not what runs)."""
+3-trial tuning budget: how long tuning searches, not what runs; and the embedded sample, which `dvc exp run` also
+builds, at the tests' tiny size: nothing reads it here)."""
 import json
 import shutil
 
@@ -9,8 +10,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from tests.conftest import REPO, camera_jpeg, copy_project, run_command, stages_run
+from tests.conftest import REPO, TINY, camera_jpeg, copy_project, run_command, stages_run
 
 # (official split, location_remapped, category_id, images): every training class at one camera only, so each
 # location fold (and the stopping fold) holds classes no other fold has; `test` has a class train never saw;
@@ -63,6 +65,9 @@ def thin(tmp_path_factory):
     (data / "train" / meta.at[tested[0], "filename"]).unlink()  # a test image missing from the copy
     work = tmp_path_factory.mktemp("thin_repo")
     copy_project(work)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["sample"].update(TINY)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
     shutil.copy(REPO / ".gitignore", work / ".gitignore")  # outputs and caches stay out of git
     for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
                     ["git", "commit", "-q", "-m", "baseline"]):
