@@ -15,12 +15,11 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 env: $(STAMP)
 
-# --no-compile: Python compiles the modules a run imports when it first imports them, not all 15,000 files installed
 $(STAMP): requirements.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile --no-deps \
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps \
 		$(if $(TORCH_INDEX),--extra-index-url $(TORCH_INDEX)) -c constraints.txt torch
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -r requirements.txt -c constraints.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt -c constraints.txt
 	touch $(STAMP)
 
 repro: $(STAMP)
