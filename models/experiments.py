@@ -59,6 +59,22 @@ def records(show: list[dict]) -> tuple[list[dict], list[str]]:
     return found, missing
 
 
+def distinct(runs: list[dict]) -> tuple[list[dict], list[str]]:
+    """The runs with params of their own (execution settings aside), and each run repeating an earlier one's
+    params, named with it: the same commit and params compute the same numbers, so the commit's own run beside
+    an experiment of its params (`dvc exp run -S split.seed=7` where params.yaml says 7) is one seed, not two."""
+    first: dict[str, str] = {}
+    kept, repeats = [], []
+    for run in runs:
+        key = json.dumps({k: v for k, v in run["params"].items() if not k.startswith(NOT_COMPARED)}, sort_keys=True)
+        if key in first:
+            repeats.append(f"{run['name']} (the params of {first[key]})")
+        else:
+            first[key] = run["name"]
+            kept.append(run)
+    return kept, repeats
+
+
 def varying(runs: list[dict]) -> list[str]:
     """The params that differ between the runs, seeds and execution settings aside."""
     keys = sorted({k for r in runs for k in r["params"]})
@@ -120,7 +136,7 @@ def compare_runs(runs: list[dict]) -> list[dict]:
     return out
 
 
-def markdown(groups: list[dict], missing: list[str]) -> str:
+def markdown(groups: list[dict], missing: list[str], repeats: list[str] = ()) -> str:
     lines = ["# Experiments over seeds", "",
              "From `dvc exp show --json` (`make compare`). Per group of experiments (the params that differ, seeds "
              "aside), each model row's headline-split accuracy / macro-F1: mean ± sd over the seeds, and the 95% "
@@ -128,6 +144,8 @@ def markdown(groups: list[dict], missing: list[str]) -> str:
              "synthetic data and say nothing about camera traps."]
     if missing:
         lines += ["", f"Left out (no params or metrics, e.g. a failed run): {', '.join(missing)}."]
+    if repeats:
+        lines += ["", f"Left out as repeats (counted once): {', '.join(repeats)}."]
     for group in groups:
         title = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in group["params"].items()) or "one group"
         runs = group["rows"][CHOSEN]["seeds"]  # every run of the group has a chosen model
@@ -152,10 +170,11 @@ def main() -> None:
     runs, missing = records(show)
     if not runs:
         sys.exit("compare: dvc exp show lists no run with reports/metrics.json and reports/baselines.json")
+    runs, repeats = distinct(runs)
     groups = compare_runs(runs)
-    write_json({"groups": groups, "left_out": missing}, Path("reports/experiments.json"))
-    write_text(markdown(groups, missing), Path("reports/experiments.md"))
-    print(markdown(groups, missing))
+    write_json({"groups": groups, "left_out": missing, "repeats": repeats}, Path("reports/experiments.json"))
+    write_text(markdown(groups, missing, repeats), Path("reports/experiments.md"))
+    print(markdown(groups, missing, repeats))
 
 
 if __name__ == "__main__":

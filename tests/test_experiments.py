@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from models.experiments import CHOSEN, compare_runs, markdown, records
+from models.experiments import CHOSEN, compare_runs, distinct, markdown, records
 
 
 def run(name: str, seed: int, families: bool, accuracy: float, macro_f1: float) -> dict:
@@ -24,11 +24,16 @@ def run(name: str, seed: int, families: bool, accuracy: float, macro_f1: float) 
 def test_runs_group_by_what_differs_and_pool_over_seeds():
     seeds = [run(f"s{k}", k, True, acc, f1) for k, acc, f1 in ((1, 0.9, 0.8), (2, 0.8, 0.7), (3, 0.7, 0.9))]
     without = [run(f"n{k}", k, False, 0.5, 0.5) for k in (1, 2)]
-    head = dict(run("main", 7, True, 0.95, 0.85), experiments=[{"revs": seeds + without, "executor": None}])
+    again = run("s7", 7, True, 0.95, 0.85)  # an experiment of the commit's own params: the same run
+    again["data"]["params"]["params.yaml"]["data"]["execution"]["threads"] = 2  # on other threads
+    head = dict(run("main", 7, True, 0.95, 0.85), experiments=[{"revs": seeds + without + [again], "executor": None}])
     failed = dict(run("broken", 4, True, 0, 0), error={"msg": "failed"})
     workspace = dict(run("workspace", 3, True, 0.7, 0.9), rev="workspace")
     found, missing = records([workspace, head, {"rev": "x", "experiments": [{"revs": [failed]}]}])
-    assert [r["name"] for r in found] == ["main", "s1", "s2", "s3", "n1", "n2"] and missing == ["x", "broken"]
+    assert [r["name"] for r in found] == ["main", "s1", "s2", "s3", "n1", "n2", "s7"] and missing == ["x", "broken"]
+    found, repeats = distinct(found)
+    assert [r["name"] for r in found] == ["main", "s1", "s2", "s3", "n1", "n2"]
+    assert repeats == ["s7 (the params of main)"]
     groups = compare_runs(found)
     assert [g["params"] for g in groups] == [{"features.landsat_summary": True}, {"features.landsat_summary": False}]
     chosen = groups[0]["rows"][CHOSEN]
@@ -40,8 +45,9 @@ def test_runs_group_by_what_differs_and_pool_over_seeds():
     assert chosen["accuracy"]["ci"] == pytest.approx([np.mean(values) - half, 1.0])  # a share: clipped at 1
     assert np.mean(values) + half > 1
     assert set(groups[0]["rows"]) == {CHOSEN, "majority_class"}  # a skipped row has no number to pool
-    text = markdown(groups, missing)
+    text = markdown(groups, missing, repeats)
     assert "## `features.landsat_summary=true`" in text and "Left out (no params or metrics" in text
+    assert "Left out as repeats (counted once): s7 (the params of main)." in text
     assert "| majority_class | 0.400 / 0.100 | 0.400 / 0.200 | 0.400 / 0.300 | 0.400 / 0.700 | 0.400 ± 0.000 /" in text
     single = compare_runs(found[:1])
     assert single[0]["rows"][CHOSEN]["accuracy"] == {"mean": 0.95, "sd": None, "ci": None}
