@@ -5,7 +5,11 @@ The files are COCO as the iNaturalist competitions write it: `images` ({"id": in
 "file_name", ...}), `annotations` ({"id", "image_id", "category_id"}, iNat 2017's with a pixel `bbox`
 [x, y, w, h] for part of the mammals) and `categories`; ids may be written as int or str and extra keys
 are ignored. Nothing in them says where or when a photo was taken, so the camera-trap families that need a
-camera (detector statistics, sequence timing, Landsat) have no value for these rows.
+camera (detector statistics, sequence timing, Landsat) have no value for these rows. The iNat competitions
+published each image's date (with latitude, longitude and observer) separately, `inat2017_locations.zip` and
+`inat2018_locations.zip` (`train2017_locations.json`, `val2017_locations.json`, and the same for 2018): a JSON
+list of records {"id", "lat", "lon", "date", "date_c", "user_id", ...} over all of that competition's images,
+keyed by the same ids. A source that names them gets each photo's calendar date; nothing else in them is read.
 """
 from __future__ import annotations
 
@@ -29,18 +33,23 @@ EXAMPLES_SHOWN = 3
 
 ANIMAL = 1  # MegaDetector's animal category (data.megadetector.CATEGORY_CODES)
 BOX_COLUMNS = ["box_x", "box_y", "box_w", "box_h"]  # a photo's crop in [0, 1] of it
-REQUIRED_KEYS, OPTIONAL_KEYS = {"name", "metadata", "images"}, {"detector_file"}
+REQUIRED_KEYS, OPTIONAL_KEYS = {"name", "metadata", "images"}, {"detector_file", "locations"}
+# the calendar date an iNat `date` starts with ("2016-05-13 17:25:00+00:00", "2016-05-13"); its time of day is not
+# read: whether one was recorded and in which time zone is not documented, unlike a camera's local clock
+ISO_DATE = r"^\s*(\d{4}-\d{2}-\d{2})(?:$|[ T])"
 
 
 @dataclass(frozen=True)
 class Source:
     """One supplemental source of `data.supplemental`: its name (the key prefix), its metadata json, the
-    folder its `file_name`s are relative to and, optionally, a MegaDetector batch file run over that folder,
-    all relative to `data.root` unless absolute."""
+    folder its `file_name`s are relative to and, optionally, a MegaDetector batch file run over that folder and
+    the iNat competition's location files holding its photos' dates, all relative to `data.root` unless
+    absolute."""
     name: str
     metadata: str
     images: str
     detector_file: str | None = None
+    locations: tuple[str, ...] = ()
 
 
 def sources(entries: list | None) -> list[Source]:
@@ -49,16 +58,19 @@ def sources(entries: list | None) -> list[Source]:
     for k, entry in enumerate(entries or []):
         if not isinstance(entry, dict) or not REQUIRED_KEYS <= set(entry) <= REQUIRED_KEYS | OPTIONAL_KEYS:
             raise DataError(f"params.yaml: data.supplemental[{k}] must have the keys name, metadata and images (and "
-                            f"optionally detector_file), not {as_written(entry)}")
+                            f"optionally detector_file and locations), not {as_written(entry)}")
         name = entry["name"]
         if not isinstance(name, str) or not name or ":" in name or "/" in name:
             raise DataError(f"params.yaml: data.supplemental[{k}].name {as_written(name)} must be a non-empty name "
                             f"without ':' or '/' (it prefixes the source's image ids)")
         if name in {s.name for s in found}:
             raise DataError(f"params.yaml: data.supplemental[{k}].name {name!r} is used twice")
-        detector = entry.get("detector_file")
+        detector, locations = entry.get("detector_file"), entry.get("locations", [])
+        if not isinstance(locations, list) or not all(isinstance(p, str) and p for p in locations):
+            raise DataError(f"params.yaml: data.supplemental[{k}].locations must be a list of files (the iNat "
+                            f"competition's train/val location json), not {as_written(locations)}")
         found.append(Source(name, str(entry["metadata"]), str(entry["images"]),
-                            None if detector is None else str(detector)))
+                            None if detector is None else str(detector), tuple(locations)))
     return found
 
 
@@ -191,13 +203,64 @@ def _add_prefixed(report: QualityReport, own: QualityReport, prefix: str) -> Non
         report.examples[prefix + reason].extend(own.examples[reason])
 
 
-def load_source(root: Path, source: Source, categories: pd.Index, detector_min_conf: float, report: QualityReport
-                ) -> pd.DataFrame:
+def _dates(root: Path, source: Source, photos: pd.Index, valid_years: tuple[int, int], report: QualityReport
+           ) -> pd.Series:
+    """Each photo's calendar date (NaT where unknown) from the source's iNat location files, which cover every
+    image of that competition: the records of other images are not read further. A file that is missing or is
+    not a list of records is a DataError naming it; a record without an id, a date that is not an ISO date or
+    whose year is outside `valid_years`, a photo with dates that disagree across records, a photo without a record
+    or whose record has no date: counted in the report (its date features are NA)."""
+    found = []
+    for rel in source.locations:
+        path = root / rel
+        if not path.is_file():
+            raise DataError(f"{path}: no such file (data.supplemental {source.name}: locations)")
+        doc = read_json(path)
+        if not isinstance(doc, list) or not all(isinstance(r, dict) for r in doc):
+            raise DataError(f"{path}: must be a list of records ({{\"id\", \"lat\", \"lon\", \"date\", ...}}), as the "
+                            f"iNat competitions' location files are")
+        records = pd.DataFrame.from_records(doc, columns=["id", "date"])
+        report.count_read(f"{source.name} location records", len(records))
+        no_id = records["id"].isna()
+        report.skip_many("supplemental location record without 'id' (skipped)",
+                         [f"{path.name}: record #{k}" for k in np.flatnonzero(no_id)])
+        records = records.loc[~no_id]
+        key = source.name + ":" + records["id"].map(_id_text)
+        mine = key.isin(photos)
+        found.append(pd.DataFrame({"image_id": key[mine], "date": records.loc[mine, "date"],
+                                   "where": [f"{path.name}: id {_id_text(i)}" for i in records.loc[mine, "id"]]}))
+    table = pd.concat(found, ignore_index=True)
+    recorded = pd.Index(table["image_id"])
+    written = table["date"].map(lambda d: isinstance(d, str)).astype(bool)
+    report.skip_many("supplemental photo whose location record has no date (date features NA)",
+                     list(recorded.difference(table.loc[written, "image_id"])))
+    table = table.loc[written]
+    day = pd.to_datetime(table["date"].astype("string").str.extract(ISO_DATE, expand=False), format="%Y-%m-%d",
+                         errors="coerce")
+    low, high = valid_years
+    usable = day.dt.year.between(low, high)
+    report.skip_many(f"supplemental location date that is not an ISO date or whose year is outside {low}-{high} "
+                     f"(record not used)",
+                     [f"{w} date={as_written(d)}" for w, d in table.loc[~usable, ["where", "date"]].itertuples(False)])
+    dated = pd.Series(day[usable].to_numpy(), index=pd.Index(table.loc[usable, "image_id"], name="image_id"))
+    disagree = dated.groupby(level=0).nunique() > 1
+    report.skip_many("supplemental photo whose location records give different dates (date features NA)",
+                     list(disagree.index[disagree]))
+    dated = dated[~dated.index.duplicated()].drop(disagree.index[disagree])
+    report.skip_many("supplemental photo without a location record (date features NA)",
+                     list(photos.difference(recorded)))
+    report.count_read(f"{source.name} photos dated", len(dated))
+    return dated.reindex(photos).astype("datetime64[ns]")
+
+
+def load_source(root: Path, source: Source, categories: pd.Index, detector_min_conf: float,
+                valid_years: tuple[int, int], report: QualityReport) -> pd.DataFrame:
     """One source's labelled images: split `supplemental`, its name, file_name (under `folder`), width, height,
     file_ok, category_id, the box its crop is cut from (NaN: the whole photo) and where that box comes from
     (`crop_source`: the file's COCO box, else the MegaDetector batch file's most confident animal box of at
     least `detector_min_conf` where the source has one, else the whole photo, since these photos are
-    object-centric), counted per source in the report. A source whose metadata file is not there is a counted
+    object-centric), counted per source in the report, and its calendar `date` where the source names location
+    files (NaT elsewhere). A source whose metadata file is not there is a counted
     skip and a warning, not an error: the sample's source stays configured when `data.root` points at a
     download without it."""
     path = root / source.metadata
@@ -226,15 +289,18 @@ def load_source(root: Path, source: Source, categories: pd.Index, detector_min_c
         boxes[fill] = detected[fill]
         crop_source[fill] = "megadetector"
     report.note(f"{source.name} crop source (photos)", crop_source.value_counts().to_dict())
+    date = (_dates(root, source, images.index, valid_years, report) if source.locations
+            else pd.Series(pd.NaT, index=images.index, dtype="datetime64[ns]"))
     return images.assign(split=SPLIT, source=source.name, folder=source.images,
-                         category_id=labels["category_id"]).join(boxes).assign(crop_source=crop_source)
+                         category_id=labels["category_id"]).join(boxes).assign(crop_source=crop_source, date=date)
 
 
 def load_supplemental(root: str | os.PathLike, entries: list | None, categories: pd.Index, camera_ids: pd.Index,
-                      detector_min_conf: float, report: QualityReport) -> pd.DataFrame:
+                      detector_min_conf: float, valid_years: tuple[int, int], report: QualityReport) -> pd.DataFrame:
     """Every source of `data.supplemental`, labelled images only, one row per `<source>:<id>` (see
     `load_source`); an id that is also a camera-trap image id is a counted skip."""
-    tables = [load_source(Path(root), s, categories, detector_min_conf, report) for s in sources(entries)]
+    tables = [load_source(Path(root), s, categories, detector_min_conf, valid_years, report)
+              for s in sources(entries)]
     if not tables:
         return empty_supplemental()
     table = pd.concat(tables)
@@ -250,7 +316,8 @@ def empty_supplemental() -> pd.DataFrame:
         "height": pd.Series([], dtype="Int64"), "file_ok": pd.Series([], dtype=bool),
         "split": pd.Series([], dtype=object), "source": pd.Series([], dtype=object),
         "folder": pd.Series([], dtype=object), "category_id": pd.Series([], dtype="int64"),
-        **{c: pd.Series([], dtype=np.float32) for c in BOX_COLUMNS}, "crop_source": pd.Series([], dtype=object)},
+        **{c: pd.Series([], dtype=np.float32) for c in BOX_COLUMNS}, "crop_source": pd.Series([], dtype=object),
+        "date": pd.Series([], dtype="datetime64[ns]")},
         index=pd.Index([], name="image_id", dtype=object))
 
 

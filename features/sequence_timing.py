@@ -3,6 +3,7 @@
 Species differ in when they are active, and a camera that fires many times an hour is usually looking at
 a herd or at waving grass. Broken clocks (unparseable, far from the camera's other images, or the same
 timestamp in different sequences) give NA time features, `clock_ok` = 0 and a counted report entry.
+A supplemental photo has no camera: only the season of its date, where its source gave one.
 """
 from __future__ import annotations
 
@@ -50,6 +51,22 @@ def _activity(seq: pd.DataFrame, windows_hours: list[float]) -> pd.DataFrame:
     return out
 
 
+def _season(day: pd.Series) -> dict[str, pd.Series]:
+    """Day of year (0 to 365, fractional) on the unit circle."""
+    return {"day_sin": np.sin(2 * np.pi * day / 365.25), "day_cos": np.cos(2 * np.pi * day / 365.25)}
+
+
+def photo_timing(dates: pd.Series, columns: pd.Index) -> pd.DataFrame:
+    """One row per dated photo of `dates` (calendar dates, NaT: none) with the camera rows' `columns`: the season
+    of its date taken at midday (its time of day is not read, data.supplemental.ISO_DATE), every other column NA:
+    a photo has no camera clock, burst or camera activity."""
+    dated = dates.dropna()
+    out = pd.DataFrame(np.nan, index=dated.index, columns=columns, dtype=np.float32)
+    for name, value in _season(dated.dt.day_of_year - 0.5).items():
+        out[name] = value.astype(np.float32)
+    return out
+
+
 def sequence_timing(images: pd.DataFrame, max_days_from_location_median: float, windows_hours: list[float],
                     report: QualityReport) -> pd.DataFrame:
     """One row per image of `images`."""
@@ -60,8 +77,7 @@ def sequence_timing(images: pd.DataFrame, max_days_from_location_median: float, 
     timing = pd.DataFrame({
         "hour_sin": np.sin(2 * np.pi * hour / 24),
         "hour_cos": np.cos(2 * np.pi * hour / 24),
-        "day_sin": np.sin(2 * np.pi * day / 365.25),
-        "day_cos": np.cos(2 * np.pi * day / 365.25),
+        **_season(day),
         "is_night": ((hour < NIGHT_END) | (hour >= NIGHT_START)).astype(float).where(when.notna()),
         "seq_num_frames": images["seq_num_frames"],
         "seq_frames_present": images.groupby("seq_id")["location"].transform("size"),

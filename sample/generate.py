@@ -122,11 +122,16 @@ def _locations(rng: np.random.Generator, cfg: dict) -> list[Location]:
     return out
 
 
+def season_weight(s: Species, day_of_year: float) -> float:
+    """How much more or less often a species is seen on that day of the year (0.1 to 1.9; 1 without a season)."""
+    if s.season_peak is None:
+        return 1.0
+    return 1.0 + 0.9 * np.cos(2 * np.pi * (day_of_year - s.season_peak) / 365.25)
+
+
 def _species_weights(loc: Location, day_of_year: float) -> np.ndarray:
-    w = np.array([s.abundance * float(np.dot(s.habitat, loc.habitat)) ** 2 for s in SPECIES])
-    for i, s in enumerate(SPECIES):
-        if s.season_peak is not None:
-            w[i] *= 1.0 + 0.9 * np.cos(2 * np.pi * (day_of_year - s.season_peak) / 365.25)
+    w = np.array([s.abundance * float(np.dot(s.habitat, loc.habitat)) ** 2 * season_weight(s, day_of_year)
+                  for s in SPECIES])
     return w / w.sum()
 
 

@@ -2,7 +2,9 @@
 of the sample's species (daylight, one animal filling much of the photo, unlike a camera trap's frame), more of
 the species the sample's training cameras rarely see. Written as iNat 2017's mapped file is: int ids, file names
 `train_val_images/<super category>/<name>/<id>.jpg`, a pixel COCO `bbox` on part of the annotations, and the
-competition's extra keys (license, rights_holder, supercategory, area, iscrowd).
+competition's extra keys (license, rights_holder, supercategory, area, iscrowd). Beside it, the competition's
+location files (LOCATIONS: train and val, as `inat2017_locations.zip` unpacks) date most photos: the seasonal
+species in their season, as at the cameras; some records without a date, others of images not in the subset.
 
 Which species are rare at the training cameras is the sample's own construction: the effect of these photos on
 the sample's metrics says nothing about iNaturalist's.
@@ -15,10 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sample.generate import SPECIES, Species, _draw_animal
+from sample.generate import SPECIES, Species, _draw_animal, season_weight
 
 METADATA = "inaturalist_sample_to_iwildcam_train.json"
 FOLDER = "inaturalist_sample"
+LOCATIONS = ("inat2017_locations/train2017_locations.json", "inat2017_locations/val2017_locations.json")
 SIZES = ((320, 240), (240, 320), (288, 288))  # small stand-ins for iNat's 800-px photos, both orientations
 SKIES = np.array([[235, 200, 150], [220, 215, 205], [250, 225, 180]], np.float32)      # BGR: blue, overcast, haze
 GROUNDS = np.array([[60, 140, 70], [70, 120, 150], [90, 160, 120]], np.float32)        # grass, sand, meadow
@@ -61,6 +64,24 @@ def mapped_coco(info: dict, images: list[dict], annotations: list[dict], categor
             "licenses": [{"id": 3, "name": "Attribution-NonCommercial License"}]}
 
 
+def location_record(rng: np.random.Generator, image_id: int, s: Species | None, undated_share: float) -> dict:
+    """One image's record in the iNat competitions' location files (the keys code reading 2018's meets: id, lat,
+    lon, date, date_c: the day's share of its year, loc_uncert, user_id, valid; `load` reads id and date); an
+    `undated_share` of them without position, date or observer. A species with a season is photographed in it as often as its cameras see it then."""
+    if rng.random() < undated_share:
+        return {"id": image_id, "lat": None, "lon": None, "date": None, "date_c": None, "loc_uncert": None,
+                "user_id": None, "valid": False}
+    while True:
+        day = int(rng.integers(0, 365))
+        if s is None or rng.random() < season_weight(s, day) / 1.9:
+            break
+    when = np.datetime64(f"{rng.integers(2010, 2017)}-01-01") + np.timedelta64(day, "D")
+    stamp = f"{when} {rng.integers(6, 19):02d}:{rng.integers(60):02d}:{rng.integers(60):02d}+00:00"
+    return {"id": image_id, "lat": round(float(rng.uniform(-30, 40)), 5),
+            "lon": round(float(rng.uniform(-110, 150)), 5), "date": stamp, "date_c": round(day / 365, 6), "loc_uncert": int(rng.integers(5, 2000)),
+            "user_id": int(rng.integers(1, 50_000)), "valid": True}
+
+
 def write_inaturalist(out: str | Path, seed: int, photos: int, train_images: dict[int, int],
                       boxed_share: float = 0.6) -> dict:
     """Write `photos` photos and their mapped metadata under `out` (FOLDER/ and FOLDER/METADATA); a species' share
@@ -86,4 +107,13 @@ def write_inaturalist(out: str | Path, seed: int, photos: int, train_images: dic
     doc = mapped_coco({"description": "iNaturalist subset mapped to iWildCam categories (embedded sample)",
                        "year": 2017}, images, annotations, [(s.id, s.name) for s in wild])
     (out / METADATA).write_text(json.dumps(doc))
-    return {"supplemental_photos": photos, "supplemental_boxes": sum("bbox" in a for a in annotations)}
+    # the location files cover the whole competition: these photos (about 1 in 7 in val) and others
+    dates_rng = np.random.default_rng([seed, 18])
+    records = [location_record(dates_rng, image["id"], wild[which], 0.05) for image, which in zip(images, drawn)]
+    records += [location_record(dates_rng, 900_000 + k, None, 0.05) for k in range(photos // 3)]
+    in_val = dates_rng.random(len(records)) < 0.15
+    for rel, part in zip(LOCATIONS, (~in_val, in_val)):
+        (out.parent / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out.parent / rel).write_text(json.dumps([r for r, keep in zip(records, part) if keep]))
+    return {"supplemental_photos": photos, "supplemental_boxes": sum("bbox" in a for a in annotations),
+            "supplemental_dated": sum(r["date"] is not None for r in records[:photos])}

@@ -16,9 +16,9 @@ def run(params: dict) -> None:
     Landsat patches depend on: DVC would otherwise hash every file of those folders on every `dvc repro`
     (a real download has ~280,000 JPEGs and ~250,000 npy files). Runs on every repro (always_changed); its
     table's bytes change only when a file is added, removed, resized or rewritten. The supplemental sources'
-    metadata files and image folders are listed with them."""
-    extra = tuple(p for s in sources(params["data"]["supplemental"]) for p in (s.metadata, s.images, s.detector_file)
-                  if p is not None)
+    metadata, detector and location files and image folders are listed with them."""
+    extra = tuple(p for s in sources(params["data"]["supplemental"])
+                  for p in (s.metadata, s.images, s.detector_file, *s.locations) if p is not None)
     files = file_inventory(params["data"]["root"], DATA_FOLDERS + extra)
     write_parquet(files, FILES_TABLE)
     top = files["path"].str.split("/", n=1).str[0]

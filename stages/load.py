@@ -49,7 +49,7 @@ def run(params: dict) -> None:
                                f"location_remapped): Landsat sites cannot be matched, the Landsat family is off")
         landsat_index = empty_index()
     supplemental = load_supplemental(root, cfg["supplemental"], categories.index, images.index,
-                                     cfg["supplemental_detector_min_conf"], report)
+                                     cfg["supplemental_detector_min_conf"], valid_years, report)
     # files that exist but do not decode are counted by the stages decoding them, and every image left without
     # pixels by the join
     count_per_split("load", images, ~images["file_ok"].to_numpy(), "without_usable_file",

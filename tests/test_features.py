@@ -5,7 +5,7 @@ import pytest
 
 from data import QualityReport
 from features.detector_stats import detector_stats
-from features.sequence_timing import sequence_timing
+from features.sequence_timing import photo_timing, sequence_timing
 
 
 def images_table(ids, datetimes, seq_ids=None, locations=None):
@@ -79,6 +79,19 @@ def test_sequence_timing_circles_bursts_and_activity():
     assert timing.loc["other_cam", "sequences_within_24h"] == 0
     assert timing.loc["noon0", "location_images"] == 4 and timing.loc["noon0", "location_sequences"] == 3
     assert report.counts == {}
+
+
+def test_a_dated_photo_has_the_season_of_a_camera_image_at_noon_that_day_and_no_other_timing():
+    """A photo's date is a calendar day without a trusted time: its season is taken at midday, the same value a
+    camera image of that day at 12:00 gets; a photo without a date has no row (NA after the join)."""
+    camera = sequence_timing(images_table(["cam"], ["2016-02-29 12:00:00"]), 730, [1, 24], QualityReport())
+    dates = pd.Series(pd.to_datetime(["2016-02-29", None]), index=pd.Index(["inat:1", "inat:2"], name="image_id"))
+    photos = photo_timing(dates, camera.columns)
+    assert list(photos.index) == ["inat:1"] and list(photos.columns) == list(camera.columns)
+    assert (photos.dtypes == np.float32).all()
+    season = ["day_sin", "day_cos"]
+    np.testing.assert_array_equal(photos.loc["inat:1", season], camera.loc["cam", season])
+    assert photos.drop(columns=season).isna().all().all()
 
 
 def test_broken_clocks_become_na_flags_and_counts():

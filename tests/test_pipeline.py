@@ -142,8 +142,11 @@ def test_the_photos_train_the_models_are_scored_nowhere_and_the_comparison_shows
     # the feature table holds the photos (camera-only families NA), and the final model knows their classes
     table = pd.read_parquet(work / "artifacts/features/feature_table.parquet")
     assert table.index[-len(photos):].equals(photos.index)
-    camera_only = table.loc[photos.index].filter(regex="^(detector_stats|sequence_timing|landsat_summary)__")
+    camera_only = table.loc[photos.index].filter(regex="^(detector_stats|landsat_summary)__|^sequence_timing__(?!day_)")
     assert camera_only.shape[1] > 0 and camera_only.isna().all().all()
+    # but the season of the photos the sample's location files date
+    season = table.loc[photos.index, ["sequence_timing__day_sin", "sequence_timing__day_cos"]].notna()
+    assert season.all(axis=1).equals(photos["date"].notna()) and photos["date"].notna().sum() >= 30
     assert table.loc[photos.index, "image_stats__brightness"].notna().all()
     final = json.loads((work / "artifacts/models/final/model.json").read_text())
     assert set(photos["category_id"]) <= set(final["classes"]) and final["params"]["supplemental_weight"] == 0.1

@@ -23,11 +23,12 @@ from models.rerank import Proposer
 from models.split import SUPPLEMENTAL, evaluation_split, location_folds, uses_supplemental
 from models.tune import tuning_folds, tuning_rows
 from sample.generate import SPECIES
-from sample.inaturalist import FOLDER, METADATA, write_inaturalist
+from sample.inaturalist import FOLDER, LOCATIONS, METADATA, write_inaturalist
 from tests.conftest import TRAIN, load_tables, reranker, tiny_backbone, toy
 
 CATEGORIES = pd.Index([0, 2, 3, 24, 71, 112], name="id")  # iWildCam ids: empty, peccary, agouti, paca, ocelot, cow
 CAMERA_IDS = pd.Index(["8b31f5a6-21bc-11ea-a13a-137349068a90"])
+YEARS = (2000, 2030)  # data.valid_years
 PHOTOS = {"chelsea": skimage.data.chelsea(), "coffee": skimage.data.coffee(), "astronaut": skimage.data.astronaut()}
 
 
@@ -86,7 +87,7 @@ SOURCES = [{"name": "inat2017", "metadata": "inaturalist_2017_to_iwildcam_train.
 
 def load(root, entries=SOURCES):
     report = QualityReport()
-    return load_supplemental(root, entries, CATEGORIES, CAMERA_IDS, 0.3, report), report
+    return load_supplemental(root, entries, CATEGORIES, CAMERA_IDS, 0.3, YEARS, report), report
 
 
 def save(root, name: str, doc: dict) -> None:
@@ -145,10 +146,10 @@ def test_a_megadetector_batch_file_over_a_source_crops_the_photos_without_a_coco
     assert report.counts["inat2017 detector file: image MegaDetector could not process ('failure' entry: "
                          "detector features NA)"] == 1
     # above the threshold nothing is confident enough: the whole photo
-    low = load_supplemental(tmp_path, entries, CATEGORIES, CAMERA_IDS, 0.7, QualityReport())
+    low = load_supplemental(tmp_path, entries, CATEGORIES, CAMERA_IDS, 0.7, YEARS, QualityReport())
     assert low["crop_source"].tolist() == ["coco_box", "whole_photo", "coco_box"]
     with pytest.raises(DataError, match=r"data.supplemental\[0\] must have the keys name, metadata and images "
-                                        r"\(and optionally detector_file\)"):
+                                        r"\(and optionally detector_file and locations\)"):
         sources([dict(SOURCES[0], detector="md.json")])
 
 
@@ -204,7 +205,7 @@ def test_an_id_of_a_camera_trap_image_and_an_absent_source_are_counted_skips(tmp
     inat_2017(tmp_path)
     report = QualityReport()
     with caplog.at_level(logging.WARNING):
-        table = load_supplemental(tmp_path, SOURCES, CATEGORIES, pd.Index(["inat2017:1001"]), 0.3, report)
+        table = load_supplemental(tmp_path, SOURCES, CATEGORIES, pd.Index(["inat2017:1001"]), 0.3, YEARS, report)
     assert list(table.index) == ["inat2017:1000", "inat2017:1002"]
     assert report.counts == {"supplemental image id that is also a camera-trap image id (skipped)": 1,
                              "supplemental source whose metadata file is not there (source skipped)": 1}
@@ -228,6 +229,82 @@ def test_malformed_sources_and_files_fail_in_one_line_naming_them(tmp_path):
         load(tmp_path, SOURCES[:1])
 
 
+def locations(root, rel: str, records: list[dict]) -> str:
+    """A location file as the iNat competitions published them (inat2017_locations.zip and 2018's): a json list of
+    one record per competition image, keyed by the images' ids."""
+    (root / rel).parent.mkdir(parents=True, exist_ok=True)
+    (root / rel).write_text(json.dumps(records))
+    return rel
+
+
+def record_2017(image_id, date, lat=37.77, lon=-122.42, user_id=1234) -> dict:
+    return {"id": image_id, "lat": lat, "lon": lon, "date": date, "date_c": 0.5, "user_id": user_id}
+
+
+def record_2018(image_id, date) -> dict:
+    return dict(record_2017(image_id, date), loc_uncert=63, valid=date is not None)
+
+
+def test_photo_dates_come_from_the_competitions_location_files(tmp_path):
+    """2017's pair of files (train and val: a photo may be in either, or in both alike) and 2018's (two more
+    keys), each covering images that are not in the subset and a record without position or date: each photo's
+    calendar date as written, its time and UTC offset not read; an undated photo is NaT and counted."""
+    inat_2017(tmp_path)
+    inat_2018(tmp_path)
+    entries = [dict(SOURCES[0], locations=[
+                   locations(tmp_path, "inat2017_locations/train2017_locations.json",
+                             [record_2017(1000, "2011-06-01 23:30:00-07:00"), record_2017(5, "2012-01-01 10:00:00"),
+                              record_2017(1001, None, lat=None, lon=None, user_id=None)]),
+                   locations(tmp_path, "inat2017_locations/val2017_locations.json",
+                             [record_2017(1002, "2014-12-31"), record_2017(1000, "2011-06-01")])]),
+               dict(SOURCES[1], locations=[locations(tmp_path, "inat2018_locations/train2018_locations.json",
+                                                     [record_2018(1000, "2016-02-29 08:00:00+00:00"),
+                                                      record_2018(1001, "2017-03-04T10:11:12Z")])])]
+    table, report = load(tmp_path, entries)
+    assert table["date"].dt.strftime("%Y-%m-%d").fillna("NaT").tolist() == [
+        "2011-06-01", "NaT", "2014-12-31", "2016-02-29", "2017-03-04"]
+    assert report.counts == {"supplemental photo whose location record has no date (date features NA)": 1}
+    assert report.examples["supplemental photo whose location record has no date (date features NA)"] == [
+        "inat2017:1001"]
+    assert report.read["inat2017 location records"] == 5 and report.read["inat2017 photos dated"] == 2
+    # without location files every photo is undated, and nothing is counted
+    table, report = load(tmp_path)
+    assert table["date"].isna().all() and report.counts == {}
+
+
+def test_bad_location_records_are_counted_naming_file_and_record_and_a_bad_file_is_one_line(tmp_path):
+    inat_2017(tmp_path)
+    rel = locations(tmp_path, "train2017_locations.json", [
+        record_2017(1000, "05/13/2016"),                                     # not an ISO date
+        record_2017(1001, "1970-01-01 00:00:00+00:00"),                      # a clock never set
+        record_2017(1001, "2016-02-30"),                                     # no such day
+        {"lat": 1.0, "lon": 2.0, "date": "2016-01-01"},                      # no id
+        record_2017(1002, "2015-05-01 10:00:00"), record_2017(1002, "2015-05-02 10:00:00")])  # two dates
+    table, report = load(tmp_path, [dict(SOURCES[0], locations=[rel])])
+    assert table["date"].isna().all()
+    bad_date = ("supplemental location date that is not an ISO date or whose year is outside 2000-2030 "
+                "(record not used)")
+    assert report.counts == {bad_date: 3, "supplemental location record without 'id' (skipped)": 1,
+                             "supplemental photo whose location records give different dates (date features NA)": 1}
+    assert report.examples[bad_date] == ["train2017_locations.json: id 1000 date='05/13/2016'",
+                                         "train2017_locations.json: id 1001 date='1970-01-01 00:00:00+00:00'",
+                                         "train2017_locations.json: id 1001 date='2016-02-30'"]
+    assert report.examples["supplemental location record without 'id' (skipped)"] == [
+        "train2017_locations.json: record #3"]
+    for content, message in (({"id": 1000, "date": "2016-01-01"}, "must be a list of records"),
+                             ([[1000, "2016-01-01"]], "must be a list of records")):
+        locations(tmp_path, rel, content)
+        with pytest.raises(DataError, match=f"train2017_locations.json: {message}"):
+            load(tmp_path, [dict(SOURCES[0], locations=[rel])])
+    (tmp_path / rel).write_text("[{")
+    with pytest.raises(DataError, match="train2017_locations.json: not valid JSON"):
+        load(tmp_path, [dict(SOURCES[0], locations=[rel])])
+    with pytest.raises(DataError, match="val2017_locations.json: no such file"):
+        load(tmp_path, [dict(SOURCES[0], locations=["val2017_locations.json"])])
+    with pytest.raises(DataError, match=r"data.supplemental\[0\].locations must be a list of files"):
+        sources([dict(SOURCES[0], locations="train2017_locations.json")])
+
+
 def test_the_sample_source_is_in_the_organisers_format(tmp_path):
     """The embedded sample's photos: the mapped 2017 layout with its extra keys, every file there, boxes on part
     of them, more photos of the classes its training cameras see least."""
@@ -237,10 +314,22 @@ def test_the_sample_source_is_in_the_organisers_format(tmp_path):
     assert set(doc) == {"info", "images", "annotations", "categories", "licenses"}
     assert all(isinstance(im["id"], int) and im["file_name"].startswith("train_val_images/Mammalia/")
                for im in doc["images"])
-    entry = [{"name": "inat_sample", "metadata": f"{FOLDER}/{METADATA}", "images": FOLDER}]
+    entry = [{"name": "inat_sample", "metadata": f"{FOLDER}/{METADATA}", "images": FOLDER,
+              "locations": list(LOCATIONS)}]
     report = QualityReport()
-    table = load_supplemental(tmp_path, entry, pd.Index([0] + [s.id for s in SPECIES]), CAMERA_IDS, 0.3, report)
-    assert report.counts == {} and table["file_ok"].all() and len(table) == counts["supplemental_photos"] == 200
+    table = load_supplemental(tmp_path, entry, pd.Index([0] + [s.id for s in SPECIES]), CAMERA_IDS, 0.3, YEARS,
+                              report)
+    undated = "supplemental photo whose location record has no date (date features NA)"
+    assert set(report.counts) == {undated} and report.counts[undated] == 200 - counts["supplemental_dated"]
+    assert table["date"].notna().sum() == counts["supplemental_dated"] > 180
+    assert table["file_ok"].all() and len(table) == counts["supplemental_photos"] == 200
+    # the location files cover more than the subset, as the competition's do; both hold some of its photos
+    assert report.read["inat_sample location records"] > 200
+    ids = {im["id"] for im in doc["images"]}
+    assert all(ids & {r["id"] for r in json.loads((tmp_path / rel).read_text())} for rel in LOCATIONS)
+    # a species with a season (tapir: most sightings about day 60) is photographed in it
+    tapir = table.loc[table["category_id"].eq(8) & table["date"].notna(), "date"].dt.day_of_year
+    assert len(tapir) > 10 and np.cos(2 * np.pi * (tapir - 60) / 365.25).mean() > 0.2
     assert table["box_x"].notna().sum() == counts["supplemental_boxes"] and 0 < counts["supplemental_boxes"] < 200
     per_class = table["category_id"].value_counts()
     assert per_class[8] > per_class[3] and 14 not in per_class  # the rarest at the cameras most; no people
