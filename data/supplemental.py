@@ -224,14 +224,14 @@ def _dates(root: Path, source: Source, photos: pd.Index, valid_years: tuple[int,
         no_id = records["id"].isna()
         report.skip_many("supplemental location record without 'id' (skipped)",
                          [f"{path.name}: record #{k}" for k in np.flatnonzero(no_id)])
-        records = records.loc[~no_id]
-        key = source.name + ":" + records["id"].map(_id_text)
-        mine = key.isin(photos)
-        found.append(pd.DataFrame({"image_id": key[mine], "date": records.loc[mine, "date"],
-                                   "where": [f"{path.name}: id {_id_text(i)}" for i in records.loc[mine, "id"]]}))
+        ids = records.loc[~no_id, "id"].map(_id_text)
+        mine = (source.name + ":" + ids).isin(photos)
+        ids = ids[mine]
+        found.append(pd.DataFrame({"image_id": source.name + ":" + ids, "date": records.loc[ids.index, "date"],
+                                   "where": f"{path.name}: id " + ids}))
     table = pd.concat(found, ignore_index=True)
     recorded = pd.Index(table["image_id"])
-    written = table["date"].map(lambda d: isinstance(d, str)).astype(bool)
+    written = table["date"].notna()
     report.skip_many("supplemental photo whose location record has no date (date features NA)",
                      list(recorded.difference(table.loc[written, "image_id"])))
     table = table.loc[written]

@@ -67,7 +67,8 @@ def mapped_coco(info: dict, images: list[dict], annotations: list[dict], categor
 def location_record(rng: np.random.Generator, image_id: int, s: Species | None, undated_share: float) -> dict:
     """One image's record in the iNat competitions' location files (the keys code reading 2018's meets: id, lat,
     lon, date, date_c: the day's share of its year, loc_uncert, user_id, valid; `load` reads id and date); an
-    `undated_share` of them without position, date or observer. A species with a season is photographed in it as often as its cameras see it then."""
+    `undated_share` of them without position, date or observer. A species with a season is photographed in it as
+    often as its cameras see it then."""
     if rng.random() < undated_share:
         return {"id": image_id, "lat": None, "lon": None, "date": None, "date_c": None, "loc_uncert": None,
                 "user_id": None, "valid": False}
@@ -78,8 +79,15 @@ def location_record(rng: np.random.Generator, image_id: int, s: Species | None, 
     when = np.datetime64(f"{rng.integers(2010, 2017)}-01-01") + np.timedelta64(day, "D")
     stamp = f"{when} {rng.integers(6, 19):02d}:{rng.integers(60):02d}:{rng.integers(60):02d}+00:00"
     return {"id": image_id, "lat": round(float(rng.uniform(-30, 40)), 5),
-            "lon": round(float(rng.uniform(-110, 150)), 5), "date": stamp, "date_c": round(day / 365, 6), "loc_uncert": int(rng.integers(5, 2000)),
-            "user_id": int(rng.integers(1, 50_000)), "valid": True}
+            "lon": round(float(rng.uniform(-110, 150)), 5), "date": stamp, "date_c": round(day / 365, 6),
+            "loc_uncert": int(rng.integers(5, 2000)), "user_id": int(rng.integers(1, 50_000)), "valid": True}
+
+
+def write_location_files(root: Path, files: tuple[str, ...], records: list[dict], file_of: np.ndarray) -> None:
+    """Write each record to the file of `files` (under `root`) that `file_of` numbers for it, as json lists."""
+    for k, rel in enumerate(files):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(json.dumps([r for r, f in zip(records, file_of) if f == k]))
 
 
 def write_inaturalist(out: str | Path, seed: int, photos: int, train_images: dict[int, int],
@@ -111,9 +119,6 @@ def write_inaturalist(out: str | Path, seed: int, photos: int, train_images: dic
     dates_rng = np.random.default_rng([seed, 18])
     records = [location_record(dates_rng, image["id"], wild[which], 0.05) for image, which in zip(images, drawn)]
     records += [location_record(dates_rng, 900_000 + k, None, 0.05) for k in range(photos // 3)]
-    in_val = dates_rng.random(len(records)) < 0.15
-    for rel, part in zip(LOCATIONS, (~in_val, in_val)):
-        (out.parent / rel).parent.mkdir(parents=True, exist_ok=True)
-        (out.parent / rel).write_text(json.dumps([r for r, keep in zip(records, part) if keep]))
+    write_location_files(out.parent, LOCATIONS, records, (dates_rng.random(len(records)) < 0.15).astype(int))
     return {"supplemental_photos": photos, "supplemental_boxes": sum("bbox" in a for a in annotations),
             "supplemental_dated": sum(r["date"] is not None for r in records[:photos])}

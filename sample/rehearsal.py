@@ -14,6 +14,9 @@ The organisers' iNaturalist subsets are written beside them in their mapped-COCO
 2017 with pixel boxes and 2018 without): the real counts are not published, so their size is estimated from
 the tarballs (2.2 and 1.5 GB) over the mean JPEG size of each year's competition images (186 GB / 675,170 and
 120 GB / 461,939, about 275 and 260 KB at 800 px): about 8,000 and 5,800 photos, more of the rare classes.
+Each source names its competition's location files at their real record counts (the photos and every other
+image of that competition), 5% of them undated, the others on a day drawn uniformly: the dates cost what real
+ones do and carry no class signal.
 
 `scale` and `camera_scale` shrink the shape for the test suite (1/100 of the images on 1/20 of the
 cameras still has 100+ classes with the real long tail).
@@ -34,7 +37,7 @@ from joblib import Parallel, delayed
 from tqdm import tqdm
 
 from sample.generate import ACTIVITY_HOURS, write_kaggle_files, write_landsat
-from sample.inaturalist import mapped_coco, photo_records
+from sample.inaturalist import location_record, mapped_coco, photo_records, write_location_files
 
 CATEGORIES = Path(__file__).with_name("iwildcam2020_categories.json")
 SHAPE = {"train_images": 217_959, "test_images": 62_894, "train_locations": 441, "test_locations": 111}
@@ -50,6 +53,11 @@ INATURALIST = (("inat2017", 8_000, 0.9, "train_val_images", "inaturalist_2017_to
                ("inat2018", 5_800, 0.0, "train_val2018", "inaturalist_2018_to_iwildcam_train.json",
                 "inaturalist_2018"))
 INAT_SIZES = ((800, 600), (600, 800), (800, 533))  # iNat's photos: 800 px on the longer side
+# each source's location files and their records, one per competition image (visipedia/inat_comp's READMEs)
+INAT_LOCATIONS = {"inat2017": (("inat2017_locations/train2017_locations.json", 579_184),
+                               ("inat2017_locations/val2017_locations.json", 95_986)),
+                  "inat2018": (("inat2018_locations/train2018_locations.json", 437_513),
+                               ("inat2018_locations/val2018_locations.json", 24_426))}
 
 
 @dataclass
@@ -340,7 +348,7 @@ def _write_inaturalist(out: Path, seed: int, scale: float, counts: np.ndarray, c
     file names, a pixel bbox on each year's share, extra keys; a class's share of the photos grows as its
     camera-trap count falls (as the organisers picked the classes that might be in the test set); no empty or
     human class. Their own generator (`seed`): the camera-trap data are the same with or without them."""
-    rng = np.random.default_rng([seed, 23])
+    rng, dates_rng = np.random.default_rng([seed, 23]), np.random.default_rng([seed, 24])
     eligible = np.array([c for c in range(len(counts)) if c not in excluded])
     weight = 1.0 / np.sqrt(1.0 + counts[eligible])
     ids, cls, sources, written = [], [], [], {}
@@ -366,9 +374,24 @@ def _write_inaturalist(out: Path, seed: int, scale: float, counts: np.ndarray, c
         doc = mapped_coco({"description": f"{name} mapped to iWildCam categories (rehearsal)"}, images, annotations,
                           [(categories[c]["id"], categories[c]["name"]) for c in eligible])
         (out / metadata).write_text(json.dumps(doc))
-        sources.append({"name": name, "metadata": metadata, "images": folder})
-        written[name] = {"photos": n, "boxes": sum("bbox" in a for a in annotations)}
+        files, records, dated = _write_locations(out, dates_rng, scale, name, [im["id"] for im in images])
+        sources.append({"name": name, "metadata": metadata, "images": folder, "locations": files})
+        written[name] = {"photos": n, "boxes": sum("bbox" in a for a in annotations), "location_records": records,
+                         "dated": dated}
     return Photos(ids, np.array(cls, int), sources), written
+
+
+def _write_locations(out: Path, rng: np.random.Generator, scale: float, name: str, photo_ids: list[int]
+                     ) -> tuple[list[str], int, int]:
+    """Source `name`'s location files (INAT_LOCATIONS, records times `scale`): its photos and other images of the
+    competition (ids above any photo's), spread over the files as their sizes; return the files, the records and
+    how many photos are dated."""
+    files, sizes = zip(*INAT_LOCATIONS[name])
+    total = max(len(photo_ids), round(sum(sizes) * scale))
+    ids = photo_ids + list(range(3_000_000, 3_000_000 + total - len(photo_ids)))
+    records = [location_record(rng, image_id, None, 0.05) for image_id in ids]
+    write_location_files(out, files, records, rng.choice(len(files), total, p=np.array(sizes) / sum(sizes)))
+    return list(files), total, sum(r["date"] is not None for r in records[:len(photo_ids)])
 
 
 def _inat_jpeg(path: Path, rng: np.random.Generator, colour: np.ndarray, width: int, height: int,

@@ -174,6 +174,25 @@ def test_the_supplemental_switch_and_weight_rerun_only_the_model_stages(work):
     assert set(changed_stages(work)) == {"train", "evaluate"}
 
 
+def test_an_edited_location_file_reruns_load_through_the_inventory(work):
+    """The supplemental sources' location files are data the inventory lists: a changed date changes the inventory
+    table, so `load` reruns, and the new date reaches the supplemental table."""
+    path = work / "sample_data/inat2017_locations/val2017_locations.json"
+    photos = pd.read_parquet(work / "artifacts/tables/supplemental.parquet")
+    records = json.loads(path.read_text())
+    edited = next(r for r in records if r["date"] and photos.index.str.endswith(f":{r['id']}").any())
+    edited["date"] = "2001" + edited["date"][4:]
+    path.write_text(json.dumps(records))
+    before = pd.read_parquet(work / "artifacts/tables/files.parquet").set_index("path")
+    run_stage(work, "inventory")
+    after = pd.read_parquet(work / "artifacts/tables/files.parquet").set_index("path")
+    assert list(after.compare(before).index) == ["inat2017_locations/val2017_locations.json"]
+    assert changed_stages(work)["load"] == [{"changed deps": {"artifacts/tables/files.parquet": "modified"}}]
+    run_stage(work, "load")
+    dates = pd.read_parquet(work / "artifacts/tables/supplemental.parquet")["date"]
+    assert dates[dates.index.str.endswith(f":{edited['id']}")].dt.year.tolist() == [2001]
+
+
 def test_second_repro_runs_only_the_inventory_and_it_finds_nothing_changed(repro):
     work, _ = repro
     table = (work / "artifacts/tables/files.parquet").read_bytes()

@@ -31,8 +31,14 @@ def test_scale_report_measures_every_stage_and_a_noop_repro(rehearsal):
     photos = shape["supplemental_photos"]
     assert {n: p["photos"] for n, p in photos.items()} == {"inat2017": 80, "inat2018": 58}
     assert photos["inat2018"]["boxes"] == 0 < photos["inat2017"]["boxes"] < 80
+    # their competitions' location files at 1/100 of their records (675,170 and 461,939), 95% of photos dated
+    assert {n: p["location_records"] for n, p in photos.items()} == {"inat2017": 6752, "inat2018": 4619}
+    dated = sum(p["dated"] for p in photos.values())
+    assert 0.85 * 138 < dated < 138
+    timing = stages["sequence_timing"]["outputs"]["artifacts/features/sequence_timing.parquet"]["rows"]
+    assert timing == 2180 + 629 + dated  # the camera images, then the dated photos
     files = stages["inventory"]["outputs"]["artifacts/tables/files.parquet"]["rows"]
-    assert files == 2180 + 629 + shape["landsat_files"] + 3 + 138 + 2  # the metadata json files of both kinds
+    assert files == 2180 + 629 + shape["landsat_files"] + 3 + 138 + 2 + 4  # the metadata and location json files
     assert stages["join"]["outputs"]["artifacts/features/feature_table.parquet"]["rows"] == 2180 + 629 + 138
     assert rehearsal["metrics"]["supplemental"] == {"trained_with": True, "rows": 138, "weight": 0.1}
     assert len(rehearsal["noop_repro_s"]) == 2 and rehearsal["totals"]["train_evaluate_s"] > 0

@@ -276,6 +276,7 @@ def test_bad_location_records_are_counted_naming_file_and_record_and_a_bad_file_
     inat_2017(tmp_path)
     rel = locations(tmp_path, "train2017_locations.json", [
         record_2017(1000, "05/13/2016"),                                     # not an ISO date
+        record_2017(1000, 20160513),                                         # not a string
         record_2017(1001, "1970-01-01 00:00:00+00:00"),                      # a clock never set
         record_2017(1001, "2016-02-30"),                                     # no such day
         {"lat": 1.0, "lon": 2.0, "date": "2016-01-01"},                      # no id
@@ -284,13 +285,14 @@ def test_bad_location_records_are_counted_naming_file_and_record_and_a_bad_file_
     assert table["date"].isna().all()
     bad_date = ("supplemental location date that is not an ISO date or whose year is outside 2000-2030 "
                 "(record not used)")
-    assert report.counts == {bad_date: 3, "supplemental location record without 'id' (skipped)": 1,
+    assert report.counts == {bad_date: 4, "supplemental location record without 'id' (skipped)": 1,
                              "supplemental photo whose location records give different dates (date features NA)": 1}
     assert report.examples[bad_date] == ["train2017_locations.json: id 1000 date='05/13/2016'",
+                                         "train2017_locations.json: id 1000 date=20160513",
                                          "train2017_locations.json: id 1001 date='1970-01-01 00:00:00+00:00'",
                                          "train2017_locations.json: id 1001 date='2016-02-30'"]
     assert report.examples["supplemental location record without 'id' (skipped)"] == [
-        "train2017_locations.json: record #3"]
+        "train2017_locations.json: record #4"]
     for content, message in (({"id": 1000, "date": "2016-01-01"}, "must be a list of records"),
                              ([[1000, "2016-01-01"]], "must be a list of records")):
         locations(tmp_path, rel, content)
