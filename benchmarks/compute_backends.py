@@ -23,14 +23,16 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data import QualityReport  # noqa: E402
+from features.backbones import build_backbone  # noqa: E402
 from features.embeddings import compute_embeddings  # noqa: E402
 from features.image_stats import image_stats  # noqa: E402
 from features.landsat_summary import landsat_summary  # noqa: E402
+from infra.artifacts import FEATURE_TABLE, table  # noqa: E402
+from infra.compute import compute_backend  # noqa: E402
 from models import registry  # noqa: E402
-from features.backbones import build_backbone  # noqa: E402
+from models.labelled import labelled_train  # noqa: E402
 from models.reduce import EmbeddingPCA, FeatureFile  # noqa: E402
 from models.tune import tune  # noqa: E402
-from stages.common import FEATURE_TABLE, compute_backend, labelled_train, table  # noqa: E402
 
 DASK = {"backend": "dask", "address": "", "workers": 2, "threads_per_worker": 1}
 

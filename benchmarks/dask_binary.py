@@ -34,7 +34,8 @@ def main() -> None:
     args = parser.parse_args()
     os.chdir(args.repo)
     import yaml
-    from stages.common import BEST_PARAMS, FEATURE_TABLE, HOLDOUT_PCA, SPLIT_FILE, labelled_train
+    from infra.artifacts import BEST_PARAMS, FEATURE_TABLE, HOLDOUT_PCA, SPLIT_FILE
+    from models.labelled import labelled_train
     params = yaml.safe_load(Path("params.yaml").read_text())
     cfg, unit = params["train"], params["train"]["rows"]
     labels, rows = labelled_train()

@@ -22,12 +22,13 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from infra.artifacts import BEST_PARAMS, FEATURE_TABLE  # noqa: E402
 from models import registry  # noqa: E402
+from models.labelled import labelled_train  # noqa: E402
 from models.lgbm import class_weights  # noqa: E402
 from models.reduce import EmbeddingPCA, FeatureFile  # noqa: E402
 from models.rerank import PairData, candidate_log_loss, pairs  # noqa: E402
 from models.split import holdout_locations  # noqa: E402
-from stages.common import BEST_PARAMS, FEATURE_TABLE, labelled_train  # noqa: E402
 
 
 def held_out_curve(model, data, x_val, y_val, params: dict, max_rounds: int) -> list[float]:

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 
 from features.detector_stats import detector_stats
+from infra.artifacts import FEATURES, table
 from infra.atomic import write_parquet
-from stages.common import FEATURES, table
 
 
 def run(params: dict) -> None:

@@ -13,8 +13,9 @@ from data.quality import DataError
 from data.supplemental import with_photos
 from features.backbones import IMPORTED, check_backbones, family_name, weights_of
 from features.embeddings import embeddings
+from infra.artifacts import CACHE, EMBEDDINGS, QUALITY, WEIGHTS, table, write_quality
 from infra.atomic import atomic_path
-from stages.common import CACHE, EMBEDDINGS, QUALITY, WEIGHTS, compute_backend, table, write_quality
+from infra.compute import compute_backend
 
 ROW_GROUP = 32_768  # rows converted to Arrow at a time: pandas would convert the whole 4.3 GB table at once
 

@@ -13,20 +13,20 @@ from sklearn.utils.metadata_routing import get_routing_for_object
 from tqdm import tqdm
 
 from data.quality import DataError
+from infra.artifacts import (FEATURES, REPORTS, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, FIGURES, FEATURE_TABLE,
+                              QUALITY, table)
 from infra.atomic import write_json, write_text
 from infra.blas import one_blas_thread
 from models import baselines, registry, sequence_rows
 from models.bootstrap import location_intervals
 from models.compare import backbones, compare, comparison_markdown, counterpart, published, supplemental_effect
+from models.labelled import labelled_rows
 from models.lgbm import supplemental_weights
 from models.metrics import classification_metrics, smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile
 from models.report_plots import write_interval_plots, write_plots, write_supplemental_plot
 from models.rerank import Reranker
 from models.split import SUPPLEMENTAL, Evaluation, NotFittable, evaluation_split
-from stages.common import (FEATURES, REPORTS, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, FIGURES, FEATURE_TABLE,
-                           QUALITY, table)
-from stages.labelled import labelled_rows
 
 log = logging.getLogger("stages.evaluate")
 SMOOTHED = ("linear_probe_all_families", "linear_probe_embeddings")  # rows reported smoothed too, beside the chosen

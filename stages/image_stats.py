@@ -5,8 +5,9 @@ from data import QualityReport
 from data.images import JpegPolicy
 from data.supplemental import with_photos
 from features.image_stats import image_stats
+from infra.artifacts import FEATURES, CACHE, table, write_quality
 from infra.atomic import write_parquet
-from stages.common import FEATURES, CACHE, compute_backend, table, write_quality
+from infra.compute import compute_backend
 
 
 def run(params: dict) -> None:

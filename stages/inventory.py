@@ -5,8 +5,8 @@ import logging
 
 from data.io import file_inventory
 from data.supplemental import sources
+from infra.artifacts import DATA_FOLDERS, FILES_TABLE
 from infra.atomic import write_parquet
-from stages.common import DATA_FOLDERS, FILES_TABLE
 
 log = logging.getLogger("stages.inventory")
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 
 from data import QualityReport
 from data.quality import count_per_split
+from infra.artifacts import (EMBEDDINGS, FEATURES, FAMILIES, FEATURE_TABLE, QUALITY, USABLE_PIXELS, table,
+                              write_quality)
 from infra.atomic import atomic_path, write_parquet
-from stages.common import (EMBEDDINGS, FEATURES, FAMILIES, FEATURE_TABLE, QUALITY, USABLE_PIXELS, table,
-                           write_quality)
 
 log = logging.getLogger("stages.join")
 # the column of each pixel family that every decoded image has: the family's evidence that it was read

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from data import QualityReport
 from features.landsat_summary import landsat_summary
+from infra.artifacts import CACHE, FEATURES, table, write_quality
 from infra.atomic import write_parquet
-from stages.common import CACHE, FEATURES, compute_backend, table, write_quality
+from infra.compute import compute_backend
 
 
 def run(params: dict) -> None:

@@ -6,13 +6,13 @@ from pathlib import Path
 
 from data import DataError, QualityReport, index_landsat, load_detections, load_metadata
 from data.coco import TRAIN_JSON
-from data.quality import count_per_split
 from data.landsat import empty_index
 from data.megadetector import no_detections
+from data.quality import count_per_split
 from data.supplemental import load_supplemental
 from data.wilds import METADATA_CSV, load_wilds
+from infra.artifacts import TABLES, write_quality
 from infra.atomic import write_parquet
-from stages.common import TABLES, write_quality
 
 log = logging.getLogger("stages.load")
 LAYOUTS = ("kaggle", "wilds")

@@ -7,12 +7,12 @@ import logging
 import numpy as np
 import pandas as pd
 
+from infra.artifacts import REPORTS, FEATURE_TABLE, FINAL_MODEL, FINAL_PCA, SPLIT_FILE, table
 from infra.atomic import write_text
 from infra.blas import one_blas_thread
 from models import registry, sequence_rows
 from models.metrics import smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile
-from stages.common import REPORTS, FEATURE_TABLE, FINAL_MODEL, FINAL_PCA, SPLIT_FILE, table
 
 log = logging.getLogger("stages.predict")
 

@@ -7,10 +7,10 @@ import shutil
 from collections import Counter
 
 from data.coco import TRAIN_JSON
+from infra.artifacts import SAMPLE_DIR
 from sample.generate import generate
 from sample.inaturalist import write_inaturalist
 from sample.wilds import CAMERAS, IMAGES, write_wilds
-from stages.common import SAMPLE_DIR
 
 log = logging.getLogger("stages.sample")
 WILDS_SAMPLE = "iwildcam_v2.0"  # the folder name WILDS's download unpacks to

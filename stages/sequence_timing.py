@@ -5,8 +5,8 @@ import pandas as pd
 
 from data import QualityReport
 from features.sequence_timing import photo_timing, sequence_timing
+from infra.artifacts import FEATURES, table, write_quality
 from infra.atomic import write_parquet
-from stages.common import FEATURES, table, write_quality
 
 
 def run(params: dict) -> None:

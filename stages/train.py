@@ -6,15 +6,15 @@ import logging
 import numpy as np
 
 from data.quality import DataError
+from infra.artifacts import FINAL_MODEL, HOLDOUT_PCA, FINAL_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, OPTUNA, FEATURE_TABLE
 from infra.atomic import write_json
 from infra.blas import one_blas_thread
+from infra.compute import compute_backend
 from models import registry, sequence_rows
+from models.labelled import labelled_rows
 from models.reduce import EmbeddingPCA, FeatureFile
 from models.split import NotFittable, evaluation_split, holdout_locations, uses_supplemental
 from models.tune import tune
-from stages.common import (FINAL_MODEL, HOLDOUT_PCA, FINAL_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, OPTUNA, FEATURE_TABLE,
-                           compute_backend)
-from stages.labelled import labelled_rows
 
 log = logging.getLogger("stages.train")
 

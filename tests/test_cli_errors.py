@@ -4,8 +4,9 @@ tell, with a sentence saying what is missing."""
 import json
 
 import pytest
+import yaml
 
-from tests.conftest import DETECTOR_JSON, TRAIN_JSON, project_reading, read, run_stage, write
+from tests.conftest import DETECTOR_JSON, REPO, TRAIN_JSON, project_reading, read, run_stage, write
 
 
 @pytest.fixture
@@ -49,3 +50,17 @@ def test_no_labelled_train_image_is_refused_at_load_with_what_is_missing(work, r
     quality = json.loads((work / "reports/quality/load.json").read_text())  # the reasons, for the person
     assert quality["skipped"]["annotation with unknown category id"] == len(doc["annotations"])
     assert not (work / "artifacts/tables/labels.parquet").exists()
+
+
+@pytest.mark.parametrize("name", ["labelled", "common", "evaluation"])
+def test_a_name_that_is_not_a_dvc_stage_is_one_line_listing_the_stages(work, name):
+    done = stage(work, name)
+    stages = list(yaml.safe_load((work / "dvc.yaml").read_text())["stages"])
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"pipeline.py: {name!r} is not a stage of dvc.yaml; the stages are {', '.join(stages)}"]
+
+
+def test_stages_holds_one_module_per_dvc_stage_and_nothing_else():
+    modules = {p.stem for p in (REPO / "stages").glob("*.py") if p.stem != "__init__"}
+    assert modules == set(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])

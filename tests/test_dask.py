@@ -13,12 +13,12 @@ from dask.distributed import Client, LocalCluster
 from joblib import parallel_config
 
 from data import QualityReport, index_landsat
+from features.backbones import build_backbone
 from features.embeddings import compute_embeddings
 from features.image_stats import image_stats
 from features.landsat_summary import landsat_summary
-from features.backbones import build_backbone
+from infra.compute import compute_backend
 from models.tune import cross_validate, tune, tuning_folds
-from stages.common import compute_backend
 from tests.conftest import SPACE, TUNE, load_tables, reranker, toy
 
 EMBED_CFG = dict(backbones=["efficientnet_lite0"], weights={}, input_size=224, import_file=None, device="cpu", threads=1,

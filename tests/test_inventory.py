@@ -6,8 +6,8 @@ import pandas as pd
 import yaml
 
 from data.io import file_inventory
+from infra.artifacts import DATA_FOLDERS
 from infra.atomic import write_parquet
-from stages.common import DATA_FOLDERS
 from tests.conftest import DETECTOR_JSON, REPO, TRAIN_JSON
 
 

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pandas as pd
 
-import stages.common as common
+import infra.artifacts as artifacts
 import stages.join as join
 
 PARAMS = {"features": {"detector_stats": True, "sequence_timing": True, "landsat_summary": False,
@@ -15,7 +15,7 @@ def in_folder(monkeypatch, folder, images: pd.DataFrame, notes: dict | None = No
     """The join stage reading its inputs from `folder` and writing there, the load report's notes given."""
     (folder / "quality").mkdir(exist_ok=True)
     (folder / "quality" / "load.json").write_text(json.dumps({"notes": notes or {}}))
-    for module in (join, common):
+    for module in (join, artifacts):
         monkeypatch.setattr(module, "QUALITY", folder / "quality")
     monkeypatch.setattr(join, "FEATURES", folder)
     monkeypatch.setattr(join, "EMBEDDINGS", folder / "embeddings")

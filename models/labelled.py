@@ -4,12 +4,23 @@ from __future__ import annotations
 import pandas as pd
 
 from data.quality import DataError
+from infra.artifacts import USABLE_PIXELS, table
 from models.split import SUPPLEMENTAL
-from stages.common import USABLE_PIXELS, labelled_train, table
+
+
+def labelled_train() -> tuple[pd.Series, pd.DataFrame]:
+    """Labels and image rows (location, seq_id, whether its pixels are `usable`) of the labelled train images.
+    Their features are read from the feature table a block at a time (models.reduce.FeatureFile): at full
+    scale it is 4.5 GB."""
+    images, labels = table("images"), table("labels")["category_id"]
+    ids = labels.index.intersection(images.index[images["split"] == "train"])
+    rows = images.loc[ids].join(pd.read_parquet(USABLE_PIXELS)["usable"])
+    return labels.loc[ids], rows
+
 
 
 def labelled_rows() -> tuple[pd.Series, pd.DataFrame]:
-    """Labels and rows of the labelled camera-trap train images (stages.common.labelled_train), then of the
+    """Labels and rows of the labelled camera-trap train images (labelled_train), then of the
     supplemental photos (data.supplemental): each its own sequence, split `supplemental`, at location
     SUPPLEMENTAL, which models.split keeps out of every validation, early-stopping and scored row."""
     labels, rows = labelled_train()
