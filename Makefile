@@ -27,9 +27,10 @@ $(STAMP): requirements.txt constraints.txt
 	$(BIN)/python -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $(STAMP)
 
+# ends with the headline (models/headline.py): the chosen model and the baselines beside it, with their intervals
 repro: $(STAMP)
 	$(BIN)/dvc repro
-	$(BIN)/dvc metrics show
+	$(BIN)/python -m models.headline
 
 # The test modules on up to 4 processes (2 on a 2-core machine), longest first (LONGEST_FIRST in tests/conftest.py).
 test: $(STAMP)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from data.quality import DataError
 from infra.params import stage_params
 
 DVC_YAML = Path(__file__).parent / "dvc.yaml"
+PARAMS_READ = "CAMTRAP_PARAMS_READ"  # a folder: each stage that ends well writes there the params keys it read
 
 
 def _terminate(signum, frame) -> None:
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> None:
         if args.traceback:
             raise
         sys.exit(f"{args.stage}: error: {' '.join(str(e).split())}")
+    if os.environ.get(PARAMS_READ):  # the keys the stage read, for the test that finds declared keys never read
+        folder = Path(os.environ[PARAMS_READ])
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{args.stage}.json").write_text(json.dumps(sorted(params.read)))
 
 
 if __name__ == "__main__":

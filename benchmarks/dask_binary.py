@@ -44,10 +44,10 @@ def main() -> None:
     x = sequence_rows.to_rows(EmbeddingPCA.load(HOLDOUT_PCA).transform_file(FeatureFile(FEATURE_TABLE),
                                                                           labels.index[fit]), seqs, unit)
     y = sequence_rows.row_labels(labels[fit], seqs, unit)
-    groups = sequence_rows.row_groups(rows.loc[fit, "location"], seqs, unit)
+    meta = sequence_rows.row_metadata(rows[fit].assign(photo=False), seqs, unit)
     tuned = json.loads(BEST_PARAMS.read_text())["models"]["reranker"]
     model = registry.build("reranker", cfg, tuned["params"], params["execution"]["threads"])
-    data = model.prepare(x, y, groups)
+    data = model.prepare(x, y, **meta)
     rounds = model.fit_prepared(data).rounds_
     k = data.cand.shape[1]
     pairs, label = pair_rows(data.x, data.evidence), (data.cand == data.codes[:, None]).ravel().astype(np.float32)

@@ -68,18 +68,35 @@ def load_wilds(root: str | os.PathLike, report: QualityReport, valid_years: tupl
     a plain `<image id>.jpg` in the image folder (absolute, escaping it, in a subfolder) is skipped: no path
     becomes an image id."""
     root = Path(root)
-    path, cat_path = root / METADATA_CSV, root / CATEGORIES_CSV
-    categories = _read_csv(cat_path, ("y", "category_id"))
-    y_values = integer_column(categories["y"], "y", _line(cat_path, categories))
-    ids = integer_column(categories["category_id"], "category_id", _line(cat_path, categories))
-    if y_values.duplicated().any():
-        raise DataError(f"{cat_path}: y {int(y_values[y_values.duplicated()].iloc[0])} is listed twice")
-    names = categories["name"] if "name" in categories else ids.astype(str)
-    category_of = pd.Series(ids.to_numpy(), index=y_values.to_numpy())
-
-    meta = _read_csv(path, REQUIRED)
+    category_of, cats = _categories(root / CATEGORIES_CSV)
+    meta = _read_csv(root / METADATA_CSV, REQUIRED)
     report.count_read("wilds images", len(meta))
+    meta, image_id, y = _usable_rows(meta, category_of, report, root / METADATA_CSV)
+    original = ORIGINAL_LOCATION in meta.columns
+    images = _images(meta, image_id, original, root / METADATA_CSV, report, valid_years)
+    check_files(images, root, IMAGE_FOLDER, METADATA_CSV, report)
+    report.note("wilds split images", images["wilds_split"].value_counts().reindex(list(SPLITS), fill_value=0)
+                .astype(int).to_dict())
+    labels = pd.DataFrame({"category_id": category_of.loc[y.to_numpy()].to_numpy()}, index=images.index)
+    return images, labels, cats, original
 
+
+def _categories(path: Path) -> tuple[pd.Series, pd.DataFrame]:
+    """(the category id of each `y`, the categories table indexed by id with their names) from categories.csv."""
+    categories = _read_csv(path, ("y", "category_id"))
+    y_values = integer_column(categories["y"], "y", _line(path, categories))
+    ids = integer_column(categories["category_id"], "category_id", _line(path, categories))
+    if y_values.duplicated().any():
+        raise DataError(f"{path}: y {int(y_values[y_values.duplicated()].iloc[0])} is listed twice")
+    names = categories["name"] if "name" in categories else ids.astype(str)
+    cats = pd.DataFrame({"name": names.to_numpy()}, index=pd.Index(ids.to_numpy(), name="id")).sort_index()
+    return pd.Series(ids.to_numpy(), index=y_values.to_numpy()), cats
+
+
+def _usable_rows(meta: pd.DataFrame, category_of: pd.Series, report: QualityReport, path: Path
+                 ) -> tuple[pd.DataFrame, pd.Series, pd.Series]:
+    """(the rows of metadata.csv kept, their image ids, their `y`): each row that cannot be an image of the
+    dataset is skipped and counted with its line and value."""
     def skip(bad: pd.Series, reason: str, column: str) -> None:
         nonlocal meta
         report.skip_many(reason, [f"{METADATA_CSV}: line {k + 2} {column}={v!r}" for k, v in
@@ -87,6 +104,9 @@ def load_wilds(root: str | os.PathLike, report: QualityReport, valid_years: tupl
         meta = meta.loc[~bad]
 
     skip(~meta["split"].isin(SPLITS), f"split not one of {', '.join(SPLITS)} (row skipped)", "split")
+    # one rule for a label that names no category, empty or unlisted: the row is skipped and counted; a value that
+    # is no integer at all ('nan', 'north') is a damaged file, one line
+    skip(meta["y"].str.strip() == "", "y empty: no label (row skipped)", "y")
     y = integer_column(meta["y"], "y", _line(path, meta))
     skip(~y.isin(category_of.index), f"y not in {CATEGORIES_CSV} (row skipped)", "y")
     skip(~meta["filename"].map(safe_relative).astype(bool), "filename escapes the image folder (row skipped)",
@@ -98,9 +118,13 @@ def load_wilds(root: str | os.PathLike, report: QualityReport, valid_years: tupl
         skip(meta["image_id"] != image_id, "image_id is not the filename without .jpg (row skipped)", "image_id")
         image_id = image_id[meta.index]
     skip(image_id.duplicated(), "duplicate filename (later row skipped)", "filename")
-    image_id, y = image_id[meta.index], y[meta.index]
+    return meta, image_id[meta.index], y[meta.index]
 
-    original = ORIGINAL_LOCATION in meta.columns
+
+def _images(meta: pd.DataFrame, image_id: pd.Series, original: bool, path: Path, report: QualityReport,
+            valid_years: tuple[int, int]) -> pd.DataFrame:
+    """The images table of the kept rows, as the Kaggle loader's: location, sequence, datetime, frame order
+    and burst length (from the datetimes within a sequence); width and height are left to the JPEG headers."""
     record = _line(path, meta)
     images = pd.DataFrame({
         "split": "train", "wilds_split": meta["split"].to_numpy(),
@@ -113,15 +137,9 @@ def load_wilds(root: str | os.PathLike, report: QualityReport, valid_years: tupl
     }, index=pd.Index(image_id.to_numpy(), name="image_id"))
     images["datetime"] = parse_datetimes(images["datetime_raw"], valid_years, report, METADATA_CSV)
     images["datetime_ok"] = images["datetime"].notna()
-    # frame order and burst length, which the Kaggle metadata states, from the datetimes within a sequence
     order = images.reset_index().sort_values(["seq_id", "datetime", "image_id"])
     frame = order.groupby("seq_id").cumcount()
     images["frame_num"] = pd.Series(frame.to_numpy(), index=order["image_id"].to_numpy()).reindex(images.index)
     images["seq_num_frames"] = images.groupby("seq_id")["seq_id"].transform("size").astype("int64")
     images["width"] = images["height"] = pd.array([pd.NA] * len(images), dtype="Int64")
-    check_files(images, root, IMAGE_FOLDER, METADATA_CSV, report)
-    report.note("wilds split images", images["wilds_split"].value_counts().reindex(list(SPLITS), fill_value=0)
-                .astype(int).to_dict())
-    labels = pd.DataFrame({"category_id": category_of.loc[y.to_numpy()].to_numpy()}, index=images.index)
-    cats = pd.DataFrame({"name": names.to_numpy()}, index=pd.Index(ids.to_numpy(), name="id")).sort_index()
-    return images, labels, cats, original
+    return images

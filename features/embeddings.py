@@ -103,11 +103,23 @@ def _embed_chunk(chunk: list[tuple[str, dict]], load_backbone: Callable[[], Back
                         index=pd.Index([it["image_id"] for _, it in chunk], name="image_id"))
 
 
+def spread_order(images: pd.DataFrame) -> np.ndarray:
+    """Positions of `images` taking one image of each (location, width x height) in turn, in table order within
+    each: the int8 self-check's first views span the cameras and frame sizes (a WILDS copy's first rows are
+    mostly one project's thumbnails) instead of the first rows of the table."""
+    keys = [images[c].astype("string").fillna("?") for c in ("location", "width", "height") if c in images]
+    stratum = pd.Series("", index=images.index, dtype="string")
+    for key in keys:
+        stratum = stratum + "|" + key
+    turn = stratum.groupby(stratum.to_numpy(), sort=False).cumcount().to_numpy()
+    return np.argsort(turn, kind="stable")
+
+
 def int8_self_check(backbone: Backbone, items: list[dict], cfg: dict, policy: JpegPolicy,
                     report: QualityReport) -> None:
     """Whether the int8 graph may stand in for the fp32 one on these weights: the first time it runs, the frame
-    views of this run's first INT8_CHECK_VIEWS readable images are embedded in both precisions, and the per-view
-    cosine (min, mean) is kept beside the int8 graph and noted in the report. At or above
+    views of the first INT8_CHECK_VIEWS readable `items` (in spread_order) are embedded in both precisions, and
+    the per-view cosine (min, mean) is kept beside the int8 graph and noted in the report. At or above
     `embeddings.int8_min_cosine` the backbone runs in int8; below, the stage stops in one line, or with
     `embeddings.int8_fallback` runs it in fp32. Real ViTs have activation outliers that random weights lack:
     only the user's own weights can say how int8 treats them."""
@@ -161,7 +173,7 @@ def compute_embeddings(images: pd.DataFrame, detections: pd.DataFrame, root: str
              for i, d, f, w, h in zip(readable.index, folders, readable["file_name"], readable["width"],
                                       readable["height"])]
     if backbone.int8 is not None:
-        int8_self_check(backbone, items, cfg, policy, report)
+        int8_self_check(backbone, [items[k] for k in spread_order(readable)], cfg, policy, report)
     report.note("backbone", backbone.model_id)
     report.note("runtime", backbone.runtime)
     if backbone.runtime_reason:

@@ -12,7 +12,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from models.lgbm import ProbabilityClassifier, stopping_rows, supplemental_weights
-from models.split import NotFittable
+from models.split import NotFittable, fit_metadata
 
 EMPTY = 0
 
@@ -60,9 +60,8 @@ def linear_probe(class_weight: str, seed: int, max_iter: int):
 class HistGradientBoosting(ProbabilityClassifier):
     """scikit-learn's peer tree model at the tuned multiclass LightGBM's params, fitted the way our models
     are: early stopping on its last location fold, then a refit on all rows for the stopped round count
-    scaled by the row ratio; supplemental rows (location group SUPPLEMENTAL) fit at `supplemental_weight` and
-    never stop. Columns with no value in the rows it first fits carry nothing and break its binning, so they
-    are left out."""
+    scaled by the row ratio; `supplemental` rows (photos) fit at `supplemental_weight` and never stop. Columns
+    with no value in the rows it first fits carry nothing and break its binning, so they are left out."""
 
     def __init__(self, booster_params: dict | None = None, class_weight: str = "balanced", cv_folds: int = 3,
                  max_rounds: int = 400, early_stopping_rounds: int = 30, seed: int = 0,
@@ -78,8 +77,10 @@ class HistGradientBoosting(ProbabilityClassifier):
             min_samples_leaf=p.get("min_data_in_leaf", 20), l2_regularization=p.get("lambda_l2", 0.0),
             random_state=self.seed, class_weight="balanced" if self.class_weight == "balanced" else None, **settings)
 
-    def fit(self, X: pd.DataFrame, y, groups: np.ndarray) -> "HistGradientBoosting":
-        stop = stopping_rows(np.asarray(groups), self.cv_folds)
+    def fit(self, X: pd.DataFrame, y, groups: np.ndarray | None = None, supplemental: np.ndarray | None = None
+            ) -> "HistGradientBoosting":
+        groups, supplemental = fit_metadata(groups, supplemental, len(X))
+        stop = stopping_rows(groups, self.cv_folds, supplemental)
         self.columns_ = X.columns[X[~stop].notna().any().to_numpy()]
         x, y = X[self.columns_], np.asarray(y)
         known = stop & np.isin(y, y[~stop])  # stopping rows of classes the stopped fit knows
@@ -88,7 +89,7 @@ class HistGradientBoosting(ProbabilityClassifier):
                               "folds hold, or those hold one class: scikit-learn's early stopping needs both")
         stopped = self._model(max_iter=self.max_rounds, early_stopping=True,
                               n_iter_no_change=self.early_stopping_rounds, scoring="loss")
-        weight = supplemental_weights(groups, self.supplemental_weight)
+        weight = supplemental_weights(supplemental, self.supplemental_weight)
         stopped.fit(x[~stop], y[~stop], None if weight is None else weight[~stop], X_val=x[known], y_val=y[known])
         best = int(np.argmax(stopped.validation_score_))  # scores before the first and after each iteration
         self.rounds_ = max(1, round(best * len(y) / (~stop).sum()))

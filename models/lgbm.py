@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.class_weight import compute_sample_weight
 
 from infra.atomic import write_json, write_text
-from models.split import SUPPLEMENTAL, NotFittable, location_folds
+from models.split import NotFittable, fit_metadata, location_folds
 
 BOOSTER_FILE, META_FILE = "booster.txt", "model.json"
 LOSS_FLOOR = 1e-15  # probability a miss is scored at in a log-loss
@@ -34,22 +34,23 @@ def class_weights(y: np.ndarray, class_weight: str) -> np.ndarray | None:
     return compute_sample_weight("balanced", y) if class_weight == "balanced" else None
 
 
-def supplemental_weights(groups: np.ndarray, supplemental_weight: float) -> np.ndarray | None:
-    """Per-row weight of the supplemental rows against the camera-trap rows (1): `supplemental_weight` where
-    the location group is SUPPLEMENTAL, 1 elsewhere; None when there is no supplemental row."""
+def supplemental_weights(supplemental: np.ndarray | None, supplemental_weight: float) -> np.ndarray | None:
+    """Per-row weight of the supplemental rows (a mask) against the camera-trap rows (1): `supplemental_weight`
+    where the mask is set, 1 elsewhere; None when there is no supplemental row."""
     if not supplemental_weight > 0:
         raise ValueError(f"train.supplemental_weight must be > 0, not {supplemental_weight!r} "
                          f"(train.supplemental: false leaves the supplemental rows out)")
-    extra = np.asarray(groups) == SUPPLEMENTAL
-    return np.where(extra, float(supplemental_weight), 1.0) if extra.any() else None
+    if supplemental is None or not np.any(supplemental):
+        return None
+    return np.where(supplemental, float(supplemental_weight), 1.0)
 
 
-def training_weights(y: np.ndarray, class_weight: str, groups: np.ndarray, supplemental_weight: float
+def training_weights(y: np.ndarray, class_weight: str, supplemental: np.ndarray, supplemental_weight: float
                      ) -> np.ndarray | None:
     """A fit's row weights: the class weights over all its rows, camera-trap and supplemental alike (a class
     only the photos show gets a balanced class's total), the supplemental rows' then times
     `supplemental_weight`."""
-    weight, extra = class_weights(y, class_weight), supplemental_weights(groups, supplemental_weight)
+    weight, extra = class_weights(y, class_weight), supplemental_weights(supplemental, supplemental_weight)
     if extra is None:
         return weight
     return extra if weight is None else weight * extra
@@ -71,10 +72,11 @@ def fit_params(model, **objective) -> dict:
                 verbose=-1, num_threads=model.num_threads)
 
 
-def stopping_rows(groups: np.ndarray, n_folds: int) -> np.ndarray:
-    """Rows of the last location fold: the cameras a fit stops early on (unseen by the trees it scores)."""
+def stopping_rows(groups: np.ndarray, n_folds: int, supplemental: np.ndarray | None = None) -> np.ndarray:
+    """Rows of the last location fold: the cameras a fit stops early on (unseen by the trees it scores; never a
+    supplemental row)."""
     stop = np.zeros(len(groups), bool)
-    stop[location_folds(groups, n_folds)[-1][1]] = True
+    stop[location_folds(groups, n_folds, supplemental)[-1][1]] = True
     return stop
 
 
@@ -120,7 +122,13 @@ def log_loss_of_true_class(proba: np.ndarray, classes: list[int], y: np.ndarray,
 
 
 class LightGBMMulticlass(ProbabilityClassifier):
-    """One multiclass LightGBM (a tree per class per round): affordable while rows x classes stay small."""
+    """One multiclass LightGBM (a tree per class per round): affordable while rows x classes stay small.
+
+    Not lightgbm.LGBMClassifier: its fit stops early on an eval set the caller hands it and keeps that booster,
+    where this model must choose its own stopping rows (its last location fold, never a supplemental row),
+    refit on all rows for the scaled rounds (module docstring), and split that work so tuning builds a fold's
+    rows once for every trial (`prepare` / `fit_prepared`); both are thin over LightGBM's own train, early
+    stopping callback and text model."""
     NAME, STOPPING_METRIC = "lightgbm_multiclass", "multi_logloss"
 
     def __init__(self, booster_params: dict | None = None, class_weight: str = "balanced", cv_folds: int = 3,
@@ -130,12 +138,14 @@ class LightGBMMulticlass(ProbabilityClassifier):
         self.max_rounds, self.early_stopping_rounds, self.seed = max_rounds, early_stopping_rounds, seed
         self.supplemental_weight, self.num_threads = supplemental_weight, num_threads
 
-    def prepare(self, X: pd.DataFrame, y, groups: np.ndarray) -> "MulticlassData":
+    def prepare(self, X: pd.DataFrame, y, groups: np.ndarray | None = None,
+                supplemental: np.ndarray | None = None) -> "MulticlassData":
         """What a fit needs that does not depend on the booster params (tuning builds it once per fold)."""
         classes, codes = class_codes(y)
+        groups, supplemental = fit_metadata(groups, supplemental, len(codes))
         return MulticlassData(X.to_numpy(np.float32), codes, classes, list(X.columns),
-                              training_weights(codes, self.class_weight, groups, self.supplemental_weight),
-                              stopping_rows(np.asarray(groups), self.cv_folds))
+                              training_weights(codes, self.class_weight, supplemental, self.supplemental_weight),
+                              stopping_rows(groups, self.cv_folds, supplemental))
 
     def fit_prepared(self, data: "MulticlassData", callbacks: tuple = ()) -> "LightGBMMulticlass":
         params = fit_params(self, objective="multiclass", num_class=len(data.classes))
@@ -146,8 +156,11 @@ class LightGBMMulticlass(ProbabilityClassifier):
         self.classes_, self.feature_names_in_ = np.asarray(data.classes), data.columns
         return self
 
-    def fit(self, X: pd.DataFrame, y, groups: np.ndarray) -> "LightGBMMulticlass":
-        return self.fit_prepared(self.prepare(X, y, groups))
+    def fit(self, X: pd.DataFrame, y, groups: np.ndarray | None = None, supplemental: np.ndarray | None = None
+            ) -> "LightGBMMulticlass":
+        """`groups`: each row's camera location (none: one location, its rows split); `supplemental`: the rows
+        that are photos, not camera frames (models.split.fit_metadata). scikit-learn routes both as metadata."""
+        return self.fit_prepared(self.prepare(X, y, groups, supplemental))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         return self.booster_.predict(X[self.feature_names_in_].to_numpy(np.float32))

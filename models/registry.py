@@ -10,14 +10,11 @@ from models.lgbm import META_FILE, LightGBMMulticlass
 from models.rerank import Reranker
 
 MODELS = {m.NAME: m for m in (Reranker, LightGBMMulticlass)}
-# the train.* keys `build` reads: a stage that builds a tuned model (evaluate) declares these in dvc.yaml
-SETTINGS = ("candidates", "class_weight", "cv_folds", "early_stopping_rounds", "fixed", "max_rounds", "seed",
-            "supplemental_weight")
 
 
 def build(name: str, settings: dict, booster_params: dict | None = None, threads: int = 0):
-    """Model `name` with train's estimator `settings` (SETTINGS) and LightGBM params (the fixed ones if none
-    given)."""
+    """Model `name` with train's estimator `settings` and LightGBM params (train.fixed, read only when none are
+    given: evaluate builds the tuned models and never reads it)."""
     model = dict(class_weight=settings["class_weight"], cv_folds=settings["cv_folds"],
                  max_rounds=settings["max_rounds"], early_stopping_rounds=settings["early_stopping_rounds"],
                  seed=settings["seed"], supplemental_weight=settings["supplemental_weight"], num_threads=threads,

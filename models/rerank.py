@@ -28,7 +28,7 @@ from sklearn.covariance import ledoit_wolf
 from infra.atomic import atomic_path
 from models.lgbm import (BOOSTER_FILE, LOSS_FLOOR, META_FILE, ProbabilityClassifier, boost, class_codes, fit_params,
                          save_booster, saved_params, stopping_rows, supplemental_weights, training_weights)
-from models.split import SUPPLEMENTAL, location_folds
+from models.split import fit_metadata, location_folds
 
 PROPOSERS_FILE = "proposers.npz"
 PROPOSER_ARRAYS = ("medians", "means", "scales", "coef", "intercept")  # Proposer's arguments, as saved
@@ -111,10 +111,11 @@ class ClassEvidence:
 
     @classmethod
     def fit(cls, x: np.ndarray, y: np.ndarray, groups: np.ndarray, columns: dict[str, list[int]], n_classes: int,
-            balanced: bool, weight: np.ndarray | None = None) -> "ClassEvidence":
+            balanced: bool, weight: np.ndarray | None = None, supplemental: np.ndarray | None = None
+            ) -> "ClassEvidence":
         counts = np.bincount(y, weights=weight, minlength=n_classes)
         freq = counts / max(counts.sum(), 1)
-        camera = groups != SUPPLEMENTAL
+        camera = np.ones(len(y), bool) if supplemental is None else ~supplemental
         seen = pd.DataFrame({"y": y[camera], "g": groups[camera]}).drop_duplicates()
         share = np.bincount(seen["y"].to_numpy(), minlength=n_classes) / max(seen["g"].nunique(), 1)
         return cls({name: Proposer.fit(x[:, cols], y, n_classes, balanced, weight) for name, cols in columns.items()},
@@ -137,14 +138,15 @@ class ClassEvidence:
 
 
 def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, columns: dict[str, list[int]], n_folds: int,
-                n_classes: int, balanced: bool, k: int, weight: np.ndarray | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+                n_classes: int, balanced: bool, k: int, weight: np.ndarray | None = None,
+                supplemental: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(candidates, evidence) of each row from class evidence fitted on the other location folds only (a
     supplemental row's from the folds its share of those rows is not in)."""
     cand, evidence = None, None
-    for fit, val in location_folds(groups, n_folds, spread_supplemental=True):
+    groups, supplemental = fit_metadata(groups, supplemental, len(y))
+    for fit, val in location_folds(groups, n_folds, supplemental, spread_supplemental=True):
         ev = ClassEvidence.fit(x[fit], y[fit], groups[fit], columns, n_classes, balanced,
-                               None if weight is None else weight[fit])
+                               None if weight is None else weight[fit], supplemental[fit])
         c, e = ev.score(x[val], k)
         if cand is None:
             cand, evidence = np.empty((len(y), *c.shape[1:]), c.dtype), np.empty((len(y), *e.shape[1:]), e.dtype)
@@ -202,7 +204,7 @@ class PairData:
 
 class Reranker(ProbabilityClassifier):
     """Proposers + one binary LightGBM over (row, candidate) pairs, as a scikit-learn classifier:
-    `fit(X, y, groups)` builds and names its own pairs (evidence out of location fold), stops early on its
+    `fit(X, y, groups, supplemental)` builds and names its own pairs (evidence out of location fold), stops early on its
     last location fold and refits on all rows (models.lgbm.boost); `predict_proba` gives (rows, classes_)."""
     NAME, STOPPING_METRIC = "reranker", "candidate_log_loss"
 
@@ -214,17 +216,20 @@ class Reranker(ProbabilityClassifier):
         self.max_rounds, self.early_stopping_rounds, self.seed = max_rounds, early_stopping_rounds, seed
         self.supplemental_weight, self.num_threads = supplemental_weight, num_threads
 
-    def prepare(self, X: pd.DataFrame, y, groups: np.ndarray) -> PairData:
+    def prepare(self, X: pd.DataFrame, y, groups: np.ndarray | None = None,
+                supplemental: np.ndarray | None = None) -> PairData:
         """Everything a fit needs but the booster (tuning builds it once per fold and reuses it per trial)."""
-        (classes, codes), groups = class_codes(y), np.asarray(groups)
+        classes, codes = class_codes(y)
+        groups, photo = fit_metadata(groups, supplemental, len(codes))
         x, columns = X.to_numpy(np.float32), proposer_columns(list(X.columns))
         balanced = self.class_weight == "balanced"
-        k, extra = min(self.candidates, len(classes)), supplemental_weights(groups, self.supplemental_weight)
-        cand, evidence = out_of_fold(x, codes, groups, columns, self.cv_folds, len(classes), balanced, k, extra)
+        k, extra = min(self.candidates, len(classes)), supplemental_weights(photo, self.supplemental_weight)
+        cand, evidence = out_of_fold(x, codes, groups, columns, self.cv_folds, len(classes), balanced, k, extra,
+                                     photo)
         return PairData(x, codes, classes, list(X.columns), cand, evidence,
-                        training_weights(codes, self.class_weight, groups, self.supplemental_weight),
-                        stopping_rows(groups, self.cv_folds),
-                        ClassEvidence.fit(x, codes, groups, columns, len(classes), balanced, extra))
+                        training_weights(codes, self.class_weight, photo, self.supplemental_weight),
+                        stopping_rows(groups, self.cv_folds, photo),
+                        ClassEvidence.fit(x, codes, groups, columns, len(classes), balanced, extra, photo))
 
     def fit_prepared(self, data: PairData, callbacks: tuple = ()) -> "Reranker":
         params = fit_params(self, objective="binary")
@@ -234,8 +239,11 @@ class Reranker(ProbabilityClassifier):
         self.classes_, self.feature_names_in_, self.evidence_ = np.asarray(data.classes), data.columns, data.serving
         return self
 
-    def fit(self, X: pd.DataFrame, y, groups: np.ndarray) -> "Reranker":
-        return self.fit_prepared(self.prepare(X, y, groups))
+    def fit(self, X: pd.DataFrame, y, groups: np.ndarray | None = None, supplemental: np.ndarray | None = None
+            ) -> "Reranker":
+        """`groups`: each row's camera location (none: one location, its rows split); `supplemental`: the rows
+        that are photos, not camera frames (models.split.fit_metadata). scikit-learn routes both as metadata."""
+        return self.fit_prepared(self.prepare(X, y, groups, supplemental))
 
     def serving_pairs(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(features, candidates, evidence) of rows to predict: the class evidence fitted on all training rows."""

@@ -22,10 +22,13 @@ def row_labels(labels: pd.Series, seq_ids: np.ndarray, unit: str) -> pd.Series:
     return labels.groupby(seq_ids, sort=True).agg(lambda s: s.mode().iloc[0])
 
 
-def row_groups(locations: pd.Series, seq_ids: np.ndarray, unit: str) -> np.ndarray:
-    if unit == "image":
-        return locations.to_numpy()
-    return locations.groupby(seq_ids, sort=True).first().to_numpy()
+def row_metadata(rows: pd.DataFrame, seq_ids: np.ndarray, unit: str) -> dict[str, np.ndarray]:
+    """A fit's metadata per row, as the models take it (models.split.fit_metadata): `groups`, each row's location
+    (NaN for a photo, which has none), and `supplemental`, whether it is a photo; a sequence takes its frames'."""
+    per_row = rows[["location", "photo"]] if unit == "image" else \
+        rows[["location", "photo"]].groupby(seq_ids, sort=True).first()
+    return {"groups": per_row["location"].to_numpy(),  # a nullable integer column with NA: float, NaN
+            "supplemental": per_row["photo"].to_numpy(bool)}
 
 
 def to_images(proba: np.ndarray, rows: pd.Index, seq_ids: np.ndarray, unit: str) -> np.ndarray:

@@ -19,15 +19,8 @@ class NotFittable(ValueError):
     the fit knows): the message is the reason it is skipped with, never a traceback."""
 
 
-# the location group of a supplemental row (an iNaturalist photo: no camera): a training row of every fit, never a
-# validation, early-stopping or scored row. Camera locations are ids >= 0 in both layouts.
-SUPPLEMENTAL = -1
-
-
 def holdout_locations(locations: pd.Series, fraction: float, seed: int) -> list[int]:
-    """Locations to hold out, drawn as whole groups from the labelled train images (supplemental rows, which have
-    none, are no location)."""
-    locations = locations[locations != SUPPLEMENTAL]
+    """Locations to hold out, drawn as whole groups from the camera locations of the labelled train images."""
     if locations.nunique() < 2:
         raise DataError(f"split.scheme location holds out whole cameras, but the labelled train images come from "
                         f"{locations.nunique()} location(s): label images of a second location, or use the WILDS "
@@ -37,18 +30,33 @@ def holdout_locations(locations: pd.Series, fraction: float, seed: int) -> list[
     return sorted(int(v) for v in set(locations.iloc[held]))
 
 
-def location_folds(groups: np.ndarray, n_folds: int, spread_supplemental: bool = False
-                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+def fit_metadata(groups: np.ndarray | None, supplemental: np.ndarray | None, n_rows: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(location groups, supplemental mask) of `n_rows` rows as a fit receives them, with scikit-learn's
+    defaults: no `groups` is one location (its rows are then split, location_folds), no `supplemental` is no
+    supplemental row. A supplemental row's group is not read (NaN where the labelled rows give it); a camera
+    row's must be a location."""
+    supplemental = np.zeros(n_rows, bool) if supplemental is None else np.asarray(supplemental, bool)
+    groups = np.zeros(n_rows) if groups is None else np.asarray(groups)
+    if len(groups) != n_rows or len(supplemental) != n_rows:
+        raise ValueError(f"{n_rows} rows, but {len(groups)} groups and {len(supplemental)} supplemental flags")
+    if pd.isna(groups[~supplemental]).any():
+        raise ValueError("a camera-trap row (supplemental False) has no location group")
+    return groups, supplemental
+
+
+def location_folds(groups: np.ndarray | None, n_folds: int, supplemental: np.ndarray | None = None,
+                   spread_supplemental: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """(fit rows, validation rows) of `n_folds` folds, each location's rows in one validation fold only:
     tuning measures what the held-out evaluation measures, unseen cameras. With fewer locations than folds
-    (a nested fold of a small dataset), one fold per location; with a single location its rows are split
-    (KFold), the only out-of-sample there is, and a warning says so.
+    (a nested fold of a small dataset), one fold per location; with a single location (or no `groups`) its
+    rows are split (KFold), the only out-of-sample there is, and a warning says so.
 
-    Supplemental rows (group SUPPLEMENTAL) are in every fold's fit rows and in no validation rows; with
-    `spread_supplemental` (out-of-fold evidence for training rows, which scores nothing) each is instead in the
-    validation rows of one fold, in turn, so that it too gets evidence fitted without it."""
-    groups = np.asarray(groups)
-    extra = groups == SUPPLEMENTAL
+    The `supplemental` rows (a mask: photos, no camera) are in every fold's fit rows and in no validation rows;
+    with `spread_supplemental` (out-of-fold evidence for training rows, which scores nothing) each is instead in
+    the validation rows of one fold, in turn, so that it too gets evidence fitted without it."""
+    n_rows = len(groups) if groups is not None else len(supplemental) if supplemental is not None else 0
+    groups, extra = fit_metadata(groups, supplemental, n_rows)
     camera, supplemental = np.flatnonzero(~extra), np.flatnonzero(extra)
     if len(camera) < 2:
         raise NotFittable(f"{len(camera)} camera-trap row(s): nothing to fit and validate on")
@@ -110,7 +118,7 @@ def evaluation_split(rows: pd.DataFrame, scheme: str, holdout: list[int] | None,
     ones, and fit the final model on all. `wilds`: fit on `train`, tune on the OOD `val` (no test split
     chooses anything), score every other split, and the final model is the one fitted on `train`.
 
-    `rows` are the labelled train images and the supplemental photos (location SUPPLEMENTAL); those whose
+    `rows` are the labelled train images and the supplemental photos (`photo`, no location); those whose
     pixels are not `usable` never train (fit and final), and are scored like any other. The photos join
     `fit` and `final` when `supplemental`, and are never tuned on or scored. A WILDS split the scheme needs
     with no labelled row is a DataError naming metadata.csv and the split; an empty in-distribution split is
@@ -121,7 +129,7 @@ def evaluation_split(rows: pd.DataFrame, scheme: str, holdout: list[int] | None,
         raise DataError("params.yaml: split.scheme wilds needs the WILDS layout's official splits (data.layout: "
                         "wilds); the Kaggle layout has none")
     trains = rows["usable"].to_numpy(bool)
-    extra = rows["location"].to_numpy() == SUPPLEMENTAL
+    extra = rows["photo"].to_numpy(bool)
     if scheme == "location":
         held = rows["location"].isin(holdout).to_numpy()
         fit, tuning, scored, final, unscored = ~held & ~extra, None, {"holdout": held}, ~extra, {}

@@ -38,7 +38,7 @@ from data.quality import DataError
 from infra.code_deps import code_digest
 from infra.hashing import digest
 from models.lgbm import log_loss_of_true_class
-from models.split import SUPPLEMENTAL, location_folds
+from models.split import fit_metadata, location_folds
 
 log = logging.getLogger(__name__)
 # Optuna labels DaskStorage experimental; the README says so once instead of a warning per call
@@ -69,10 +69,12 @@ class Fold:
     y_val: np.ndarray
 
 
-def tuning_folds(model, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, n_folds: int) -> list[Fold]:
+def tuning_folds(model, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, n_folds: int,
+                 supplemental: np.ndarray | None = None) -> list[Fold]:
     """Location folds, each prepared by the model from the other folds' rows only (built once per study)."""
-    return [Fold(model.prepare(X.iloc[fit], y[fit], groups[fit]), X.iloc[val], y[val])
-            for fit, val in location_folds(groups, n_folds)]
+    groups, supplemental = fit_metadata(groups, supplemental, len(y))
+    return [Fold(model.prepare(X.iloc[fit], y[fit], groups[fit], supplemental[fit]), X.iloc[val], y[val])
+            for fit, val in location_folds(groups, n_folds, supplemental)]
 
 
 def cross_validate(model, folds: list[Fold], trial: optuna.Trial | None = None) -> tuple[list[float], list[int]]:
@@ -88,19 +90,20 @@ def cross_validate(model, folds: list[Fold], trial: optuna.Trial | None = None) 
     return losses, rounds
 
 
-def tuning_rows(groups: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+def tuning_rows(groups: np.ndarray, max_rows: int | None, seed: int, supplemental: np.ndarray | None = None
+                ) -> np.ndarray:
     """Rows of whole locations, drawn in a seeded order until `max_rows` camera-trap rows are reached (all rows
     if fewer), and the same share of the supplemental rows (they train every fold), drawn with the same seed:
     tuning ranks params, a few tens of thousands of rows rank them as well as all of them, and the tuning folds
     mix photos and camera rows as the fits they tune do."""
-    extra = np.asarray(groups) == SUPPLEMENTAL
+    groups, extra = fit_metadata(groups, supplemental, len(groups))
     if not max_rows or (~extra).sum() <= max_rows:
         return np.ones(len(groups), bool)
     rng = np.random.default_rng(seed)
     locations, sizes = np.unique(groups[~extra], return_counts=True)
     order = rng.permutation(len(locations))
     taken = order[:np.searchsorted(np.cumsum(sizes[order]), max_rows) + 1]
-    rows = np.isin(groups, locations[taken])
+    rows = ~extra & np.isin(groups, locations[taken])
     photos = np.flatnonzero(extra)
     share = round(len(photos) * rows.sum() / (~extra).sum())
     rows[rng.permutation(photos)[:share]] = True
@@ -123,14 +126,17 @@ def study_storage(url: str | None, client=None):
     return DaskStorage(url, client=client)
 
 
-def data_digest(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray) -> str:
-    """Hash of what the trials are tuned on: every feature value with its row and column names, the labels
-    and the location groups (which, with the fold count, decide the folds)."""
+def data_digest(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, supplemental: np.ndarray | None = None
+                ) -> str:
+    """Hash of what the trials are tuned on: every feature value with its row and column names, the labels,
+    the location groups and which rows are supplemental (which, with the fold count, decide the folds)."""
     h = hashlib.sha256()
     h.update(repr(list(features.columns)).encode())
     h.update(pd.util.hash_pandas_object(features, index=True).to_numpy().tobytes())
     h.update(np.ascontiguousarray(np.asarray(y, np.int64)).tobytes())
     h.update(pd.util.hash_pandas_object(pd.Series(np.asarray(groups)).astype(str), index=False).to_numpy().tobytes())
+    if supplemental is not None:
+        h.update(np.packbits(np.asarray(supplemental, bool)).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -208,7 +214,8 @@ def chosen_trial(trials: list[optuna.trial.FrozenTrial], choice: str) -> tuple[o
 
 
 def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, seed: int, client=None,
-         threads_per_worker: int = 1, validation: tuple[pd.DataFrame, np.ndarray] | None = None) -> Tuned:
+         threads_per_worker: int = 1, validation: tuple[pd.DataFrame, np.ndarray] | None = None,
+         supplemental: np.ndarray | None = None) -> Tuned:
     """The study and the trial chosen from it by `cfg["choice"]` (chosen_trial).
 
     `cfg` is train.tune (n_trials, max_rows, pruning, storage, choice) and timeout_s (execution.tune_timeout_s); tuning
@@ -219,23 +226,24 @@ def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, 
     locally, so the study's path (not the objective of any given params) differs from a local run."""
     if cfg["choice"] not in CHOICES:  # before the trials, not after them
         raise DataError(f"params.yaml: train.tune.choice must be one of {', '.join(CHOICES)}, not {cfg['choice']!r}")
-    rows = tuning_rows(groups, cfg["max_rows"], seed)
-    X, y, groups = X[rows], np.asarray(y)[rows], np.asarray(groups)[rows]
+    groups, supplemental = fit_metadata(groups, supplemental, len(X))
+    rows = tuning_rows(groups, cfg["max_rows"], seed, supplemental)
+    X, y, groups, supplemental = X[rows], np.asarray(y)[rows], groups[rows], supplemental[rows]
     storage = study_storage(cfg["storage"], client)
-    data = data_digest(X, y, groups)
+    data = data_digest(X, y, groups, supplemental)
     if validation is not None:
         data += data_digest(*validation, np.zeros(len(validation[1])))
     name = study_name(model, space, seed, cfg["pruning"], data)
     study = study_for(name, seed, cfg["pruning"], storage)
     finished = finished_trials(study)
     remaining = max(cfg["n_trials"] - len(finished), 0)
-    extra = groups == SUPPLEMENTAL
+    extra = supplemental
     log.info("tune: study %s on %d rows from %d locations and %d supplemental rows has %d finished trials, running "
              "%d more", name, (~extra).sum(), len(np.unique(groups[~extra])), extra.sum(), len(finished), remaining)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if remaining:
-        folds = (tuning_folds(model, X, y, groups, model.cv_folds) if validation is None else
-                 [Fold(model.prepare(X, y, groups), *validation)])
+        folds = (tuning_folds(model, X, y, groups, model.cv_folds, supplemental) if validation is None else
+                 [Fold(model.prepare(X, y, groups, supplemental), *validation)])
     if remaining and client is None:
         study.optimize(_objective(model, folds, space), n_trials=remaining, timeout=cfg["timeout_s"],
                        show_progress_bar=True)

@@ -26,7 +26,7 @@ from models.metrics import classification_metrics, smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile
 from models.report_plots import write_interval_plots, write_plots, write_supplemental_plot
 from models.rerank import Reranker
-from models.split import SUPPLEMENTAL, Evaluation, NotFittable, evaluation_split
+from models.split import Evaluation, NotFittable, evaluation_split
 
 log = logging.getLogger("stages.evaluate")
 SMOOTHED = ("linear_probe_all_families", "linear_probe_embeddings")  # rows reported smoothed too, beside the chosen
@@ -43,13 +43,13 @@ def ablations(columns: pd.Index) -> dict[str, tuple[str, ...]]:
     return rows
 
 
-def fit(model, x: pd.DataFrame, y: np.ndarray, groups: np.ndarray, weight: np.ndarray | None):
-    """`model.fit`, with the location groups and the supplemental rows' `weight` where the model requests them
-    (scikit-learn's metadata routing: the models that stop early on whole cameras take the `groups`, in which
-    the supplemental rows are marked, `set_fit_request(groups=True)` in `candidates`; the linear probes take
+def fit(model, x: pd.DataFrame, y: np.ndarray, meta: dict[str, np.ndarray], weight: np.ndarray | None):
+    """`model.fit`, with the fit metadata (`groups`, `supplemental`) and the supplemental rows' `weight` where the
+    model requests them (scikit-learn's metadata routing: the models that stop early on whole cameras take the
+    `groups` and the `supplemental` mask, `set_fit_request` in `candidates`; the linear probes take
     `sample_weight`)."""
     routing = get_routing_for_object(model)
-    given = {"groups": groups, "sample_weight": weight}
+    given = {**meta, "sample_weight": weight}
     return model.fit(x, y, **{k: v for k, v in given.items() if v is not None and routing.consumes("fit", [k])})
 
 
@@ -82,7 +82,7 @@ def candidates(params: dict, tuned: dict, columns: pd.Index, top_conf: pd.DataFr
 
     def tuned_model(name: str, only: list[str] | None = None, supplemental: bool = used):
         return registry.build(name, train_cfg, tuned["models"][name]["params"], threads).set_fit_request(
-            groups=True), only, supplemental
+            groups=True, supplemental=True), only, supplemental
 
     def probe(only: list[str] | None = None, supplemental: bool = used):
         return baselines.linear_probe(train_cfg["class_weight"], train_cfg["seed"], cfg["probe_max_iter"]), only, \
@@ -114,7 +114,7 @@ def candidates(params: dict, tuned: dict, columns: pd.Index, top_conf: pd.DataFr
         models["hist_gradient_boosting"] = (baselines.HistGradientBoosting(
             multiclass["params"], train_cfg["class_weight"], train_cfg["cv_folds"], train_cfg["max_rounds"],
             train_cfg["early_stopping_rounds"], train_cfg["seed"], train_cfg["supplemental_weight"]
-        ).set_fit_request(groups=True), None, used)
+        ).set_fit_request(groups=True, supplemental=True), None, used)
     single_family = {f"{chosen}_{family}_only" for family in absent}
     skipped.update({f"{chosen}_{family}_only": {"skipped": f"skipped: {why}"} for family, why in absent.items()})
     for family, prefixes in ablations(columns).items():
@@ -126,26 +126,26 @@ def candidates(params: dict, tuned: dict, columns: pd.Index, top_conf: pd.DataFr
     return models, skipped, single_family
 
 
-def fit_and_score(models: dict, fitted: Rows, y_rows: np.ndarray, groups: np.ndarray, supplemental_weight: float,
-                  scored: dict[str, Rows], unit: str, smoothed: tuple[str, ...], reported: str
-                  ) -> tuple[dict, object, np.ndarray | None]:
+def fit_and_score(models: dict, fitted: Rows, y_rows: np.ndarray, meta: dict[str, np.ndarray],
+                  supplemental_weight: float, scored: dict[str, Rows], unit: str, smoothed: tuple[str, ...],
+                  reported: str) -> tuple[dict, object, np.ndarray | None]:
     """(results per row name: fit seconds and metrics per scored split, or the reason it was skipped; the
     estimator of the `reported` row and its probabilities on the headline split, None if it was skipped).
-    `fitted` are every training row, the supplemental ones (location group SUPPLEMENTAL) included: a model
+    `fitted` are every training row, the supplemental ones (`meta["supplemental"]`) included: a model
     that does not train on them fits on the others, and one that does, on those with a value in its columns
     (a photo has none in a camera-only family: its label alone would only shift the class balance). Rows in
     `smoothed` are also reported averaged over each sequence's frames."""
     results, kept, kept_proba = {}, None, None
     primary = next(iter(scored))
-    camera = groups != SUPPLEMENTAL
+    camera = ~meta["supplemental"]
     for name, (estimator, columns, supplemental) in tqdm(models.items(), desc="evaluate: models", unit="model"):
-        x, y, g = fitted.columns(columns), y_rows, groups
+        x, y, m = fitted.columns(columns), y_rows, meta
         keep = camera | (x.notna().any(axis=1).to_numpy() if supplemental else False)
         if not keep.all():
-            x, y, g = x[keep], y[keep], g[keep]
+            x, y, m = x[keep], y[keep], {k: v[keep] for k, v in meta.items()}
         started = time.perf_counter()
         try:
-            fit(estimator, x, y, g, supplemental_weights(g, supplemental_weight))
+            fit(estimator, x, y, m, supplemental_weights(m["supplemental"], supplemental_weight))
         except NotFittable as e:
             results[name] = {"skipped": f"skipped: {e}"}
             continue
@@ -207,7 +207,7 @@ def run(params: dict) -> None:
     trains, photos = split.fit | split.supplemental, bool(split.supplemental.any())
     fitted = rows_of(trains)
     y_rows = sequence_rows.row_labels(labels[trains], seqs[trains], unit).to_numpy()
-    groups = sequence_rows.row_groups(rows.loc[trains, "location"], seqs[trains], unit)
+    meta = sequence_rows.row_metadata(rows[trains], seqs[trains], unit)
     scored = {name: rows_of(mask) for name, mask in split.scored.items()}
     models, skipped, single_family = candidates(params, tuned, features.columns, top_conf[trains], absent, used,
                                                 photos)
@@ -216,7 +216,7 @@ def run(params: dict) -> None:
     compared = (row, "linear_probe_all_families") if photos else ()
     smoothed = (row, *SMOOTHED, *(counterpart(name, used) for name in compared))
     weight = params["train"]["supplemental_weight"]
-    results, model, proba = fit_and_score(models, fitted, y_rows, groups, weight, scored, unit, smoothed, reported)
+    results, model, proba = fit_and_score(models, fitted, y_rows, meta, weight, scored, unit, smoothed, reported)
     if model is None:
         raise DataError(f"evaluate: the chosen model {row} could not be fitted: {results[row]['skipped']}")
     add_intervals(results, scored, reported, cfg["bootstrap_replicates"], cfg["bootstrap_seed"])

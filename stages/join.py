@@ -94,9 +94,15 @@ def run(params: dict) -> None:
         absent[name] = "no value for any image" + (f": {note}" if note else "")
         log.warning("join: %s is absent (%s)", name, absent[name])
     report.note("absent families and views", absent)
-    # with no pixel family chosen a camera image keeps its other families; a photo has nothing else
+    # a labelled image whose pixels were not read would train the pixel families on NA, a confound: it never
+    # trains. With no pixel family chosen there is no such confound (a metadata-only run, no image file needed):
+    # every camera image trains; a photo has nothing but pixels
     photo = images["photo"].to_numpy()
-    usable = images["file_ok"].to_numpy() & (np.logical_or.reduce(pixels) if pixels else ~photo)
+    if pixels:
+        usable, rule = images["file_ok"].to_numpy() & np.logical_or.reduce(pixels), "a pixel family read its file"
+    else:
+        usable, rule = ~photo, "no pixel family chosen: every camera image (its file not needed), no photo"
+    report.note("usable rule", rule)
     # labelled train images among them never train; every one is still scored and predicted
     count_per_split("join", images, ~usable, "without_pixels", "images without usable pixels, per split",
                     report, params["data"]["warn_unusable_share"],

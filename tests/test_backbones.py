@@ -18,7 +18,7 @@ from features.embeddings import compute_embeddings
 from features.backbones.dinov2 import resample_position_embeddings
 from tests.checkpoints import dinov2_hub_state, write_open_clip_folder
 from stages.embeddings import check_tracked
-from tests.conftest import Payload, cosine, load_tables, project_reading, run_stage, sample_views
+from tests.helpers import Payload, cosine, load_tables, project_reading, run_stage, sample_views
 
 CFG = dict(device="cpu", runtime="torch", threads=2, input_size=224, precision="fp32")
 
@@ -147,9 +147,14 @@ def test_wrong_files_fail_in_one_line_naming_backbone_file_and_keys(dinov2_files
     (tmp_path / "empty.pth").write_bytes(b"")
     with one_line(r"empty.pth is an empty file \(0 bytes\): the download did not finish$"):
         build_backbone("dinov2_vits14", dict(CFG, weights={"dinov2_vits14": str(tmp_path / "empty.pth")}))
-    (tmp_path / "cut.pth").write_bytes((tmp_path / "edited.pth").read_bytes()[:5000])
-    with one_line(r"cut.pth is not a readable PyTorch checkpoint \(.+\)$"):
-        build_backbone("dinov2_vits14", dict(CFG, weights={"dinov2_vits14": str(tmp_path / "cut.pth")}))
+    for cut in (3000, 5000, len((tmp_path / "edited.pth").read_bytes()) - 10):
+        (tmp_path / "cut.pth").write_bytes((tmp_path / "edited.pth").read_bytes()[:cut])
+        with one_line(r"cut.pth is a zip archive \(PyTorch's checkpoint format\) without its central directory, "
+                      r"which ends the file: the file is cut short, download it again$"):
+            build_backbone("dinov2_vits14", dict(CFG, weights={"dinov2_vits14": str(tmp_path / "cut.pth")}))
+    (tmp_path / "garbled.safetensors").write_bytes(b"\xff" * 64)  # any other reader's error: its first sentence
+    with one_line(r"garbled.safetensors is not a readable safetensors file \([^.]+\)$"):
+        build_backbone("dinov2_vits14", dict(CFG, weights={"dinov2_vits14": str(tmp_path / "garbled.safetensors")}))
     with one_line(r"weights file .*missing.pth not found \(download it: README, Backbones\)"):
         build_backbone("dinov2_vits14", dict(CFG, weights={"dinov2_vits14": str(tmp_path / "missing.pth")}))
     with one_line(r"backbone dinov2_vits14 needs its torch-hub checkpoint: set embeddings.weights.dinov2_vits14"):

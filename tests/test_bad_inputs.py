@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from sample.generate import generate
-from tests.conftest import (DETECTOR_JSON, TEST_JSON, TINY, TRAIN_JSON, Payload, copy_project, corrupt_body,
+from tests.helpers import (DETECTOR_JSON, TEST_JSON, TINY, TRAIN_JSON, Payload, copy_project, corrupt_body,
                             project_params, read, run_stage, with_header_size, write)
 
 STAGES = ["load", "detector_stats", "sequence_timing", "landsat_summary", "image_stats", "embeddings", "join",

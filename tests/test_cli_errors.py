@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import DETECTOR_JSON, REPO, TRAIN_JSON, project_reading, read, run_stage, write
+from tests.helpers import DETECTOR_JSON, REPO, TRAIN_JSON, project_reading, read, run_stage, write
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from data import DataError, QualityReport, load_metadata
-from tests.conftest import TEST_JSON, TRAIN_JSON, read, write
+from tests.helpers import TEST_JSON, TRAIN_JSON, read, write
 
 YEARS = (2000, 2030)
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from infra.code_deps import code_files
-from tests.conftest import REPO, copy_project, project_reading, run_stage
+from tests.helpers import REPO, copy_project, project_reading, run_stage
 
 STAGE_MODULES = sorted(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])  # stages/<stage>.py each
 

@@ -19,7 +19,7 @@ from features.image_stats import image_stats
 from features.landsat_summary import landsat_summary
 from infra.compute import compute_backend
 from models.tune import cross_validate, tune, tuning_folds
-from tests.conftest import SPACE, TUNE, load_tables, reranker, toy
+from tests.helpers import SPACE, TUNE, load_tables, reranker, toy
 
 EMBED_CFG = dict(backbones=["efficientnet_lite0"], weights={}, input_size=224, import_file=None, device="cpu", threads=1,
                  decode_workers=1, batch_size=8, crops_top_k=2, crop_min_conf=0.3, crop_margin=0.15, chunk_images=8,

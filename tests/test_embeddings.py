@@ -11,12 +11,12 @@ from torch import nn
 
 import features.embeddings as embeddings_module
 from data import DataError, QualityReport
-from features.embeddings import compute_embeddings, embedding_table, embeddings
+from features.embeddings import compute_embeddings, embedding_table, embeddings, spread_order
 from features.views import crop_boxes, decode_reduction, image_views, square_crop
 from features.backbones import Backbone, BackboneError, build_backbone, efficientnet_lite
 from features.backbones.runtime import resolve_device
 from models.reduce import EmbeddingPCA, FeatureFile
-from tests.conftest import cosine, killed_on_call, load_tables, sample_views, tiny_backbone
+from tests.helpers import cosine, killed_on_call, load_tables, sample_views, tiny_backbone
 
 LITE_CFG = dict(weights={}, device="cpu", runtime="torch", input_size=224, precision="fp32")
 CFG = dict(LITE_CFG, import_file=None, threads=2, decode_workers=2, batch_size=8, crops_top_k=2,
@@ -300,3 +300,17 @@ def test_flip_and_runtime_are_part_of_the_cache_key(root, tmp_path):
     report = QualityReport()
     compute_embeddings(images, detections, root, dict(CFG, flip=True), backbone, tmp_path / "cache", report)
     assert report.read["images computed"] == 10
+
+
+def test_the_int8_self_check_draws_its_views_across_cameras_and_frame_sizes():
+    """A WILDS copy's first rows are one project's 100x75 thumbnails: the check's first views take one image of
+    each camera and size in turn, in table order within each."""
+    images = pd.DataFrame({"location": [4] * 40 + [7] * 5 + [9] * 5 + [4] * 2,
+                           "width": [100] * 40 + [1920] * 10 + [2048] * 2,
+                           "height": pd.array([75] * 40 + [1080] * 10 + [pd.NA] * 2, "Int64")},
+                          index=[f"img{k}" for k in range(52)])
+    order = spread_order(images)
+    assert sorted(order) == list(range(52))
+    assert list(order[:4]) == [0, 40, 45, 50]  # the first of each (location, width, height), then the second
+    assert list(order[4:8]) == [1, 41, 46, 51] and list(order[-3:]) == [37, 38, 39]
+    assert set(images.iloc[order[:32]]["location"]) == {4, 7, 9}

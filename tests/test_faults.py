@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import TINY, copy_project, run_stage
+from tests.helpers import TINY, copy_project, run_stage
 
 OUTPUT = Path("artifacts/features/embeddings/embeddings_efficientnet_lite0.parquet")
 CACHE = Path("artifacts/cache/embeddings/embeddings_efficientnet_lite0")

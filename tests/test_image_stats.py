@@ -11,7 +11,7 @@ import pytest
 import features.image_stats as image_stats_module
 from data import QualityReport
 from features.image_stats import frame_stats, image_stats, top_boxes
-from tests.conftest import REPO, killed_on_call, load_tables
+from tests.helpers import REPO, killed_on_call, load_tables
 
 CFG = dict(short_side=32, box_min_conf=0.3, chunk_sequences=4, n_jobs=1)
 
@@ -110,7 +110,7 @@ def test_of_boxes_tied_in_confidence_the_first_in_the_detector_file_is_the_top_b
 CPU_PATHS = """
 import sys
 sys.path.insert(0, sys.argv[3])
-from tests.conftest import load_tables
+from tests.helpers import load_tables
 from data import QualityReport
 from features.image_stats import image_stats
 images, detections = load_tables(__import__("pathlib").Path(sys.argv[1]))

@@ -9,7 +9,7 @@ import pytest
 from skimage import data as skimage_data
 
 from data.images import ImageError, JpegPolicy, jpeg_size, read_image, reduction_for
-from tests.conftest import camera_jpeg, corrupt_body, with_header_size
+from tests.helpers import camera_jpeg, corrupt_body, with_header_size
 
 SCENE = cv2.cvtColor(skimage_data.chelsea(), cv2.COLOR_RGB2BGR)  # 451 x 300: odd sizes on purpose
 

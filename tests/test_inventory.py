@@ -8,7 +8,7 @@ import yaml
 from data.io import file_inventory
 from infra.artifacts import DATA_FOLDERS
 from infra.atomic import write_parquet
-from tests.conftest import DETECTOR_JSON, REPO, TRAIN_JSON
+from tests.helpers import DETECTOR_JSON, REPO, TRAIN_JSON
 
 
 def table_bytes(root, path) -> bytes:

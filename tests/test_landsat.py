@@ -6,7 +6,7 @@ import pytest
 
 from data import QualityReport, index_landsat, read_patch
 from features.landsat_summary import landsat_summary, usable_pixels
-from tests.conftest import Payload, killed_on_call
+from tests.helpers import Payload, killed_on_call
 
 
 def first_site(root):

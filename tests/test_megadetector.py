@@ -9,7 +9,7 @@ import pytest
 from data import DataError, QualityReport, load_detections, load_metadata
 from data.megadetector import match_files
 from sample.generate import generate
-from tests.conftest import DETECTOR_JSON, TINY, read, write
+from tests.helpers import DETECTOR_JSON, TINY, read, write
 
 
 def load(root):

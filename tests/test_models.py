@@ -6,6 +6,7 @@ import numpy as np
 import optuna
 import pandas as pd
 import pytest
+from sklearn.base import clone
 from sklearn.metrics import f1_score, recall_score
 from sklearn.utils.class_weight import compute_sample_weight
 
@@ -16,9 +17,9 @@ from models.metrics import classification_metrics, smooth_by_sequence
 from models.report_plots import write_interval_plots
 from models.rerank import LOG_FLOOR, Proposer, Reranker, candidates, out_of_fold, proposer_columns
 from data.quality import DataError
-from models.split import SUPPLEMENTAL, NotFittable, evaluation_split, holdout_locations, location_folds
+from models.split import NotFittable, evaluation_split, holdout_locations, location_folds
 from models.tune import chosen_trial, cross_validate, tune, tuning_folds, tuning_rows
-from tests.conftest import SPACE, TRAIN, TUNE, reranker, toy
+from tests.helpers import SPACE, TRAIN, TUNE, reranker, toy
 
 def tuned(x, y, groups, storage=None, space=SPACE, model=None, **tune_settings):
     """tune() with the test's settings: (the chosen trial's params, the study)."""
@@ -406,8 +407,11 @@ def test_sequence_rows_round_trip_to_images():
     rows = sequence_rows.to_rows(features, seq, "sequence")
     assert list(rows.index) == ["a", "b", "c"] and rows["x"].tolist() == [4.0, 3.0, 4.0]  # frame means
     assert sequence_rows.row_labels(labels, seq, "sequence").tolist() == [9, 7, 8]  # the frames' commonest
-    groups = sequence_rows.row_groups(pd.Series(list("LLLMLL"), index=features.index), seq, "sequence")
-    assert groups.tolist() == ["L", "L", "M"]
+    rows_table = pd.DataFrame({"location": pd.array([3, 3, 3, pd.NA, 3, 3], "Int64"),
+                               "photo": [False, False, False, True, False, False]}, index=features.index)
+    meta = sequence_rows.row_metadata(rows_table, seq, "sequence")
+    np.testing.assert_array_equal(meta["groups"], [3.0, 3.0, np.nan])  # a photo has no location
+    assert meta["supplemental"].tolist() == [False, False, True]
     proba = np.array([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]])  # one row per sequence, in rows' order
     per_image = sequence_rows.to_images(proba, rows.index, seq, "sequence")
     np.testing.assert_array_equal(per_image, proba[[1, 0, 1, 2, 0, 1]])  # each frame gets its sequence's row
@@ -513,14 +517,15 @@ def test_thin_rows_skip_a_model_with_the_reason_instead_of_a_traceback():
     with pytest.raises(NotFittable, match=r"^1 camera-trap row\(s\): nothing to fit and validate on$"):
         location_folds(np.array([3]), 3)
     with pytest.raises(NotFittable, match=r"^1 camera-trap row\(s\)"):  # photos alone validate nothing
-        location_folds(np.array([3, SUPPLEMENTAL, SUPPLEMENTAL]), 3)
+        location_folds(np.array([3, np.nan, np.nan]), 3, np.array([False, True, True]))
     assert len(location_folds(groups, 3)) == 3 and reranker().fit(x, y, groups).classes_.tolist() == [0, 10, 20]
 
 
 def official(splits: dict[str, int], usable: bool = True) -> pd.DataFrame:
     """Labelled rows of a WILDS-layout copy: `splits` gives each official split's image count."""
     split = np.concatenate([[s] * n for s, n in splits.items()])
-    return pd.DataFrame({"wilds_split": split, "location": np.arange(len(split)) % 4, "usable": usable})
+    return pd.DataFrame({"wilds_split": split, "location": np.arange(len(split)) % 4, "usable": usable,
+                         "photo": False})
 
 
 def test_wilds_splits_the_scheme_needs_are_refused_by_name_and_others_left_unscored():
@@ -605,3 +610,24 @@ def test_interval_plot_draws_intervals_that_exclude_their_own_value(tmp_path):
     rows = json.loads((tmp_path / "intervals.json").read_text())
     assert [r["model"] for r in rows] == ["baseline", "chosen"] and rows[1]["macro_f1_high"] == 0.8
     assert (tmp_path / "intervals.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("model", [reranker(), LightGBMMulticlass(max_rounds=10, num_threads=1),
+                                   baselines.HistGradientBoosting(max_rounds=10)], ids=lambda m: type(m).__name__)
+def test_groups_and_the_photo_mask_are_fit_metadata_with_scikit_learn_s_defaults(model, caplog):
+    """As scikit-learn's grouped estimators take them: without `groups` the rows are one location (split by KFold,
+    with a warning), so the models run under scikit-learn's own cross-validation; with metadata routing on,
+    `groups` and `supplemental` reach `fit` through it."""
+    from sklearn import config_context
+    from sklearn.model_selection import GroupKFold, cross_val_score, cross_validate as sk_cross_validate
+    x, y, groups = toy()
+    with caplog.at_level("WARNING"):
+        fitted = clone(model).fit(x, y)
+    assert "only one location" in caplog.text and fitted.predict_proba(x).shape == (len(y), 3)
+    scores = cross_val_score(clone(model), x, y, groups=groups, cv=GroupKFold(3))
+    assert len(scores) == 3 and (scores > 0.5).all()
+    photo = np.zeros(len(y), bool)
+    with config_context(enable_metadata_routing=True):
+        routed = clone(model).set_fit_request(groups=True, supplemental=True)
+        result = sk_cross_validate(routed, x, y, cv=GroupKFold(3), params={"groups": groups, "supplemental": photo})
+    assert len(result["test_score"]) == 3

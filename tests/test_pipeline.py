@@ -3,7 +3,9 @@ The module's run is read by the tests that only read; a test that changes anythi
 and checks what would rerun with `dvc status` where that is all it asserts (DVC reruns a changed stage and what
 its outputs feed)."""
 import json
+import re
 import shutil
+import sys
 
 import lightgbm as lgb
 import numpy as np
@@ -13,9 +15,10 @@ import pytest
 import torch
 import yaml
 
+from infra.params import unread
 from models.registry import choose
 from tests.checkpoints import dinov2_hub_state, write_open_clip_folder
-from tests.conftest import CORES, REPO, copy_project, run_command, run_stage, stages_run, tiny_params
+from tests.helpers import CORES, REPO, copy_project, run_command, run_stage, stages_run, tiny_params
 
 
 def set_param(work, section: str, key: str, value) -> None:
@@ -45,7 +48,7 @@ def repro(tmp_path_factory):
     copy_project(work)
     (work / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
     run_command(["dvc", "init", "--no-scm", "-q"], work)
-    first = run_command(["dvc", "repro"], work)
+    first = run_command(["dvc", "repro"], work, CAMTRAP_PARAMS_READ=str(work / "params_read"))
     return work, first
 
 
@@ -118,9 +121,17 @@ def test_repro_writes_metrics_submission_and_quality_report(repro):
     categories = pd.read_parquet(work / "artifacts/tables/categories.parquet").index
     assert submission["Category"].isin(categories).all()  # the competition's own category ids
     quality = json.loads((work / "reports/quality/load.json").read_text())
-    assert quality["skipped"]["datetime year outside 2000-2030 (set to NaT)"] > 0  # the bad-clock camera
+    written = pd.Series([im["datetime"] for name in ("iwildcam2020_train_annotations", "iwildcam2020_test_information")
+                         for im in json.loads((work / f"sample_data/metadata/{name}.json").read_text())["images"]])
+    bad_clock = (~pd.to_datetime(written).dt.year.between(2000, 2030)).sum()  # the bad-clock camera's images
+    assert quality["skipped"]["datetime year outside 2000-2030 (set to NaT)"] == bad_clock > 0
     shown = run_command(["dvc", "metrics", "show"], work).stdout
     assert "macro_f1" in shown and "reports/metrics.json" in shown
+    # make repro ends with the headline: the chosen row first, with its intervals, the baselines below
+    headline = run_command([sys.executable, "-m", "models.headline"], work).stdout.splitlines()
+    assert len(headline) <= 30 and headline[4].startswith(f"{metrics['model']} (chosen) ")
+    assert f"{metrics['accuracy']:.3f} ({metrics['accuracy_ci'][0]:.3f}-{metrics['accuracy_ci'][1]:.3f})" in headline[4]
+    assert any(line.startswith("majority_class ") for line in headline)
     # every run writes the comparison, and says when its rows cannot stand beside the published ones
     comparison = (work / "reports/comparison.md").read_text()
     assert "its rows are not comparable with the published ones" in comparison
@@ -193,6 +204,18 @@ def test_an_edited_location_file_reruns_load_through_the_inventory(work):
     assert dates[dates.index.str.endswith(f":{edited['id']}")].dt.year.tolist() == [2001]
 
 
+def test_every_params_key_a_stage_declares_is_read_by_it(repro):
+    """A declared key the stage never reads would rerun it for nothing: each declared key (every leaf of a declared
+    section) is read by the stage's code in this run (pipeline.py records what it read), or by dvc.yaml itself in
+    the stage's own entry (a `${...}` in a path)."""
+    work, _ = repro
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    for name, stage in yaml.safe_load((work / "dvc.yaml").read_text())["stages"].items():
+        read = set(json.loads((work / "params_read" / f"{name}.json").read_text()))
+        read |= set(re.findall(r"\$\{([\w.]+)\}", yaml.safe_dump({k: v for k, v in stage.items() if k != "params"})))
+        assert unread(params, stage.get("params", []), read) == [], f"dvc.yaml {name} declares params it never reads"
+
+
 def test_second_repro_runs_only_the_inventory_and_it_finds_nothing_changed(repro):
     work, _ = repro
     table = (work / "artifacts/tables/files.parquet").read_bytes()
@@ -257,13 +280,20 @@ def test_family_switch_reruns_join_onward_and_drops_its_columns(work):
 
 def test_sequence_rows_train_evaluate_and_predict_per_image(work):
     set_param(work, "train", "rows", "sequence")
-    ran = stages_run(work)
-    assert ran == {"train", "evaluate", "predict"}
+    done = run_command(["dvc", "repro"], work)
+    ran = {line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"inventory", "train", "evaluate", "predict"}
     metrics = json.loads((work / "reports/metrics.json").read_text())
     images = pd.read_parquet(work / "artifacts/tables/images.parquet")
     held = json.loads((work / "artifacts/models/split.json").read_text())["holdout_locations"]
     labelled = pd.read_parquet(work / "artifacts/tables/labels.parquet").index
     assert metrics["n_images"] == images.loc[labelled].location.isin(held).sum()
+    # train fitted one row per sequence: the fitted cameras' sequences and each photo (a sequence of its own)
+    usable = pd.read_parquet(work / "artifacts/features/usable_pixels.parquet")["usable"]
+    fitted = images.loc[labelled][~images.loc[labelled, "location"].isin(held) & usable.reindex(labelled).to_numpy()]
+    photos = pd.read_parquet(work / "artifacts/tables/supplemental.parquet").index
+    sequences = fitted["seq_id"].nunique() + usable.reindex(photos).sum()
+    assert f"train: {sequences} sequence rows of " in done.stderr and sequences < len(fitted) + len(photos)
     submission = pd.read_csv(work / "reports/submission.csv", dtype={"Id": str})
     assert len(submission) == (images.split == "test").sum() and submission["Category"].notna().all()
 

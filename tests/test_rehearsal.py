@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, SHARED_CORES
+from tests.helpers import REPO, SHARED_CORES
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 import hashlib
 
 from sample.generate import generate
-from tests.conftest import TINY
+from tests.helpers import TINY
 
 
 def digest(root):

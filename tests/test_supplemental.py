@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import skimage.data
+from sklearn.base import clone
 
 from data import DataError, QualityReport
 from data.supplemental import load_supplemental, sources, with_photos
@@ -20,11 +21,11 @@ from models import registry
 from models.compare import compare, comparison_markdown, supplemental_effect
 from models.lgbm import stopping_rows, training_weights
 from models.rerank import Proposer
-from models.split import SUPPLEMENTAL, evaluation_split, location_folds, uses_supplemental
+from models.split import evaluation_split, location_folds, uses_supplemental
 from models.tune import tuning_folds, tuning_rows
 from sample.generate import SPECIES
 from sample.inaturalist import FOLDER, LOCATIONS, METADATA, write_inaturalist
-from tests.conftest import TRAIN, load_tables, reranker, tiny_backbone, toy
+from tests.helpers import TRAIN, load_tables, reranker, tiny_backbone, toy
 
 CATEGORIES = pd.Index([0, 2, 3, 24, 71, 112], name="id")  # iWildCam ids: empty, peccary, agouti, paca, ocelot, cow
 CAMERA_IDS = pd.Index(["8b31f5a6-21bc-11ea-a13a-137349068a90"])
@@ -394,49 +395,63 @@ def test_photos_get_image_statistics_of_their_own_pixels_and_box_and_none_of_a_b
 
 
 def with_photos_rows(n_photos: int = 30, seed: int = 0):
-    """The toy camera rows (12 locations) followed by `n_photos` supplemental rows (location SUPPLEMENTAL), and a
-    column that is 1 on the photos only: where it shows up tells where they went."""
+    """The toy camera rows (12 locations) followed by `n_photos` supplemental rows (no location: NaN), their mask,
+    and a column that is 1 on the photos only: where it shows up tells where they went."""
     x, y, groups = toy()
     rng = np.random.default_rng(seed)
     photo_y = rng.integers(0, 3, n_photos)
     photos = pd.DataFrame({"a": photo_y + rng.normal(0, 0.6, n_photos),
                            "b": (photo_y == 2) + rng.normal(0, 0.6, n_photos), "noise": rng.normal(0, 1, n_photos)})
     x = pd.concat([x.assign(photo=0.0), photos.assign(photo=1.0)], ignore_index=True)
-    return x, np.r_[y, photo_y], np.r_[groups, np.full(n_photos, SUPPLEMENTAL)]
+    return x, np.r_[y, photo_y], np.r_[groups, np.full(n_photos, np.nan)], np.r_[np.zeros(len(y), bool),
+                                                                           np.ones(n_photos, bool)]
 
 
 @pytest.mark.parametrize("name", ["reranker", "lightgbm_multiclass"])
 def test_supplemental_rows_train_every_fold_and_never_validate_or_stop(name):
-    x, y, groups = with_photos_rows()
-    photo = x["photo"].to_numpy() == 1
+    x, y, groups, photo = with_photos_rows()
     camera_folds = location_folds(groups[~photo], 3)
-    for (fit, val), (camera_fit, camera_val) in zip(location_folds(groups, 3), camera_folds, strict=True):
+    for (fit, val), (camera_fit, camera_val) in zip(location_folds(groups, 3, photo), camera_folds, strict=True):
         assert set(np.flatnonzero(photo)) <= set(fit) and not photo[val].any()
         np.testing.assert_array_equal(val, camera_val)  # the camera rows come first: the same positions
         np.testing.assert_array_equal(fit[~photo[fit]], camera_fit)
-    spread = location_folds(groups, 3, spread_supplemental=True)
+    spread = location_folds(groups, 3, photo, spread_supplemental=True)
     assert sorted(np.concatenate([val[photo[val]] for _, val in spread]).tolist()) == np.flatnonzero(photo).tolist()
-    assert not stopping_rows(groups, 3)[photo].any()
-    tuned = tuning_rows(groups, 100, 0)  # the share of the camera rows, and the same share of the photos
+    assert not stopping_rows(groups, 3, photo)[photo].any()
+    tuned = tuning_rows(groups, 100, 0, photo)  # the share of the camera rows, and the same share of the photos
     assert tuned[photo].sum() == round(photo.sum() * tuned[~photo].sum() / (~photo).sum()) > 0
-    assert tuned[~photo].sum() < (~photo).sum() and tuning_rows(groups, len(groups), 0).all()
+    assert tuned[~photo].sum() < (~photo).sum() and tuning_rows(groups, len(groups), 0, photo).all()
     # a tuning fold's model fits on the photos, stops early on camera rows only and is scored on camera rows only
     model = registry.build(name, TRAIN, {"num_leaves": 7}, threads=1)
-    for fold in tuning_folds(model, x, y, groups, 3):
+    for fold in tuning_folds(model, x, y, groups, 3, photo):
         column = fold.prepared.columns.index("photo")
         assert fold.prepared.x[:, column].any() and not fold.prepared.x[fold.prepared.stop, column].any()
         assert not fold.x_val["photo"].any()
     if name == "reranker":  # each photo's candidates come from evidence fitted without it, like a camera row's
-        pairs = model.prepare(x, y, groups)
+        pairs = model.prepare(x, y, groups, photo)
         assert np.isfinite(pairs.evidence[photo]).all() and (pairs.cand[photo] >= 0).all()
+
+
+@pytest.mark.parametrize("name", ["reranker", "lightgbm_multiclass"])
+def test_photos_are_a_mask_never_a_location(name):
+    """A photo has no location: given without the mask that says what it is, its NaN group is refused in one
+    line instead of becoming one more camera; the photos' group values are never read."""
+    x, y, groups, photo = with_photos_rows()
+    model = registry.build(name, TRAIN, {"num_leaves": 7}, threads=1)
+    with pytest.raises(ValueError, match="^a camera-trap row \\(supplemental False\\) has no location group$"):
+        model.fit(x, y, groups)
+    fitted = model.fit(x, y, groups, photo).predict_proba(x)
+    anywhere = np.where(photo, 1e6, groups)  # any value in a photo's group: the same model
+    np.testing.assert_array_equal(clone(model).fit(x, y, anywhere, photo).predict_proba(x), fitted)
 
 
 def test_photos_join_fit_and_final_only_when_used_and_are_never_tuned_on_or_scored():
     camera = pd.DataFrame({"location": [0, 1, 2, 3] * 3, "usable": True, "wilds_split": ["train"] * 8 + ["val"] * 2
                            + ["test"] * 2})
-    photos = pd.DataFrame({"location": SUPPLEMENTAL, "usable": [True, True, False], "wilds_split": np.nan})
-    rows = pd.concat([camera, photos], ignore_index=True)
-    photo = (rows["location"] == SUPPLEMENTAL).to_numpy()
+    photos = pd.DataFrame({"location": pd.array([pd.NA] * 3, "Int64"), "usable": [True, True, False],
+                           "wilds_split": np.nan, "photo": True})
+    rows = pd.concat([camera.assign(photo=False), photos], ignore_index=True)
+    photo = rows["photo"].to_numpy()
     for scheme, holdout in (("location", [3]), ("wilds", None)):
         rows_of = rows if scheme == "wilds" else rows.drop(columns="wilds_split")
         used, unused = (evaluation_split(rows_of, scheme, holdout, on) for on in (True, False))
@@ -453,19 +468,20 @@ def test_photos_join_fit_and_final_only_when_used_and_are_never_tuned_on_or_scor
 
 
 def test_supplemental_weight_scales_the_photos_after_balanced_class_weights():
-    y, groups = np.array([0, 0, 0, 1, 1, 2]), np.array([4, 5, 6, 4, SUPPLEMENTAL, SUPPLEMENTAL])
+    y, photo = np.array([0, 0, 0, 1, 1, 2]), np.array([False, False, False, False, True, True])
     balanced = 6 / (3 * np.array([3, 3, 3, 2, 2, 1]))  # over camera and supplemental rows together
-    np.testing.assert_allclose(training_weights(y, "balanced", groups, 0.25), balanced * [1, 1, 1, 1, 0.25, 0.25])
-    np.testing.assert_allclose(training_weights(y, "none", groups, 0.25), [1, 1, 1, 1, 0.25, 0.25])
-    assert training_weights(y, "none", np.arange(6), 0.25) is None  # no photo: the camera fit as it was
+    np.testing.assert_allclose(training_weights(y, "balanced", photo, 0.25), balanced * [1, 1, 1, 1, 0.25, 0.25])
+    np.testing.assert_allclose(training_weights(y, "none", photo, 0.25), [1, 1, 1, 1, 0.25, 0.25])
+    assert training_weights(y, "none", np.zeros(6, bool), 0.25) is None  # no photo: the camera fit as it was
+    assert training_weights(y, "none", None, 0.25) is None
     with pytest.raises(ValueError, match="train.supplemental_weight must be > 0, not 0"):
-        training_weights(y, "none", groups, 0)
+        training_weights(y, "none", photo, 0)
     # the weight changes a fit with photos and nothing without them; all-ones proposer weights change nothing
-    x, y, groups = with_photos_rows()
+    x, y, groups, photo = with_photos_rows()
     light, heavy = (registry.build("lightgbm_multiclass", dict(TRAIN, supplemental_weight=w), {"num_leaves": 7},
-                                   threads=1).fit(x, y, groups) for w in (0.1, 1.0))
+                                   threads=1).fit(x, y, groups, photo) for w in (0.1, 1.0))
     assert not np.allclose(light.predict_proba(x), heavy.predict_proba(x))
-    camera = groups != SUPPLEMENTAL
+    camera = ~photo
     light, heavy = (reranker(supplemental_weight=w).fit(x[camera], y[camera], groups[camera]) for w in (0.1, 1.0))
     np.testing.assert_array_equal(light.predict_proba(x), heavy.predict_proba(x))
     plain = Proposer.fit(x.to_numpy(), y, 3, True)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.conftest import REPO, TINY, camera_jpeg, copy_project, run_command, stages_run
+from tests.helpers import REPO, TINY, camera_jpeg, copy_project, run_command, stages_run
 
 # (official split, location_remapped, category_id, images): every training class at one camera only, so each
 # location fold (and the stopping fold) holds classes no other fold has; `test` has a class train never saw;
@@ -135,3 +135,29 @@ def test_rows_without_pixels_are_counted_per_split_and_never_train(thin):
     metrics = report(work, "reports/metrics.json")
     assert metrics["training_images_without_pixels"] == 2
     assert metrics["splits"]["test"]["n_images"] == (meta["split"] == "test").sum()  # scored all the same
+
+
+def test_metadata_only_labels_train_with_every_pixel_family_off_and_no_image_file(thin, tmp_path):
+    """The README's metadata-only command (timing features alone) on the copy's metadata without a single image
+    file: the rule that keeps images without pixels out of training guards the pixel families, and with none of
+    them chosen every labelled image trains."""
+    work = tmp_path / "repo"
+    shutil.copytree(thin[0], work, symlinks=True)
+    data = tmp_path / "metadata_only"
+    shutil.copytree(yaml.safe_load((work / "params.yaml").read_text())["data"]["root"], data,
+                    ignore=shutil.ignore_patterns("*.jpg"))
+    off = [f"features.{f}=false" for f in ("embeddings", "image_stats", "detector_stats", "landsat_summary")]
+    ran = stages_run(work, ["dvc", "exp", "run", "-S", f"data.root={data}", *(a for f in off for a in ("-S", f))])
+    assert {"load", "join", "train", "evaluate", "predict"} <= ran
+    meta = thin[1]
+    load = report(work, "reports/quality/load.json")["notes"]["images without a usable file, per split"]
+    assert load["train"]["without_usable_file"] == (meta["split"] == "train").sum()  # every file is missing
+    join = report(work, "reports/quality/join.json")
+    assert join["notes"]["usable rule"] == "no pixel family chosen: every camera image (its file not needed), no photo"
+    assert {c.split("__")[0] for c in pd.read_parquet(work / "artifacts/features/feature_table.parquet").columns} == {
+        "sequence_timing"}
+    metrics = report(work, "reports/metrics.json")
+    assert metrics["training_images_without_pixels"] == 0
+    assert metrics["splits"]["test"]["n_images"] == (meta["split"] == "test").sum()
+    submission = pd.read_csv(work / "reports/submission.csv", dtype={"Id": str})
+    assert sorted(submission["Id"]) == sorted(meta.loc[meta["split"] == "test", "image_id"])

@@ -13,7 +13,7 @@ from data.wilds import load_wilds
 from models.split import evaluation_split
 from sample.generate import generate
 from sample.wilds import assign_splits, write_wilds
-from tests.conftest import (DETECTOR_JSON, TINY, TRAIN_JSON, copy_project, project_reading, read, run_command,
+from tests.helpers import (DETECTOR_JSON, TINY, TRAIN_JSON, copy_project, project_reading, read, run_command,
                             run_stage, tiny_params)
 
 SMALL = dict(TINY, train_locations=10, test_locations=2, images=600, bad_clock_locations=0)
@@ -124,11 +124,12 @@ def test_bad_rows_are_counted_and_named_and_a_missing_column_is_one_error(damage
 def test_a_bad_value_is_reported_as_written_and_a_truncated_file_as_truncated(damaged):
     path = damaged / "metadata.csv"
     meta = pd.read_csv(path, index_col=0).astype({"y": object})
-    meta.loc[4, "y"] = None  # an empty cell, which pandas would read as NaN
+    meta.loc[4, "y"] = None  # an empty cell, which pandas would read as NaN: no label, as an unlisted y
     meta.to_csv(path)
-    with pytest.raises(DataError, match=rf"metadata.csv: line 6 \({meta.loc[4, 'filename']}\) has invalid 'y' = "
-                                        r"'' \(empty\)$"):
-        load_wilds(damaged, QualityReport(), (2000, 2030))
+    report = QualityReport()
+    images, labels, _, _ = load_wilds(damaged, report, (2000, 2030))
+    assert report.counts["y empty: no label (row skipped)"] == 1 and len(images) == len(labels) == len(meta) - 1
+    assert report.examples["y empty: no label (row skipped)"] == ["metadata.csv: line 6 y=''"]
     meta.loc[4, "y"] = "nan"
     meta.to_csv(path)
     with pytest.raises(DataError, match=r"has invalid 'y' = 'nan'$"):
@@ -175,7 +176,7 @@ def test_without_detector_file_or_original_locations_those_families_are_off_in_o
 
 
 def test_wilds_scheme_needs_the_wilds_layout():
-    rows = pd.DataFrame({"location": [1, 2]})
+    rows = pd.DataFrame({"location": [1, 2], "photo": False})
     with pytest.raises(DataError, match="split.scheme wilds needs the WILDS layout"):
         evaluation_split(rows, "wilds", None)
 

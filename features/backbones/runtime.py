@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import pickle
 import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,7 +77,17 @@ def _not_a_checkpoint(path: Path) -> str | None:
     text = head.lstrip().lower()
     if text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<!--")):
         return "an HTML page, not a checkpoint: the download saved a web page (a login, error or redirect page)"
+    if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):  # torch.save's zip, its index at the end
+        return ("a zip archive (PyTorch's checkpoint format) without its central directory, which ends the file: the "
+                "file is cut short, download it again")
     return None
+
+
+def first_sentence(error: Exception, limit: int = 200) -> str:
+    """A reader's error in a few words: its first sentence, cut at a word within `limit` characters (marked ...)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    sentence = text.split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[:limit].rsplit(" ", 1)[0] + " ..."
 
 
 def read_state_dict(path: str | Path, name: str) -> dict[str, torch.Tensor]:
@@ -102,10 +113,9 @@ def read_state_dict(path: str | Path, name: str) -> dict[str, torch.Tensor]:
                             f"it would run code it names), refused: use the published checkpoint, or save its "
                             f"state dict of tensors (torch.save(model.state_dict())) or a .safetensors file") from e
     except Exception as e:  # noqa: BLE001 - any other reader failure is this file's defect, said in one line
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise BackboneError(f"backbone {name}: {path} is not a readable "
                             f"{'safetensors file' if path.suffix == '.safetensors' else 'PyTorch checkpoint'} "
-                            f"({reason[:200]})") from e
+                            f"({first_sentence(e)})") from e
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
