@@ -33,7 +33,7 @@ EXAMPLES_SHOWN = 3
 
 ANIMAL = 1  # MegaDetector's animal category (data.megadetector.CATEGORY_CODES)
 BOX_COLUMNS = ["box_x", "box_y", "box_w", "box_h"]  # a photo's crop in [0, 1] of it
-REQUIRED_KEYS, OPTIONAL_KEYS = {"name", "metadata", "images"}, {"detector_file", "locations"}
+REQUIRED_KEYS, OPTIONAL_KEYS = {"name", "metadata", "images"}, {"detector_file", "locations", "category_ids"}
 # the calendar date an iNat `date` starts with ("2016-05-13 17:25:00+00:00", "2016-05-13"); its time of day is not
 # read: whether one was recorded and in which time zone is not documented, unlike a camera's local clock
 ISO_DATE = r"^\s*(\d{4}-\d{2}-\d{2})(?:$|[ T])"
@@ -50,6 +50,7 @@ class Source:
     images: str
     detector_file: str | None = None
     locations: tuple[str, ...] = ()
+    category_ids: tuple[tuple[int, int], ...] = ()  # a stated mapping: (the file's category id, the iWildCam id)
 
 
 def sources(entries: list | None) -> list[Source]:
@@ -69,9 +70,41 @@ def sources(entries: list | None) -> list[Source]:
         if not isinstance(locations, list) or not all(isinstance(p, str) and p for p in locations):
             raise DataError(f"params.yaml: data.supplemental[{k}].locations must be a list of files (the iNat "
                             f"competition's train/val location json), not {as_written(locations)}")
+        mapping = entry.get("category_ids", {})
+        if not isinstance(mapping, dict) or not all(_is_int(a) and _is_int(b) for a, b in mapping.items()):
+            raise DataError(f"params.yaml: data.supplemental[{k}].category_ids must map the file's category ids to "
+                            f"iWildCam category ids ({{file id: iWildCam id}}), not {as_written(mapping)}")
         found.append(Source(name, str(entry["metadata"]), str(entry["images"]),
-                            None if detector is None else str(detector), tuple(locations)))
+                            None if detector is None else str(detector), tuple(locations),
+                            tuple(sorted((int(a), int(b)) for a, b in mapping.items()))))
     return found
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, str) and value.isdigit()
+
+
+def _normal(name: object) -> str:
+    """A category name as compared: lower case, runs of spaces, underscores and hyphens as one space."""
+    return " ".join(str(name).lower().replace("_", " ").replace("-", " ").split())
+
+
+def _check_category_names(doc: dict, source: Source, path: Path, names: pd.Series) -> None:
+    """Each category the file lists (after the source's stated `category_ids`) must be named as the camera-trap
+    category list names its id (case and spacing aside): a file mapped for another iWildCam year, or a swapped
+    id, would otherwise train photos under the wrong class. A disagreement is one DataError naming both."""
+    mapping = dict(source.category_ids)
+    listed = doc.get("categories", []) if isinstance(doc, dict) else []
+    for record in listed if isinstance(listed, list) else []:
+        if not isinstance(record, dict) or "name" not in record or not _is_int(record.get("id")):
+            continue
+        file_id = int(record["id"])
+        ours = mapping.get(file_id, file_id)
+        if ours in names.index and _normal(record["name"]) != _normal(names[ours]):
+            via = f" (mapped to {ours} by data.supplemental's category_ids)" if file_id in mapping else ""
+            raise DataError(f"{path}: category {file_id}{via} is {record['name']!r} here but {names[ours]!r} in the "
+                            f"camera-trap category list: a file mapped for other category ids? State the mapping "
+                            f"in data.supplemental[].category_ids ({{file id: iWildCam id}})")
 
 
 def _records(doc: dict, key: str, path: Path) -> pd.DataFrame:
@@ -117,6 +150,8 @@ def _labels(doc: dict, source: Source, path: Path, images: pd.DataFrame, categor
     report.count_read(f"{source.name} annotations", len(ann))
     ann["image_id"] = source.name + ":" + ann["image_id"].map(_id_text)
     category = pd.to_numeric(ann["category_id"], errors="coerce")
+    if source.category_ids:
+        category = category.replace(dict(source.category_ids))
     unknown = ~category.isin(categories)
     report.skip_many("supplemental annotation whose category is not an iWildCam category id (skipped)",
                      [f"{path.name}: annotation {as_written(a)} image {i} category_id={as_written(c)}"
@@ -159,6 +194,7 @@ def _boxes(labels: pd.DataFrame, images: pd.DataFrame, path: Path, report: Quali
     given = raw.map(lambda b: b is not None and not (isinstance(b, float) and np.isnan(b)))
     xywh = np.full((len(labels), 4), np.nan)
     usable = np.zeros(len(labels), bool)
+    clipped = np.zeros(len(labels), bool)
     size = images.loc[labels.index, ["width", "height"]].to_numpy(dtype=np.float64, na_value=np.nan)
     for k, (box, has) in enumerate(zip(raw, given)):
         if not has or _box_area(box) <= 0:
@@ -169,6 +205,9 @@ def _boxes(labels: pd.DataFrame, images: pd.DataFrame, path: Path, report: Quali
         if x1 > x0 and y1 > y0:  # NaN sizes (unknown) fail this too
             xywh[k] = [x0 / size[k, 0], y0 / size[k, 1], (x1 - x0) / size[k, 0], (y1 - y0) / size[k, 1]]
             usable[k] = True
+            clipped[k] = (x0, y0, x1, y1) != (x, y, x + w, y + h)
+    report.skip_many("supplemental bbox partly outside the photo (clipped to it)",
+                     [f"{path.name}: image {i} bbox={as_written(b)}" for i, b in raw[clipped].items()])
     bad = given.to_numpy() & ~usable
     report.skip_many("supplemental bbox not usable: not [x, y, w, h], no area, outside the photo or its size "
                      "unknown (whole photo used)",
@@ -253,7 +292,7 @@ def _dates(root: Path, source: Source, photos: pd.Index, valid_years: tuple[int,
     return dated.reindex(photos).astype("datetime64[ns]")
 
 
-def load_source(root: Path, source: Source, categories: pd.Index, detector_min_conf: float,
+def load_source(root: Path, source: Source, categories: pd.Series, detector_min_conf: float,
                 valid_years: tuple[int, int], report: QualityReport) -> pd.DataFrame:
     """One source's labelled images: split `supplemental`, its name, file_name (under `folder`), width, height,
     file_ok, category_id, the box its crop is cut from (NaN: the whole photo) and where that box comes from
@@ -270,8 +309,15 @@ def load_source(root: Path, source: Source, categories: pd.Index, detector_min_c
                     path)
         return empty_supplemental()
     doc = read_json(path)
+    empty = [key for key in ("images", "annotations") if isinstance(doc, dict) and doc.get(key) == []]
+    if empty:  # a mapping written for no photo (or not yet filled): nothing to train on, nothing wrong
+        report.skip("supplemental source without images or annotations (source skipped)",
+                    f"{source.name}: {path.name}: {' and '.join(repr(k) for k in empty)} empty")
+        log.warning("load: supplemental source %s skipped: %s has no %s", source.name, path, " and no ".join(empty))
+        return empty_supplemental()
+    _check_category_names(doc, source, path, categories)
     images = _images(doc, source, path, report)
-    labels = _labels(doc, source, path, images, categories, report)
+    labels = _labels(doc, source, path, images, categories.index, report)
     check_files(images, root, source.images, path.name, report)
     unresolved = images.index[~images["file_ok"]]
     if len(images) and len(unresolved) == len(images):
@@ -295,10 +341,11 @@ def load_source(root: Path, source: Source, categories: pd.Index, detector_min_c
                          category_id=labels["category_id"]).join(boxes).assign(crop_source=crop_source, date=date)
 
 
-def load_supplemental(root: str | os.PathLike, entries: list | None, categories: pd.Index, camera_ids: pd.Index,
+def load_supplemental(root: str | os.PathLike, entries: list | None, categories: pd.Series, camera_ids: pd.Index,
                       detector_min_conf: float, valid_years: tuple[int, int], report: QualityReport) -> pd.DataFrame:
     """Every source of `data.supplemental`, labelled images only, one row per `<source>:<id>` (see
-    `load_source`); an id that is also a camera-trap image id is a counted skip."""
+    `load_source`; `categories`: the camera-trap category names by id); an id that is also a camera-trap image
+    id is a counted skip."""
     tables = [load_source(Path(root), s, categories, detector_min_conf, valid_years, report)
               for s in sources(entries)]
     if not tables:

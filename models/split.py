@@ -101,12 +101,18 @@ class Evaluation:
 SUPPLEMENTAL_SETTINGS = ("auto", True, False)
 
 
-def uses_supplemental(setting, scheme: str) -> bool:
-    """train.supplemental: `auto` trains on the supplemental rows under the location scheme and not under
-    `wilds`, whose leaderboard admits no extra data in a standard entry; true or false either way."""
+def uses_supplemental(setting, scheme: str) -> tuple[bool, str]:
+    """(whether the fits train on the supplemental rows, why) from train.supplemental: `auto` trains on them under
+    the location scheme and not under `wilds`, whose leaderboard admits no extra data in a standard entry; true
+    or false either way."""
     if setting not in SUPPLEMENTAL_SETTINGS:
         raise DataError(f"params.yaml: train.supplemental must be auto, true or false, not {setting!r}")
-    return scheme == "location" if setting == "auto" else setting
+    if setting != "auto":
+        return setting, f"train.supplemental: {str(setting).lower()}"
+    if scheme == "location":
+        return True, "train.supplemental: auto, on under split.scheme location"
+    return False, ("train.supplemental: auto, off under split.scheme wilds: its leaderboard admits no extra data "
+                   "in a standard entry (set it true to train on them anyway, a non-standard row)")
 
 
 REQUIRED_WILDS = ("train", "val", "test")  # fitted, tuned on, the headline: without one the scheme has no result

@@ -177,6 +177,7 @@ class SupplementalRows:
     pairs: dict[str, tuple[str, str]]
     camera_counts: pd.Series
     trained_with: set[str]
+    why: str
 
 
 @one_blas_thread()
@@ -228,7 +229,8 @@ def run(params: dict) -> None:
     trained_with = {f"{name}{v}" for name, (_, _, supplemental) in models.items() if supplemental and photos
                     for v in ("", "_sequence_smoothed")}
     supplemental = SupplementalRows(used and photos, int(split.supplemental.sum()), weight, pairs,
-                                    labels[split.fit & ~split.supplemental].value_counts(), trained_with)
+                                    labels[split.fit & ~split.supplemental].value_counts(), trained_with,
+                                    record["supplemental_why"])
     write_reports({**skipped, **results}, reported, model, proba, tuned, record["scheme"], split, rows, labels,
                   scored, unit, features.columns, single_family, supplemental, cfg["rare_class_max_images"])
 
@@ -245,7 +247,7 @@ def write_reports(results: dict, reported: str, model, proba: np.ndarray, tuned:
     metrics = headline_metrics(summary[reported], reported, model, tuned, scheme, split, rows, labels,
                                scored[primary], unit)
     metrics["supplemental"] = {"trained_with": supplemental.used, "rows": supplemental.rows,
-                               "weight": supplemental.weight}
+                               "weight": supplemental.weight, "why": supplemental.why}
     write_json(metrics, REPORTS / "metrics.json")
     write_json(summary, REPORTS / "baselines.json")
     # how long each fit took is how the machine ran, not a result: kept out of the metrics `dvc metrics diff` reads

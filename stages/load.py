@@ -48,7 +48,7 @@ def run(params: dict) -> None:
         off(report, "landsat", f"{root / METADATA_CSV} has no original iWildCam `location` column (only "
                                f"location_remapped): Landsat sites cannot be matched, the Landsat family is off")
         landsat_index = empty_index()
-    supplemental = load_supplemental(root, cfg["supplemental"], categories.index, images.index,
+    supplemental = load_supplemental(root, cfg["supplemental"], categories["name"], images.index,
                                      cfg["supplemental_detector_min_conf"], valid_years, report)
     # files that exist but do not decode are counted by the stages decoding them, and every image left without
     # pixels by the join

@@ -51,9 +51,10 @@ def run(params: dict) -> None:
     features = FeatureFile(FEATURE_TABLE)
     held = (holdout_locations(rows.loc[~rows["photo"], "location"], split_cfg["holdout_fraction"], split_cfg["seed"])
             if split_cfg["scheme"] == "location" else None)
-    supplemental = uses_supplemental(cfg["supplemental"], split_cfg["scheme"])
+    supplemental, why_supplemental = uses_supplemental(cfg["supplemental"], split_cfg["scheme"])
     split = evaluation_split(rows, split_cfg["scheme"], held, supplemental)
-    log_split(split, rows, split_cfg["scheme"], cfg["supplemental_weight"] if supplemental else None)
+    log_split(split, rows, split_cfg["scheme"], cfg["supplemental_weight"] if supplemental else None,
+              why_supplemental)
     pca, reduced = EmbeddingPCA.fit_transform_file(features, labels.index[split.fit], cfg["pca_components"],
                                                    cfg["seed"])
     pca.save(HOLDOUT_PCA)
@@ -74,7 +75,8 @@ def run(params: dict) -> None:
     final = registry.build(chosen, cfg, studies[chosen]["params"], params["execution"]["threads"])
     final.fit(last.x, last.y, **last.meta)
     final.save(FINAL_MODEL)
-    write_json({"scheme": split_cfg["scheme"], "holdout_locations": held, "supplemental": supplemental}, SPLIT_FILE)
+    write_json({"scheme": split_cfg["scheme"], "holdout_locations": held, "supplemental": supplemental,
+                "supplemental_why": why_supplemental}, SPLIT_FILE)
     write_json({"chosen": chosen, "why": why, "final_rounds": final.rounds_,
                 "models": {**{n: {k: v for k, v in s.items() if k != "trials"} for n, s in studies.items()},
                            **{n: {"skipped": why} for n, why in skipped.items()}}},
@@ -82,12 +84,13 @@ def run(params: dict) -> None:
     write_json(optuna_history(studies[chosen]), PLOTS / "optuna_history.json")
 
 
-def log_split(split: Evaluation, rows: pd.DataFrame, scheme: str, supplemental_weight: float | None) -> None:
+def log_split(split: Evaluation, rows: pd.DataFrame, scheme: str, supplemental_weight: float | None, why: str
+              ) -> None:
     camera = split.fit & ~split.supplemental
     log.info("train: %s scheme: fitting on %d images from %d locations (%d without usable pixels left out) and "
-             "%d supplemental photos (%s); scored on %s", scheme, camera.sum(), rows.loc[camera, "location"].nunique(),
-             split.without_pixels, split.supplemental.sum(),
-             "not used (train.supplemental)" if supplemental_weight is None else f"used, weight {supplemental_weight}",
+             "%d supplemental photos (%s: %s); scored on %s", scheme, camera.sum(),
+             rows.loc[camera, "location"].nunique(), split.without_pixels, split.supplemental.sum(),
+             "not used" if supplemental_weight is None else f"used, weight {supplemental_weight}", why,
              ", ".join(f"{n} ({m.sum()} images)" for n, m in split.scored.items()))
 
 

@@ -144,7 +144,8 @@ def test_the_photos_train_the_models_are_scored_nowhere_and_the_comparison_shows
     work, _ = repro
     metrics = json.loads((work / "reports/metrics.json").read_text())
     photos = pd.read_parquet(work / "artifacts/tables/supplemental.parquet")
-    assert metrics["supplemental"] == {"trained_with": True, "rows": len(photos), "weight": 0.1} and len(photos) == 40
+    assert metrics["supplemental"] == {"trained_with": True, "rows": len(photos), "weight": 0.1, "why": (
+        "train.supplemental: auto, on under split.scheme location")} and len(photos) == 40
     # the scored images are the held-out cameras' labelled images, not a photo among them
     held = json.loads((work / "artifacts/models/split.json").read_text())["holdout_locations"]
     images = pd.read_parquet(work / "artifacts/tables/images.parquet")

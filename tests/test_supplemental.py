@@ -13,7 +13,7 @@ import skimage.data
 from sklearn.base import clone
 
 from data import DataError, QualityReport
-from data.supplemental import load_supplemental, sources, with_photos
+from data.supplemental import empty_supplemental, load_supplemental, sources, with_photos
 from features.embeddings import compute_embeddings
 from features.image_stats import image_stats
 from features.views import image_views
@@ -27,7 +27,9 @@ from sample.generate import SPECIES
 from sample.inaturalist import FOLDER, LOCATIONS, METADATA, write_inaturalist
 from tests.helpers import TRAIN, load_tables, reranker, tiny_backbone, toy
 
-CATEGORIES = pd.Index([0, 2, 3, 24, 71, 112], name="id")  # iWildCam ids: empty, peccary, agouti, paca, ocelot, cow
+# iWildCam's category list (the shared categories json): the camera-trap category names by id
+CATEGORIES = pd.Series({0: "empty", 2: "tayassu pecari", 3: "dasyprocta punctata", 24: "panthera onca",
+                        71: "bos taurus", 112: "giraffa camelopardalis"}, name="name").rename_axis("id")
 CAMERA_IDS = pd.Index(["8b31f5a6-21bc-11ea-a13a-137349068a90"])
 YEARS = (2000, 2030)  # data.valid_years
 PHOTOS = {"chelsea": skimage.data.chelsea(), "coffee": skimage.data.coffee(), "astronaut": skimage.data.astronaut()}
@@ -59,7 +61,7 @@ def inat_2017(root):
             annotation.update(bbox=box, area=box[2] * box[3], iscrowd=0)
         annotations.append(annotation)
     doc = {"info": {"year": 2017}, "images": images, "annotations": annotations,
-           "categories": [{"id": c, "name": f"species {c}", "supercategory": "Mammalia"} for c in (3, 24, 71)],
+           "categories": [{"id": c, "name": CATEGORIES[c].capitalize(), "supercategory": "Mammalia"} for c in (3, 24, 71)],
            "licenses": [{"id": 3, "name": "Attribution-NonCommercial License", "url": "..."}]}
     (root / "inaturalist_2017_to_iwildcam_train.json").write_text(json.dumps(doc))
     return doc
@@ -77,11 +79,13 @@ def inat_2018(root, str_ids: bool = False):
                        "rights_holder": "someone else"})
         annotations.append({"id": 9000 + k, "image_id": image_id, "category_id": category})
     doc = {"info": {"year": 2018}, "images": images, "annotations": annotations,
-           "categories": [{"id": c, "name": f"species {c}", "supercategory": "Mammalia"} for c in (2, 112)]}
+           "categories": [{"id": c, "name": CATEGORIES[c].replace(" ", "_"), "supercategory": "Mammalia"}
+                          for c in (2, 112)]}
     (root / "inaturalist_2018_to_iwildcam_train.json").write_text(json.dumps(doc))
     return doc
 
 
+CLIPPED = {"supplemental bbox partly outside the photo (clipped to it)": 1}  # inat_2017's third box, as real ones are
 SOURCES = [{"name": "inat2017", "metadata": "inaturalist_2017_to_iwildcam_train.json", "images": "inaturalist_2017"},
            {"name": "inat2018", "metadata": "inaturalist_2018_to_iwildcam_train.json", "images": "inaturalist_2018"}]
 
@@ -101,7 +105,7 @@ def test_both_years_load_keyed_by_source_with_boxes_where_2017_has_them(tmp_path
     inat_2018(tmp_path, str_ids)
     table, report = load(tmp_path)
     assert list(table.index) == ["inat2017:1000", "inat2017:1001", "inat2017:1002", "inat2018:1000", "inat2018:1001"]
-    assert table["split"].eq("supplemental").all() and table["file_ok"].all() and report.counts == {}
+    assert table["split"].eq("supplemental").all() and table["file_ok"].all() and report.counts == CLIPPED
     assert table["category_id"].tolist() == [71, 3, 24, 2, 112]
     assert table["source"].tolist() == ["inat2017"] * 3 + ["inat2018"] * 2
     assert table.loc["inat2018:1001", ["width", "height"]].tolist() == [800, 532]
@@ -182,7 +186,10 @@ def test_bad_records_are_counted_skips_naming_file_and_record(tmp_path):
         "supplemental annotation for an image not in its images (skipped)": 1,
         "supplemental image without a usable label (not used)": 2,
         "supplemental bbox not usable: not [x, y, w, h], no area, outside the photo or its size unknown "
-        "(whole photo used)": 1}
+        "(whole photo used)": 1,
+        "supplemental bbox partly outside the photo (clipped to it)": 1}
+    assert report.examples["supplemental bbox partly outside the photo (clipped to it)"] == [
+        f"{name}: image inat2017:1002 bbox=[10.5, 150.0, 120.0, 300.0]"]  # 450 px down a 400 px photo
     assert report.examples["supplemental annotation whose category is not an iWildCam category id (skipped)"] == [
         f"{name}: annotation 3 image inat2017:1012 category_id=4242"]
     assert report.examples["duplicate supplemental image id (later record skipped)"] == [f"{name}: image 1000"]
@@ -191,6 +198,49 @@ def test_bad_records_are_counted_skips_naming_file_and_record(tmp_path):
                                 "inat2017:1011"}
     assert not table.loc[["inat2017:1010", "inat2017:1011"], "file_ok"].any()
     assert table.loc["inat2017:1000", "width"] != 1 and np.isnan(table.loc["inat2017:1001", "box_x"])
+
+
+@pytest.mark.parametrize("empty", [("annotations",), ("images", "annotations"), ("images",)])
+def test_a_source_without_images_or_annotations_is_a_counted_skip(tmp_path, caplog, empty):
+    """A mapping file written for no photo (`"annotations": []`, as a filter that matched nothing writes it) loads
+    as no rows and one counted skip, not a traceback; the other source loads as before."""
+    doc = inat_2017(tmp_path)
+    inat_2018(tmp_path)
+    save(tmp_path, "2017", dict(doc, **{key: [] for key in empty}))
+    with caplog.at_level(logging.WARNING):
+        table, report = load(tmp_path)
+    assert list(table.index) == ["inat2018:1000", "inat2018:1001"]
+    reason = "supplemental source without images or annotations (source skipped)"
+    assert report.counts[reason] == 1 and report.examples[reason] == [
+        f"inat2017: inaturalist_2017_to_iwildcam_train.json: {' and '.join(repr(k) for k in empty)} empty"]
+    assert "supplemental source inat2017 skipped" in caplog.text
+    save(tmp_path, "2018", dict(inat_2018(tmp_path), annotations=[]))
+    table, _ = load(tmp_path, [dict(SOURCES[0], metadata="inaturalist_2018_to_iwildcam_train.json")])
+    assert table.empty and list(table.columns) == list(empty_supplemental().columns)
+
+
+def test_a_category_named_otherwise_than_the_camera_list_names_its_id_is_one_line_unless_mapped(tmp_path):
+    """A mapping file written for another iWildCam year (other ids, the same names) or a swapped id would train
+    photos under the wrong class: the names are compared (case and spacing aside), a disagreement is one line
+    naming both and the file, and a stated mapping (category_ids) is taken."""
+    doc = inat_2017(tmp_path)
+    for category in doc["categories"]:  # agouti and jaguar swapped, as a file of other ids would have them
+        category["id"] = {3: 24, 24: 3}.get(category["id"], category["id"])
+    for annotation in doc["annotations"]:
+        annotation["category_id"] = {3: 24, 24: 3}.get(annotation["category_id"], annotation["category_id"])
+    save(tmp_path, "2017", doc)
+    with pytest.raises(DataError, match=r"^\S*inaturalist_2017_to_iwildcam_train.json: category 24 is 'Dasyprocta "
+                                        r"punctata' here but 'panthera onca' in the camera-trap category list: a file "
+                                        r"mapped for other category ids\? State the mapping in data.supplemental\[\]"
+                                        r".category_ids \(\{file id: iWildCam id\}\)$"):
+        load(tmp_path, SOURCES[:1])
+    table, _ = load(tmp_path, [dict(SOURCES[0], category_ids={3: 24, 24: 3})])
+    assert table["category_id"].to_dict() == {"inat2017:1000": 71, "inat2017:1001": 3, "inat2017:1002": 24}
+    with pytest.raises(DataError, match=r"category 3 \(mapped to 3 by data.supplemental's category_ids\) is "
+                                        r"'Panthera onca' here but 'dasyprocta punctata'"):
+        load(tmp_path, [dict(SOURCES[0], category_ids={3: 3, 24: 3})])
+    with pytest.raises(DataError, match=r"data.supplemental\[0\].category_ids must map the file's category ids"):
+        load(tmp_path, [dict(SOURCES[0], category_ids=[3, 24])])
 
 
 def test_file_names_that_resolve_nowhere_are_said_with_the_count_and_examples(tmp_path, caplog):
@@ -209,7 +259,7 @@ def test_an_id_of_a_camera_trap_image_and_an_absent_source_are_counted_skips(tmp
         table = load_supplemental(tmp_path, SOURCES, CATEGORIES, pd.Index(["inat2017:1001"]), 0.3, YEARS, report)
     assert list(table.index) == ["inat2017:1000", "inat2017:1002"]
     assert report.counts == {"supplemental image id that is also a camera-trap image id (skipped)": 1,
-                             "supplemental source whose metadata file is not there (source skipped)": 1}
+                             "supplemental source whose metadata file is not there (source skipped)": 1, **CLIPPED}
     assert "supplemental source inat2018 skipped: no metadata file at" in caplog.text
 
 
@@ -264,13 +314,13 @@ def test_photo_dates_come_from_the_competitions_location_files(tmp_path):
     table, report = load(tmp_path, entries)
     assert table["date"].dt.strftime("%Y-%m-%d").fillna("NaT").tolist() == [
         "2011-06-01", "NaT", "2014-12-31", "2016-02-29", "2017-03-04"]
-    assert report.counts == {"supplemental photo whose location record has no date (date features NA)": 1}
+    assert report.counts == {"supplemental photo whose location record has no date (date features NA)": 1, **CLIPPED}
     assert report.examples["supplemental photo whose location record has no date (date features NA)"] == [
         "inat2017:1001"]
     assert report.read["inat2017 location records"] == 5 and report.read["inat2017 photos dated"] == 2
     # without location files every photo is undated, and nothing is counted
     table, report = load(tmp_path)
-    assert table["date"].isna().all() and report.counts == {}
+    assert table["date"].isna().all() and report.counts == CLIPPED
 
 
 def test_bad_location_records_are_counted_naming_file_and_record_and_a_bad_file_is_one_line(tmp_path):
@@ -287,7 +337,8 @@ def test_bad_location_records_are_counted_naming_file_and_record_and_a_bad_file_
     bad_date = ("supplemental location date that is not an ISO date or whose year is outside 2000-2030 "
                 "(record not used)")
     assert report.counts == {bad_date: 4, "supplemental location record without 'id' (skipped)": 1,
-                             "supplemental photo whose location records give different dates (date features NA)": 1}
+                             "supplemental photo whose location records give different dates (date features NA)": 1,
+                             **CLIPPED}
     assert report.examples[bad_date] == ["train2017_locations.json: id 1000 date='05/13/2016'",
                                          "train2017_locations.json: id 1000 date=20160513",
                                          "train2017_locations.json: id 1001 date='1970-01-01 00:00:00+00:00'",
@@ -320,8 +371,8 @@ def test_the_sample_source_is_in_the_organisers_format(tmp_path):
     entry = [{"name": "inat_sample", "metadata": f"{FOLDER}/{METADATA}", "images": FOLDER,
               "locations": list(LOCATIONS)}]
     report = QualityReport()
-    table = load_supplemental(tmp_path, entry, pd.Index([0] + [s.id for s in SPECIES]), CAMERA_IDS, 0.3, YEARS,
-                              report)
+    names = pd.Series({0: "empty", **{s.id: s.name for s in SPECIES}}, name="name")
+    table = load_supplemental(tmp_path, entry, names, CAMERA_IDS, 0.3, YEARS, report)
     undated = "supplemental photo whose location record has no date (date features NA)"
     assert set(report.counts) == {undated} and report.counts[undated] == 200 - counts["supplemental_dated"]
     assert table["date"].notna().sum() == counts["supplemental_dated"] > 180
@@ -461,8 +512,11 @@ def test_photos_join_fit_and_final_only_when_used_and_are_never_tuned_on_or_scor
         np.testing.assert_array_equal(used.fit & ~photo, unused.fit)
         assert not any((m & photo).any() for m in used.scored.values())
         assert used.tuning is None or not (used.tuning & photo).any()
-    assert uses_supplemental("auto", "location") and not uses_supplemental("auto", "wilds")
-    assert uses_supplemental(True, "wilds") and not uses_supplemental(False, "location")
+    assert uses_supplemental("auto", "location") == (True, "train.supplemental: auto, on under split.scheme location")
+    assert uses_supplemental("auto", "wilds") == (False, "train.supplemental: auto, off under split.scheme wilds: its "
+                                                         "leaderboard admits no extra data in a standard entry (set it "
+                                                         "true to train on them anyway, a non-standard row)")
+    assert uses_supplemental(True, "wilds")[0] and not uses_supplemental(False, "location")[0]
     with pytest.raises(DataError, match="^params.yaml: train.supplemental must be auto, true or false, not 'yes'$"):
         uses_supplemental("yes", "location")
 

@@ -88,6 +88,9 @@ def test_the_readme_wilds_command_runs_to_the_end_on_thin_real_data(thin):
     metrics, baselines = report(work, "reports/metrics.json"), report(work, "reports/baselines.json")
     assert metrics["scheme"] == "wilds" and set(metrics["splits"]) == {"test", "val", "id_test"}
     assert metrics["unscored_splits"] == {"id_val": "no labelled image in this split of metadata.csv"}
+    # the sample's photos are configured, and the report says why this run does not train on them
+    assert not metrics["supplemental"]["trained_with"]
+    assert metrics["supplemental"]["why"].startswith("train.supplemental: auto, off under split.scheme wilds: ")
     # the stopping fold holds no class the other folds know: scikit-learn's early stopping has nothing to stop on
     assert baselines["hist_gradient_boosting"]["skipped"].startswith("skipped: its early-stopping fold")
     comparison = (work / "reports/comparison.md").read_text()
