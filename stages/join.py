@@ -71,7 +71,9 @@ def run(params: dict) -> None:
     # the index column, and pandas metadata for string column names
     skeleton = pa.Table.from_pandas(pd.DataFrame(index=images.index, columns=pd.Index([], dtype=str)))
     columns = dict(zip(skeleton.column_names, skeleton.columns))
-    present: dict[str, bool] = {}
+    present: dict[str, bool] = {}  # per family or view: whether any camera image has a value in it
+    photos_only: dict[str, int] = {}  # per family or view: its columns with values for supplemental photos alone
+    camera = pa.array(~images["photo"].to_numpy())
     pixels = []
     for kind, path in ((f, p) for f in chosen for p in files[f]):
         family, part = path.stem, pq.read_table(path)
@@ -81,8 +83,12 @@ def run(params: dict) -> None:
             positions = ids.get_indexer(images.index)  # -1: an image the family has no row for, null
             part = part.take(pa.array(positions, mask=positions < 0))
         for name in (n for n in part.column_names if n != index):
-            kept, part_name = has_value(part.column(name)), part_of(family, name)
+            # a column only the photos have a value in (a crop view without a detector file) would tell a photo
+            # from a camera image in training and never serve: it is left out like a column without any value
+            kept, part_name = has_value(part.column(name).filter(camera)), part_of(family, name)
             present[part_name] = present.get(part_name, False) or kept
+            if not kept and has_value(part.column(name)):
+                photos_only[part_name] = photos_only.get(part_name, 0) + 1
             if kept:
                 columns[f"{family}__{name}"] = part.column(name)
         if kind in PIXEL_MARKERS:
@@ -91,9 +97,12 @@ def run(params: dict) -> None:
     for name in (n for n, kept in present.items() if not kept):
         note = next((notes[off] for key, off in OFF_NOTES.items()
                      if (name == key or name.endswith(f"_{key}")) and off in notes), None)
-        absent[name] = "no value for any image" + (f": {note}" if note else "")
+        absent[name] = ("no value for any camera image (the supplemental photos have one, which would tell them "
+                        "apart in training and never serve: left out)" if name in photos_only
+                        else "no value for any image") + (f": {note}" if note else "")
         log.warning("join: %s is absent (%s)", name, absent[name])
     report.note("absent families and views", absent)
+    report.note("columns only the supplemental photos have a value in (left out), per family or view", photos_only)
     # a labelled image whose pixels were not read would train the pixel families on NA, a confound: it never
     # trains. With no pixel family chosen there is no such confound (a metadata-only run, no image file needed):
     # every camera image trains; a photo has nothing but pixels

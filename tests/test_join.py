@@ -76,3 +76,30 @@ def test_families_and_views_without_any_value_are_left_out_and_reported_absent(t
     assert pd.read_parquet(tmp_path / "usable_pixels.parquet")["usable"].tolist() == [True, False, False]
     assert report["notes"]["images without usable pixels, per split"] == {
         "train": {"images": 3, "without_pixels": 2, "share": 0.6667}}
+
+
+def test_a_view_only_the_photos_have_is_left_out_for_them_too(tmp_path, monkeypatch):
+    """No detector file (WILDS ships none): no camera image has a crop view, while every supplemental photo has one
+    (its COCO box or the whole photo). Kept, "crop view present" would mean "photo" in training and never serve:
+    the photos carry exactly the views the camera images can have, and join.json says what was left out."""
+    ids = pd.Index(["img0", "img1", "img2", "inat:1", "inat:2"], name="image_id")
+    cameras = pd.DataFrame({"split": "train", "file_ok": True}, index=ids[:3])
+    photos = pd.DataFrame({"split": "supplemental", "file_ok": True}, index=ids[3:])
+    (tmp_path / "embeddings").mkdir()
+    pd.DataFrame({"night": [1.0, 0.0, 1.0]}, index=ids[:3]).to_parquet(tmp_path / "sequence_timing.parquet")
+    pd.DataFrame({"frame_emb_0": [0.5, 0.1, 0.2, 0.3, 0.4], "crop_emb_0": [np.nan] * 3 + [0.7, 0.8],
+                  "seq_crop_emb_0": [np.nan] * 3 + [0.7, 0.8]},
+                 index=ids).to_parquet(tmp_path / "embeddings" / "embeddings_x.parquet")
+    pd.DataFrame({"n_boxes": np.full(3, np.nan), "top_conf": np.full(3, np.nan)},
+                 index=ids[:3]).to_parquet(tmp_path / "detector_stats.parquet")
+    in_folder(monkeypatch, tmp_path, cameras, {"detector off": "no MegaDetector file at m.json"})
+    monkeypatch.setattr(join, "table", lambda name: cameras if name == "images" else photos)
+    join.run(PARAMS)
+    got = pd.read_parquet(tmp_path / "feature_table.parquet")
+    assert list(got.index) == list(ids) and list(got.columns) == ["sequence_timing__night", "embeddings_x__frame_emb_0"]
+    notes = json.loads((tmp_path / "quality" / "join.json").read_text())["notes"]
+    assert notes["absent families and views"]["embeddings_x_crops"] == (
+        "no value for any camera image (the supplemental photos have one, which would tell them apart in training and "
+        "never serve: left out): no MegaDetector file at m.json")
+    assert notes["columns only the supplemental photos have a value in (left out), per family or view"] == {
+        "embeddings_x_crops": 2}
