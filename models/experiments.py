@@ -104,7 +104,7 @@ def _spread(a: dict, f: dict) -> tuple[str, str]:
 def other_way(run: dict) -> dict | None:
     """The baselines row of the run's chosen model trained the other way round as to the supplemental rows
     (with its name as `model`), None where the run has none (no supplemental rows)."""
-    chosen, used = run["metrics"]["model"], run["metrics"].get("supplemental", {}).get("trained_with", False)
+    chosen, used = run["metrics"]["model"], run["metrics"].get("supplemental_trained_with", False)
     base = chosen.removesuffix(SMOOTHED)
     name = counterpart(base, used) + chosen[len(base):]
     row = run["baselines"].get(name, {})
@@ -123,7 +123,7 @@ def compare_runs(runs: list[dict]) -> list[dict]:
         rows = {CHOSEN: [(r, r["metrics"]) for r in members]}
         other = [(r, row) for r in members if (row := other_way(r))]
         if other:  # the runs of a group train alike as to the supplemental rows (train.supplemental, split.scheme)
-            used = other[0][0]["metrics"]["supplemental"]["trained_with"]
+            used = other[0][0]["metrics"]["supplemental_trained_with"]
             rows[f"chosen model {'without' if used else 'with'} the supplemental rows"] = other
         for name in dict.fromkeys(n for r in members for n, m in r["baselines"].items() if "accuracy" in m):
             rows[name] = [(r, r["baselines"][name]) for r in members if "accuracy" in r["baselines"].get(name, {})]

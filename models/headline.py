@@ -7,9 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-def cell(metrics: dict, name: str) -> str:
-    low, high = metrics[f"{name}_ci"]
-    return f"{metrics[name]:.3f} ({low:.3f}-{high:.3f})"
+def cell(row: dict, name: str) -> str:
+    """A baselines.json row's metric and its 95% interval."""
+    low, high = row[f"{name}_ci"]
+    return f"{row[name]:.3f} ({low:.3f}-{high:.3f})"
 
 
 def headline(metrics: dict, baselines: dict) -> list[str]:
@@ -42,6 +43,9 @@ def headline(metrics: dict, baselines: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     reports = Path((argv if argv is not None else sys.argv[1:] or ["reports"])[0])
+    missing = [name for name in ("metrics.json", "baselines.json") if not (reports / name).is_file()]
+    if missing:
+        sys.exit(f"headline: {reports / missing[0]} not found: the evaluate stage writes it (dvc repro)")
     metrics = json.loads((reports / "metrics.json").read_text())
     baselines = json.loads((reports / "baselines.json").read_text())
     print("\n".join(headline(metrics, baselines)))

@@ -45,7 +45,7 @@ def supplemental_weights(supplemental: np.ndarray | None, supplemental_weight: f
     return np.where(supplemental, float(supplemental_weight), 1.0)
 
 
-def training_weights(y: np.ndarray, class_weight: str, supplemental: np.ndarray, supplemental_weight: float
+def training_weights(y: np.ndarray, class_weight: str, supplemental: np.ndarray | None, supplemental_weight: float
                      ) -> np.ndarray | None:
     """A fit's row weights: the class weights over all its rows, camera-trap and supplemental alike (a class
     only the photos show gets a balanced class's total), the supplemental rows' then times

@@ -248,7 +248,7 @@ def write_reports(results: dict, reported: str, model, proba: np.ndarray, tuned:
                                scored[primary], unit)
     metrics["supplemental"] = {"trained_with": supplemental.used, "rows": supplemental.rows,
                                "weight": supplemental.weight, "why": supplemental.why}
-    write_json(metrics, REPORTS / "metrics.json")
+    write_json(flat(metrics), REPORTS / "metrics.json")
     write_json(summary, REPORTS / "baselines.json")
     # how long each fit took is how the machine ran, not a result: kept out of the metrics `dvc metrics diff` reads
     write_json({name: m["fit_seconds"] for name, m in results.items() if "fit_seconds" in m}, REPORTS / "timings.json")
@@ -294,6 +294,26 @@ def summarise(results: dict, primary: str) -> dict:
         log.info("evaluate: %-50s %s", name, "  ".join(
             f"{s} accuracy {r['accuracy']:.3f} macro-F1 {r['macro_f1']:.3f}" for s, r in m["splits"].items()))
     return summary
+
+
+def flat(metrics: dict) -> dict:
+    """metrics.json as DVC shows it best, one scalar per key: an interval's ends as `<metric>_ci_low` and
+    `_ci_high`, a section's keys prefixed by its name (`supplemental_rows`, `tuning_cv_log_loss_reranker`,
+    `unscored_splits_id_val`), the unseen classes' ids as one string; the other splits' metrics are the chosen
+    row's `splits` in baselines.json."""
+    out = {}
+    for key, value in metrics.items():
+        if key == "splits":
+            continue
+        if key.endswith("_ci"):
+            out[f"{key}_low"], out[f"{key}_high"] = value
+        elif isinstance(value, dict):
+            out.update({f"{key}_{k}": v for k, v in value.items()})
+        elif isinstance(value, list):
+            out[key] = " ".join(str(v) for v in value)
+        else:
+            out[key] = value
+    return out
 
 
 def headline_metrics(reported_summary: dict, reported: str, model, tuned: dict, scheme: str, split: Evaluation,

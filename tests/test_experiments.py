@@ -62,7 +62,8 @@ def test_the_chosen_model_the_other_way_round_is_a_row_of_its_own_per_seed():
         entry = run(name, seed, True, 0.9, 0.8)
         data = entry["data"]["metrics"]
         data["reports/metrics.json"]["data"].update(model=f"{family}_all_families_sequence_smoothed",
-                                                    supplemental={"trained_with": used, "rows": 40, "weight": 0.1})
+                                                    supplemental_trained_with=used, supplemental_rows=40,
+                                                    supplemental_weight=0.1)
         if other:
             way = "without" if used else "with"
             data["reports/baselines.json"]["data"][f"{family}_all_families_{way}_supplemental_sequence_smoothed"] = \

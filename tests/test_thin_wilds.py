@@ -86,11 +86,11 @@ def test_the_readme_wilds_command_runs_to_the_end_on_thin_real_data(thin):
     work, meta, ran = thin
     assert {"load", "train", "evaluate", "predict"} <= ran
     metrics, baselines = report(work, "reports/metrics.json"), report(work, "reports/baselines.json")
-    assert metrics["scheme"] == "wilds" and set(metrics["splits"]) == {"test", "val", "id_test"}
-    assert metrics["unscored_splits"] == {"id_val": "no labelled image in this split of metadata.csv"}
+    assert metrics["scheme"] == "wilds" and set(baselines[metrics["model"]]["splits"]) == {"test", "val", "id_test"}
+    assert metrics["unscored_splits_id_val"] == "no labelled image in this split of metadata.csv"
     # the sample's photos are configured, and the report says why this run does not train on them
-    assert not metrics["supplemental"]["trained_with"]
-    assert metrics["supplemental"]["why"].startswith("train.supplemental: auto, off under split.scheme wilds: ")
+    assert not metrics["supplemental_trained_with"]
+    assert metrics["supplemental_why"].startswith("train.supplemental: auto, off under split.scheme wilds: ")
     # the stopping fold holds no class the other folds know: scikit-learn's early stopping has nothing to stop on
     assert baselines["hist_gradient_boosting"]["skipped"].startswith("skipped: its early-stopping fold")
     comparison = (work / "reports/comparison.md").read_text()
@@ -137,7 +137,8 @@ def test_rows_without_pixels_are_counted_per_split_and_never_train(thin):
     assert join["notes"]["images without usable pixels, per split"]["train"]["without_pixels"] == 2
     metrics = report(work, "reports/metrics.json")
     assert metrics["training_images_without_pixels"] == 2
-    assert metrics["splits"]["test"]["n_images"] == (meta["split"] == "test").sum()  # scored all the same
+    splits = report(work, "reports/baselines.json")[metrics["model"]]["splits"]
+    assert splits["test"]["n_images"] == (meta["split"] == "test").sum()  # scored all the same
 
 
 def test_metadata_only_labels_train_with_every_pixel_family_off_and_no_image_file(thin, tmp_path):
@@ -161,6 +162,7 @@ def test_metadata_only_labels_train_with_every_pixel_family_off_and_no_image_fil
         "sequence_timing"}
     metrics = report(work, "reports/metrics.json")
     assert metrics["training_images_without_pixels"] == 0
-    assert metrics["splits"]["test"]["n_images"] == (meta["split"] == "test").sum()
+    splits = report(work, "reports/baselines.json")[metrics["model"]]["splits"]
+    assert splits["test"]["n_images"] == (meta["split"] == "test").sum()
     submission = pd.read_csv(work / "reports/submission.csv", dtype={"Id": str})
     assert sorted(submission["Id"]) == sorted(meta.loc[meta["split"] == "test", "image_id"])
