@@ -55,8 +55,8 @@ def run(params: dict) -> None:
     in Arrow, column by column: a family already in the image order (the 4.3 GB of embeddings at full
     scale) is not copied, where pandas' concat and reindex copied everything two or three times.
 
-    A column no image has a value in (a family or view the data cannot feed: no detector file, no Landsat,
-    no box to crop) is left out, and a family or view left with no column is reported absent with the reason,
+    A column no camera image has a value in (a family or view the data cannot feed: no detector file, no
+    Landsat, no box to crop; the supplemental photos' values alone would only tell them apart) is left out, and a family or view left with no column is reported absent with the reason,
     so that nothing downstream measures it. Each image's `usable` pixels (its file was usable at load and a
     pixel family read it) are written beside the table: images without any never train (README, Data
     quality)."""
