@@ -107,11 +107,10 @@ def spread_order(images: pd.DataFrame) -> np.ndarray:
     """Positions of `images` taking one image of each (location, width x height) in turn, in table order within
     each: the int8 self-check's first views span the cameras and frame sizes (a WILDS copy's first rows are
     mostly one project's thumbnails) instead of the first rows of the table."""
-    keys = [images[c].astype("string").fillna("?") for c in ("location", "width", "height") if c in images]
-    stratum = pd.Series("", index=images.index, dtype="string")
-    for key in keys:
-        stratum = stratum + "|" + key
-    turn = stratum.groupby(stratum.to_numpy(), sort=False).cumcount().to_numpy()
+    strata = [c for c in ("location", "width", "height") if c in images]
+    if not strata:
+        return np.arange(len(images))
+    turn = images.groupby(strata, sort=False, dropna=False).cumcount().to_numpy()
     return np.argsort(turn, kind="stable")
 
 

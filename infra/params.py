@@ -1,7 +1,7 @@
 """What a stage may read of params.yaml: exactly the keys dvc.yaml declares for it (so that every value a
 stage's results depend on reruns it when changed), plus the execution section, which changes only speed.
 
-The keys a stage read are recorded (`read_keys`), so a test can tell a declared key no stage reads: a change
+The keys a stage read are recorded (`DeclaredParams.read`), so a test can tell a declared key no stage reads: a change
 to it would rerun the stage for nothing."""
 from __future__ import annotations
 

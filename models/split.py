@@ -45,18 +45,17 @@ def fit_metadata(groups: np.ndarray | None, supplemental: np.ndarray | None, n_r
     return groups, supplemental
 
 
-def location_folds(groups: np.ndarray | None, n_folds: int, supplemental: np.ndarray | None = None,
+def location_folds(groups: np.ndarray, n_folds: int, supplemental: np.ndarray | None = None,
                    spread_supplemental: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
     """(fit rows, validation rows) of `n_folds` folds, each location's rows in one validation fold only:
     tuning measures what the held-out evaluation measures, unseen cameras. With fewer locations than folds
-    (a nested fold of a small dataset), one fold per location; with a single location (or no `groups`) its
-    rows are split (KFold), the only out-of-sample there is, and a warning says so.
+    (a nested fold of a small dataset), one fold per location; with a single location (a fit given no
+    `groups`: fit_metadata) its rows are split (KFold), the only out-of-sample there is, and a warning says so.
 
     The `supplemental` rows (a mask: photos, no camera) are in every fold's fit rows and in no validation rows;
     with `spread_supplemental` (out-of-fold evidence for training rows, which scores nothing) each is instead in
     the validation rows of one fold, in turn, so that it too gets evidence fitted without it."""
-    n_rows = len(groups) if groups is not None else len(supplemental) if supplemental is not None else 0
-    groups, extra = fit_metadata(groups, supplemental, n_rows)
+    groups, extra = fit_metadata(groups, supplemental, len(groups))
     camera, supplemental = np.flatnonzero(~extra), np.flatnonzero(extra)
     if len(camera) < 2:
         raise NotFittable(f"{len(camera)} camera-trap row(s): nothing to fit and validate on")

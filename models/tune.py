@@ -237,9 +237,9 @@ def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, 
     study = study_for(name, seed, cfg["pruning"], storage)
     finished = finished_trials(study)
     remaining = max(cfg["n_trials"] - len(finished), 0)
-    extra = supplemental
     log.info("tune: study %s on %d rows from %d locations and %d supplemental rows has %d finished trials, running "
-             "%d more", name, (~extra).sum(), len(np.unique(groups[~extra])), extra.sum(), len(finished), remaining)
+             "%d more", name, (~supplemental).sum(), len(np.unique(groups[~supplemental])), supplemental.sum(),
+             len(finished), remaining)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if remaining:
         folds = (tuning_folds(model, X, y, groups, model.cv_folds, supplemental) if validation is None else
