@@ -28,7 +28,7 @@ from sklearn.covariance import ledoit_wolf
 from infra.atomic import atomic_path
 from models.lgbm import (BOOSTER_FILE, LOSS_FLOOR, META_FILE, ProbabilityClassifier, boost, class_codes, fit_params,
                          save_booster, saved_params, stopping_rows, supplemental_weights, training_weights)
-from models.split import fit_metadata, location_folds
+from models.split import NotFittable, fit_metadata, location_folds
 
 PROPOSERS_FILE = "proposers.npz"
 PROPOSER_ARRAYS = ("medians", "means", "scales", "coef", "intercept")  # Proposer's arguments, as saved
@@ -129,7 +129,8 @@ class ClassEvidence:
     def score(self, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(candidates (rows, k), their evidence (rows, k, len(names())))."""
         log_proba = {name: p.log_proba(x[:, self.columns[name]]) for name, p in self.proposers.items()}
-        cand = candidates(log_proba["all"], k)
+        seen = np.isfinite(self.proposers["all"].intercept)  # a seen class floored at LOG_FLOOR still goes first
+        cand = candidates(np.where(seen, log_proba["all"], -np.inf), k)
         top = np.take_along_axis(log_proba["all"], cand, axis=1)
         columns = [cand, np.broadcast_to(np.arange(cand.shape[1]), cand.shape), top[:, :1] - top,
                    self.log_prior[cand], self.location_share[cand]]
@@ -141,15 +142,23 @@ def out_of_fold(x: np.ndarray, y: np.ndarray, groups: np.ndarray, columns: dict[
                 n_classes: int, balanced: bool, k: int, weight: np.ndarray | None = None,
                 supplemental: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(candidates, evidence) of each row from class evidence fitted on the other location folds only (a
-    supplemental row's from the folds its share of those rows is not in)."""
-    cand, evidence = None, None
+    supplemental row's from the folds its share of those rows is not in). A candidate is always a class the
+    fold's rows hold, as every served candidate is a training class: with fewer than `k` classes in some fold's
+    rows, every row gets that fewer (padding with classes the fold never saw taught the booster that a class
+    nobody saw is the right one whenever classes live at one camera each)."""
     groups, supplemental = fit_metadata(groups, supplemental, len(y))
-    for fit, val in location_folds(groups, n_folds, supplemental, spread_supplemental=True):
+    folds = location_folds(groups, n_folds, supplemental, spread_supplemental=True)
+    k = min([k] + [len(np.unique(y[fit])) for fit, _ in folds])
+    if k < 2:
+        raise NotFittable("a location fold's other rows hold a single class: no candidate to rank it against")
+    cand = np.empty((len(y), k), np.int64)
+    evidence = None
+    for fit, val in folds:
         ev = ClassEvidence.fit(x[fit], y[fit], groups[fit], columns, n_classes, balanced,
                                None if weight is None else weight[fit], supplemental[fit])
         c, e = ev.score(x[val], k)
-        if cand is None:
-            cand, evidence = np.empty((len(y), *c.shape[1:]), c.dtype), np.empty((len(y), *e.shape[1:]), e.dtype)
+        if evidence is None:
+            evidence = np.empty((len(y), *e.shape[1:]), e.dtype)
         cand[val], evidence[val] = c, e
     return cand, evidence
 
@@ -226,6 +235,10 @@ class Reranker(ProbabilityClassifier):
         k, extra = min(self.candidates, len(classes)), supplemental_weights(photo, self.supplemental_weight)
         cand, evidence = out_of_fold(x, codes, groups, columns, self.cv_folds, len(classes), balanced, k, extra,
                                      photo)
+        if not (cand == codes[:, None]).any():
+            raise NotFittable(f"no row's class is among its {cand.shape[1]} out-of-fold candidates (each class's "
+                              f"rows are in one location fold, so no other fold proposes it): no right candidate "
+                              f"to learn from")
         return PairData(x, codes, classes, list(X.columns), cand, evidence,
                         training_weights(codes, self.class_weight, photo, self.supplemental_weight),
                         stopping_rows(groups, self.cv_folds, photo),
@@ -237,6 +250,7 @@ class Reranker(ProbabilityClassifier):
         self.booster_, self.rounds_ = boost(params, data.dataset(params), np.repeat(data.stop, k), self.max_rounds,
                                             self.early_stopping_rounds, candidate_log_loss(k), callbacks)
         self.classes_, self.feature_names_in_, self.evidence_ = np.asarray(data.classes), data.columns, data.serving
+        self.candidates_ = k
         return self
 
     def fit(self, X: pd.DataFrame, y, groups: np.ndarray | None = None, supplemental: np.ndarray | None = None
@@ -246,9 +260,10 @@ class Reranker(ProbabilityClassifier):
         return self.fit_prepared(self.prepare(X, y, groups, supplemental))
 
     def serving_pairs(self, X: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(features, candidates, evidence) of rows to predict: the class evidence fitted on all training rows."""
+        """(features, candidates, evidence) of rows to predict: the class evidence fitted on all training rows, as
+        many candidates as the training pairs had."""
         x = X[self.feature_names_in_].to_numpy(np.float32)
-        return (x, *self.evidence_.score(x, min(self.candidates, len(self.classes_))))
+        return (x, *self.evidence_.score(x, self.candidates_))
 
     def predict_proba(self, X: pd.DataFrame) -> np.ndarray:
         """(rows, classes) probabilities: the pair scores of each row's candidates, normalised over them;
@@ -276,7 +291,7 @@ class Reranker(ProbabilityClassifier):
             np.savez(f, **arrays)
         save_booster(self.booster_, folder, {"model": self.NAME, "params": saved_params(self),
                                              "classes": self.classes_.tolist(), "columns": self.feature_names_in_,
-                                             "rounds": self.rounds_,
+                                             "rounds": self.rounds_, "candidates_fitted": self.candidates_,
                                              "proposers": list(ev.columns.items())})  # a list: keeps the order
 
     @classmethod
@@ -289,5 +304,5 @@ class Reranker(ProbabilityClassifier):
         model = cls(**meta["params"])
         model.booster_ = lgb.Booster(model_file=str(Path(folder) / BOOSTER_FILE))
         model.classes_, model.feature_names_in_ = np.asarray(meta["classes"]), meta["columns"]
-        model.evidence_, model.rounds_ = evidence, meta["rounds"]
+        model.evidence_, model.rounds_, model.candidates_ = evidence, meta["rounds"], meta["candidates_fitted"]
         return model

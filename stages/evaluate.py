@@ -327,7 +327,7 @@ def headline_metrics(reported_summary: dict, reported: str, model, tuned: dict, 
                    training_images_without_pixels=split.without_pixels, unscored_splits=split.unscored,
                    tuning_cv_log_loss={n: m["cv_log_loss"] for n, m in tuned["models"].items() if "cv_log_loss" in m})
     if isinstance(model, Reranker):
-        metrics.update(candidates=min(model.candidates, len(classes)),
+        metrics.update(candidates=model.candidates_,
                        candidate_recall=model.candidate_recall(headline.x, sequence_rows.row_labels(
                            labels[split.scored[primary]], headline.seq, unit).to_numpy()))
     return metrics

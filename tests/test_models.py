@@ -518,7 +518,30 @@ def test_thin_rows_skip_a_model_with_the_reason_instead_of_a_traceback():
         location_folds(np.array([3]), 3)
     with pytest.raises(NotFittable, match=r"^1 camera-trap row\(s\)"):  # photos alone validate nothing
         location_folds(np.array([3, np.nan, np.nan]), 3, np.array([False, True, True]))
-    assert len(location_folds(groups, 3)) == 3 and reranker().fit(x, y, groups).classes_.tolist() == [0, 10, 20]
+    assert len(location_folds(groups, 3)) == 3
+    with pytest.raises(NotFittable, match=r"^no row's class is among its 2 out-of-fold candidates \(each class's rows "
+                                          r"are in one location fold"):  # nothing a booster could learn from
+        reranker().fit(x, y, groups)
+
+
+def test_out_of_fold_candidates_are_classes_the_fold_saw_and_serving_proposes_as_many():
+    """Issue 38: classes at one or two cameras, fewer in a fold's other rows than `candidates`. Candidates once
+    padded with classes the fold never saw: the right class of a row whose camera alone has it was always among
+    them, and the booster learnt that a class nobody saw is right (accuracy 0.000 on a built case)."""
+    rng = np.random.default_rng(3)
+    y = np.r_[np.arange(10), np.arange(6)].repeat(20)
+    groups = np.r_[np.arange(10), np.arange(6) + 10].repeat(20)  # classes 0-5 at two cameras, 6-9 at one each
+    x = pd.DataFrame({"a": y + rng.normal(0, 0.3, len(y)), "b": rng.normal(0, 1, len(y))})
+    model = reranker({"num_leaves": 7}, candidates=10)
+    data = model.prepare(x, y, groups)
+    k = data.cand.shape[1]
+    folds = location_folds(groups, 3)
+    assert k == min(len(np.unique(y[fit])) for fit, _ in folds) < 10
+    for fit, val in folds:  # every candidate a class the fold's proposers were fitted on
+        assert np.isin(data.cand[val], y[fit]).all()
+    assert model.fit_prepared(data).candidates_ == k and ((model.predict_proba(x) > 0).sum(axis=1) == k).all()
+    _, cand, _ = model.serving_pairs(x)
+    assert cand.shape[1] == k
 
 
 def official(splits: dict[str, int], usable: bool = True) -> pd.DataFrame:
