@@ -11,7 +11,7 @@ TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 # DVC stage commands say `python`: make it the project's environment.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: repro test compare rehearse rehearse-wilds env clean-env
+.PHONY: repro repro-camtrap-dp test compare rehearse rehearse-wilds env clean-env
 
 env: $(STAMP)
 
@@ -30,6 +30,13 @@ $(STAMP): requirements.txt constraints.txt
 # ends with the headline (models/headline.py): the chosen model and the baselines beside it, with their intervals
 repro: $(STAMP)
 	$(BIN)/dvc repro
+	$(BIN)/python -m models.headline
+
+# The whole pipeline on the sample's Camtrap DP package (sample_data/camtrap_dp) as a DVC experiment: its reports,
+# and reports/camtrap_dp/, the package written back with the model's observations (README, Your own cameras).
+repro-camtrap-dp: $(STAMP)
+	$(BIN)/dvc exp run -n camtrap-dp -S data.layout=camtrap_dp -S data.root=sample_data/camtrap_dp \
+		-S data.metadata=datapackage.json -S 'data.supplemental=[]'
 	$(BIN)/python -m models.headline
 
 # The test modules on up to 4 processes (2 on a 2-core machine), longest first (LONGEST_FIRST in tests/conftest.py).

@@ -265,6 +265,7 @@ def main() -> None:
         splits={s: {k: r[k] for k in ("accuracy", "macro_f1")} for s, r in m["splits"].items()}))
                            for name, m in json.loads((repo / "reports/baselines.json").read_text()).items()}
     report["best_params"] = json.loads((repo / "artifacts/models/best_params.json").read_text())
+    report["calibration"] = json.loads((repo / "artifacts/models/calibration.json").read_text())
     if args.inference_images:
         report["inference"] = inference_throughput(repo, params, args.inference_images)
     args.report.parent.mkdir(parents=True, exist_ok=True)

@@ -63,6 +63,15 @@ def parse_datetimes(raw: pd.Series, valid_years: tuple[int, int], report: Qualit
     return parsed.mask(implausible).astype("datetime64[ns]")
 
 
+def number_frames(images: pd.DataFrame) -> None:
+    """Set `frame_num` (order by datetime within the sequence, ties by image id) and `seq_num_frames`, for the
+    layouts whose metadata gives sequences but not frames (WILDS, Camtrap DP)."""
+    order = images.reset_index().sort_values(["seq_id", "datetime", "image_id"])
+    frame = order.groupby("seq_id").cumcount()
+    images["frame_num"] = pd.Series(frame.to_numpy(), index=order["image_id"].to_numpy()).reindex(images.index)
+    images["seq_num_frames"] = images.groupby("seq_id")["seq_id"].transform("size").astype("int64")
+
+
 def safe_relative(file_name: object) -> bool:
     """True if `file_name` is a plain relative path that stays inside the image folder (an absolute path, a
     `..` part, a home folder or a Windows separator never does)."""

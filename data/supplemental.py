@@ -371,14 +371,15 @@ def empty_supplemental() -> pd.DataFrame:
 def with_photos(images: pd.DataFrame, detections: pd.DataFrame, supplemental: pd.DataFrame
                 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The images and detections a pixel family reads, with the supplemental photos added: each photo in its
-    source's `folder` (a camera image in its split's) as a sequence of one, and one box per photo, sure
+    source's `folder` (a camera image in its own `folder` where the layout gives one, else its split's) as a
+    sequence of one, and one box per photo, sure
     (conf 1), as its crop: its COCO box, else the whole photo, since these photos are object-centric (one animal
     filling much of it)."""
     if supplemental.empty:
         return images, detections
     photos = supplemental[["split", "folder", "file_name", "width", "height", "file_ok"]].assign(
         seq_id=supplemental.index, frame_num=0)
-    rows = pd.concat([images.assign(folder=images["split"]), photos])
+    rows = pd.concat([images if "folder" in images else images.assign(folder=images["split"]), photos])
     whole = supplemental["box_x"].isna()
     boxes = supplemental[BOX_COLUMNS].to_numpy(np.float32, copy=True)
     boxes[whole.to_numpy()] = [0, 0, 1, 1]

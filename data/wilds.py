@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from data.coco import check_files, parse_datetimes, safe_relative
+from data.coco import check_files, number_frames, parse_datetimes, safe_relative
 from data.quality import DataError, QualityReport, integer_column
 
 METADATA_CSV, CATEGORIES_CSV, IMAGE_FOLDER = "metadata.csv", "categories.csv", "train"
@@ -137,9 +137,6 @@ def _images(meta: pd.DataFrame, image_id: pd.Series, original: bool, path: Path,
     }, index=pd.Index(image_id.to_numpy(), name="image_id"))
     images["datetime"] = parse_datetimes(images["datetime_raw"], valid_years, report, METADATA_CSV)
     images["datetime_ok"] = images["datetime"].notna()
-    order = images.reset_index().sort_values(["seq_id", "datetime", "image_id"])
-    frame = order.groupby("seq_id").cumcount()
-    images["frame_num"] = pd.Series(frame.to_numpy(), index=order["image_id"].to_numpy()).reindex(images.index)
-    images["seq_num_frames"] = images.groupby("seq_id")["seq_id"].transform("size").astype("int64")
+    number_frames(images)
     images["width"] = images["height"] = pd.array([pd.NA] * len(images), dtype="Int64")
     return images

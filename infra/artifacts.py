@@ -28,6 +28,7 @@ HOLDOUT_PCA = MODELS / "holdout_embedding_pca.npz"
 FINAL_PCA = MODELS / "final_embedding_pca.npz"
 SPLIT_FILE = MODELS / "split.json"
 BEST_PARAMS = MODELS / "best_params.json"
+CALIBRATION = MODELS / "calibration.json"  # the chosen model's temperature, fitted on its tuning folds
 OPTUNA = Path("artifacts/optuna")  # the default study storage: a persistent DVC output of train
 PLOTS = REPORTS / "plots"
 FIGURES = REPORTS / "figures"

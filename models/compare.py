@@ -130,6 +130,34 @@ def comparison_markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def calibration_markdown(record: dict, by_split: dict[str, dict], model: str, review_below: float) -> list[str]:
+    """The calibration section: the reported model's expected calibration error on every scored split as the
+    model gives its probabilities and calibrated, with the review rule; the methods measured on the out-of-fold
+    rows of the training locations (calibration.json)."""
+    how = (f"one temperature, T = {record['temperature']:.3f}, fitted on the out-of-fold probabilities of the chosen "
+           f"family's tuning folds ({record['rows']} rows of training locations; no scored split; {record['why']})"
+           if record["method"] == "temperature" else f"none ({record['why']})")
+    lines = ["", "## Calibration", "",
+             f"Top-label expected calibration error ({record.get('bins', '?')} equal-width bins) of {model}, with its "
+             f"95% interval over the split's cameras; calibration: {how}. *review*: images whose served top "
+             f"probability is below {review_below} (predictions.review_below), for a person to look at.", "",
+             "| split | ECE as given [95% CI] | ECE as served [95% CI] | review share | accuracy of the rest |",
+             "|---|---|---|---|---|"]
+
+    def ece(e: dict) -> str:
+        return f"{e['ece']:.3f} [{e['ece_ci'][0]:.3f}, {e['ece_ci'][1]:.3f}]"
+    for split, r in by_split.items():
+        rest = "" if r["accuracy_not_reviewed"] is None else f"{r['accuracy_not_reviewed']:.3f}"
+        lines.append(f"| {split} | {ece(r['uncalibrated'])} | {ece(r['served'])} | {r['review_share']:.3f} | "
+                     f"{rest} |")
+    if "out_of_fold_ece" in record:
+        lines += ["", "Out-of-fold ECE of the training locations, each calibrator fitted on the other location folds "
+                      "of those rows (a temperature keeps every prediction; isotonic regression of the top-label "
+                      f"confidence is measured, never applied; T = {record['temperature']:.3f}): " + ", ".join(
+                          f"{k} {v:.3f}" for k, v in record["out_of_fold_ece"].items()) + "."]
+    return lines
+
+
 def supplemental_markdown(rows: list[dict]) -> list[str]:
     """The with/without section of the comparison (no section when the run had no supplemental row)."""
     if not rows:

@@ -105,6 +105,24 @@ def write_supplemental_plot(with_rows: dict, without_rows: dict, camera_counts: 
     _save(fig, figures / "supplemental_recall_change.png")
 
 
+def write_reliability_plot(report: dict, split: str, plots: Path, figures: Path) -> None:
+    """The reported model's reliability diagram on `split` (models.calibration.scored_calibration): per confidence
+    bin, accuracy against mean confidence, as the model gives them and as served: DVC plot data and a figure."""
+    rows = [dict(point, probabilities=kind) for kind, points in report["reliability"].items() for point in points]
+    write_json(rows, plots / "reliability.json")
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", linewidth=0.5)
+    for kind, points in report["reliability"].items():
+        ece = report[kind]
+        ax.plot([p["confidence"] for p in points], [p["accuracy"] for p in points], "o-", markersize=3,
+                label=f"{kind}: ECE {ece['ece']:.3f} [{ece['ece_ci'][0]:.3f}, {ece['ece_ci'][1]:.3f}]")
+    ax.set_xlabel("top-class probability (bin mean)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{split}: reliability of the reported model")
+    _save(fig, figures / "reliability.png")
+
+
 def _save(fig, path: Path) -> None:
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,23 @@ def cross_validate(model, folds: list[Fold], trial: optuna.Trial | None = None) 
     return losses, rounds
 
 
+def tuning_data(X: pd.DataFrame, y, groups: np.ndarray, max_rows: int | None, seed: int,
+                supplemental: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray]:
+    """(X, y, groups, supplemental) of the rows a study tunes on (tuning_rows)."""
+    groups, supplemental = fit_metadata(groups, supplemental, len(X))
+    rows = tuning_rows(groups, max_rows, seed, supplemental)
+    return X[rows], np.asarray(y)[rows], groups[rows], supplemental[rows]
+
+
+def study_folds(model, X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, supplemental: np.ndarray,
+                validation: tuple[pd.DataFrame, np.ndarray] | None) -> list[Fold]:
+    """The folds a study scores its trials on (of the tuning_data rows): location folds, or the one fold of the
+    model prepared on all of them and scored on a fixed `validation` set."""
+    if validation is None:
+        return tuning_folds(model, X, y, groups, model.cv_folds, supplemental)
+    return [Fold(model.prepare(X, y, groups, supplemental), *validation)]
+
+
 def tuning_rows(groups: np.ndarray, max_rows: int | None, seed: int, supplemental: np.ndarray | None = None
                 ) -> np.ndarray:
     """Rows of whole locations, drawn in a seeded order until `max_rows` camera-trap rows are reached (all rows
@@ -142,9 +160,11 @@ def data_digest(features: pd.DataFrame, y: np.ndarray, groups: np.ndarray, suppl
 
 def study_name(model, space: dict, seed: int, pruning: bool, data: str) -> str:
     """`<model>-<hash>` of the model's result-deciding settings, the search space, sampler seed, pruning,
-    the data digest and the code that scores the trials."""
+    the data digest and the code that scores the trials: this module's and the model's own (its module and
+    what that imports: a trial is a fit of that code)."""
     settings = {k: v for k, v in model.get_params().items() if k not in EXECUTION}
-    return f"{model.NAME}-" + digest(settings, space, seed, pruning, data, code_digest(__file__))[:12]
+    code = [code_digest(__file__), code_digest(sys.modules[type(model).__module__].__file__)]
+    return f"{model.NAME}-" + digest(settings, space, seed, pruning, data, code)[:12]
 
 
 def study_for(name: str, seed: int, pruning: bool, storage) -> optuna.Study:
@@ -226,9 +246,7 @@ def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, 
     locally, so the study's path (not the objective of any given params) differs from a local run."""
     if cfg["choice"] not in CHOICES:  # before the trials, not after them
         raise DataError(f"params.yaml: train.tune.choice must be one of {', '.join(CHOICES)}, not {cfg['choice']!r}")
-    groups, supplemental = fit_metadata(groups, supplemental, len(X))
-    rows = tuning_rows(groups, cfg["max_rows"], seed, supplemental)
-    X, y, groups, supplemental = X[rows], np.asarray(y)[rows], groups[rows], supplemental[rows]
+    X, y, groups, supplemental = tuning_data(X, y, groups, cfg["max_rows"], seed, supplemental)
     storage = study_storage(cfg["storage"], client)
     data = data_digest(X, y, groups, supplemental)
     if validation is not None:
@@ -242,8 +260,7 @@ def tune(model, X: pd.DataFrame, y, groups: np.ndarray, space: dict, cfg: dict, 
              len(finished), remaining)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if remaining:
-        folds = (tuning_folds(model, X, y, groups, model.cv_folds, supplemental) if validation is None else
-                 [Fold(model.prepare(X, y, groups, supplemental), *validation)])
+        folds = study_folds(model, X, y, groups, supplemental, validation)
     if remaining and client is None:
         study.optimize(_objective(model, folds, space), n_trials=remaining, timeout=cfg["timeout_s"],
                        show_progress_bar=True)

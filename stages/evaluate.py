@@ -13,18 +13,20 @@ from sklearn.utils.metadata_routing import get_routing_for_object
 from tqdm import tqdm
 
 from data.quality import DataError
-from infra.artifacts import (FEATURES, REPORTS, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS, PLOTS, FIGURES, FEATURE_TABLE,
-                              QUALITY, table)
+from infra.artifacts import (FEATURES, REPORTS, HOLDOUT_PCA, SPLIT_FILE, BEST_PARAMS, CALIBRATION, PLOTS, FIGURES,
+                              FEATURE_TABLE, QUALITY, table)
 from infra.atomic import write_json, write_text
 from infra.blas import one_blas_thread
 from models import baselines, registry, sequence_rows
 from models.bootstrap import location_intervals
-from models.compare import backbones, compare, comparison_markdown, counterpart, published, supplemental_effect
+from models.calibration import load_temperature, scored_calibration
+from models.compare import (backbones, calibration_markdown, compare, comparison_markdown, counterpart, published,
+                            supplemental_effect)
 from models.labelled import labelled_rows
 from models.lgbm import supplemental_weights
 from models.metrics import classification_metrics, smooth_by_sequence
 from models.reduce import EmbeddingPCA, FeatureFile
-from models.report_plots import write_interval_plots, write_plots, write_supplemental_plot
+from models.report_plots import write_interval_plots, write_plots, write_reliability_plot, write_supplemental_plot
 from models.rerank import Reranker
 from models.split import Evaluation, NotFittable, evaluation_split
 
@@ -128,15 +130,14 @@ def candidates(params: dict, tuned: dict, columns: pd.Index, top_conf: pd.DataFr
 
 def fit_and_score(models: dict, fitted: Rows, y_rows: np.ndarray, meta: dict[str, np.ndarray],
                   supplemental_weight: float, scored: dict[str, Rows], unit: str, smoothed: tuple[str, ...],
-                  reported: str) -> tuple[dict, object, np.ndarray | None]:
+                  reported: str) -> tuple[dict, object, dict[str, np.ndarray]]:
     """(results per row name: fit seconds and metrics per scored split, or the reason it was skipped; the
-    estimator of the `reported` row and its probabilities on the headline split, None if it was skipped).
+    estimator of the `reported` row, None if it was skipped, and its probabilities on each scored split).
     `fitted` are every training row, the supplemental ones (`meta["supplemental"]`) included: a model
     that does not train on them fits on the others, and one that does, on those with a value in its columns
     (a photo has none in a camera-only family: its label alone would only shift the class balance). Rows in
     `smoothed` are also reported averaged over each sequence's frames."""
-    results, kept, kept_proba = {}, None, None
-    primary = next(iter(scored))
+    results, kept, kept_proba = {}, None, {}
     camera = ~meta["supplemental"]
     for name, (estimator, columns, supplemental) in tqdm(models.items(), desc="evaluate: models", unit="model"):
         x, y, m = fitted.columns(columns), y_rows, meta
@@ -161,8 +162,8 @@ def fit_and_score(models: dict, fitted: Rows, y_rows: np.ndarray, meta: dict[str
                 entry = results.setdefault(variant, {"fit_seconds": seconds, "splits": {}, "predicted": {}})
                 entry["splits"][split_name] = classification_metrics(rows.y, p, classes, rows.seq)
                 entry["predicted"][split_name] = np.asarray(classes)[p.argmax(axis=1)]
-                if variant == reported and split_name == primary:
-                    kept, kept_proba = estimator, p
+                if variant == reported:
+                    kept, kept_proba[split_name] = estimator, p
     return results, kept, kept_proba
 
 
@@ -220,6 +221,12 @@ def run(params: dict) -> None:
     results, model, proba = fit_and_score(models, fitted, y_rows, meta, weight, scored, unit, smoothed, reported)
     if model is None:
         raise DataError(f"evaluate: the chosen model {row} could not be fitted: {results[row]['skipped']}")
+    calibration = json.loads(CALIBRATION.read_text())
+    temperature, review_below = load_temperature(calibration), params["predictions"]["review_below"]
+    calibration["scored"] = {
+        name: scored_calibration(proba[name], model.classes_, split_rows.y, split_rows.locations, temperature,
+                                 params["predictions"]["calibration_bins"], review_below, cfg["bootstrap_replicates"],
+                                 cfg["bootstrap_seed"]) for name, split_rows in scored.items()}
     add_intervals(results, scored, reported, cfg["bootstrap_replicates"], cfg["bootstrap_seed"])
     variant, pairs = "_sequence_smoothed" if smoothing else "", {}
     for name in compared:
@@ -231,15 +238,18 @@ def run(params: dict) -> None:
     supplemental = SupplementalRows(used and photos, int(split.supplemental.sum()), weight, pairs,
                                     labels[split.fit & ~split.supplemental].value_counts(), trained_with,
                                     record["supplemental_why"])
-    write_reports({**skipped, **results}, reported, model, proba, tuned, record["scheme"], split, rows, labels,
-                  scored, unit, features.columns, single_family, supplemental, cfg["rare_class_max_images"])
+    write_reports({**skipped, **results}, reported, model, proba[next(iter(scored))], tuned, record["scheme"], split,
+                  rows, labels, scored, unit, features.columns, single_family, supplemental,
+                  cfg["rare_class_max_images"], calibration, review_below)
 
 
 def write_reports(results: dict, reported: str, model, proba: np.ndarray, tuned: dict, scheme: str,
                   split: Evaluation, rows: pd.DataFrame, labels: pd.Series, scored: dict[str, Rows], unit: str,
-                  columns: pd.Index, single_family: set[str], supplemental: SupplementalRows, rare_max: int) -> None:
+                  columns: pd.Index, single_family: set[str], supplemental: SupplementalRows, rare_max: int,
+                  calibration: dict, review_below: float) -> None:
     """metrics.json, baselines.json, timings.json, the comparison (json and markdown) and the plots, from every
-    row's results and the reported row's estimator and probabilities on the headline split."""
+    row's results, the reported row's estimator and probabilities on the headline split and its calibration
+    (calibration.json with each scored split's report under `scored`)."""
     primary = next(iter(split.scored))
     per_class = {name: m["splits"][primary]["per_class"] for name, m in results.items() if "splits" in m}
     effect = supplemental_effect(results, supplemental.pairs, primary, supplemental.camera_counts, rare_max)
@@ -248,14 +258,24 @@ def write_reports(results: dict, reported: str, model, proba: np.ndarray, tuned:
                                scored[primary], unit)
     metrics["supplemental"] = {"trained_with": supplemental.used, "rows": supplemental.rows,
                                "weight": supplemental.weight, "why": supplemental.why}
+    headline = calibration["scored"][primary]
+    metrics.update(ece=headline["served"]["ece"], ece_ci=headline["served"]["ece_ci"],
+                   ece_uncalibrated=headline["uncalibrated"]["ece"],
+                   ece_uncalibrated_ci=headline["uncalibrated"]["ece_ci"], calibration=calibration["method"],
+                   temperature=calibration.get("temperature"), review_share=headline["review_share"],
+                   accuracy_not_reviewed=headline["accuracy_not_reviewed"])
     write_json(flat(metrics), REPORTS / "metrics.json")
     write_json(summary, REPORTS / "baselines.json")
     # how long each fit took is how the machine ran, not a result: kept out of the metrics `dvc metrics diff` reads
     write_json({name: m["fit_seconds"] for name, m in results.items() if "fit_seconds" in m}, REPORTS / "timings.json")
     comparison = compare(summary, scheme, published(), backbones(columns), single_family, split.unscored,
                          supplemental.trained_with) + effect
+    comparison += [{"model": reported, "kind": "calibration", "split": name,
+                    **{k: v for k, v in r.items() if k != "reliability"}} for name, r in calibration["scored"].items()]
     write_json(comparison, REPORTS / "comparison.json")
-    write_text(comparison_markdown(comparison), REPORTS / "comparison.md")
+    write_text(comparison_markdown(comparison) + "\n".join(calibration_markdown(
+        calibration, calibration["scored"], reported, review_below)) + "\n", REPORTS / "comparison.md")
+    write_reliability_plot(calibration["scored"][primary], primary, PLOTS, FIGURES)
     names = table("categories")["name"]
     write_plots(scored[primary].y, np.asarray(model.classes_)[proba.argmax(axis=1)], per_class[reported],
                 model.booster_, names, primary, PLOTS, FIGURES)

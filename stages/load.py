@@ -5,6 +5,7 @@ import logging
 from pathlib import Path
 
 from data import DataError, QualityReport, index_landsat, load_detections, load_metadata
+from data.camtrap_dp import DESCRIPTOR, load_camtrap_dp
 from data.coco import TRAIN_JSON
 from data.landsat import empty_index
 from data.megadetector import no_detections
@@ -15,13 +16,13 @@ from infra.artifacts import TABLES, write_quality
 from infra.atomic import write_parquet
 
 log = logging.getLogger("stages.load")
-LAYOUTS = ("kaggle", "wilds")
+LAYOUTS = ("kaggle", "wilds", "camtrap_dp")
 
 
 def run(params: dict) -> None:
     """Read and validate every raw input once; downstream stages read only these typed tables."""
     cfg = params["data"]
-    root, layout = Path(cfg["root"]), cfg["layout"]
+    root, layout, media_root = Path(cfg["root"]), cfg["layout"], cfg["media_root"] or None
     if layout not in LAYOUTS:
         raise DataError(f"params.yaml: data.layout must be one of {', '.join(LAYOUTS)}, not {layout!r}")
     report = QualityReport()
@@ -29,14 +30,17 @@ def run(params: dict) -> None:
     valid_years = tuple(cfg["valid_years"])
     if layout == "wilds":
         images, labels, categories, original_locations = load_wilds(root, report, valid_years)
+    elif layout == "camtrap_dp":
+        images, labels, categories, _ = load_camtrap_dp(root, report, valid_years, media_root)
+        original_locations = False
     else:
         (images, labels, categories), original_locations = load_metadata(root, report, valid_years), True
     if labels.empty:
         write_quality("load", report)
-        where = root / (METADATA_CSV if layout == "wilds" else TRAIN_JSON)
+        where = root / {"wilds": METADATA_CSV, "camtrap_dp": DESCRIPTOR}.get(layout, TRAIN_JSON)
         raise DataError(f"{where}: no train image has a usable label (skips in reports/quality/load.json); a model "
                         f"needs labelled train images")
-    if layout == "wilds" and not (root / cfg["detector_file"]).is_file():
+    if layout != "kaggle" and not (root / cfg["detector_file"]).is_file():
         off(report, "detector", f"no MegaDetector file at {root / cfg['detector_file']} (data.detector_file): "
                                 f"the detector family and the crops are off")
         detections, detector_images = no_detections(images)
@@ -45,8 +49,10 @@ def run(params: dict) -> None:
     if original_locations:
         landsat_index = index_landsat(root, report)
     else:
-        off(report, "landsat", f"{root / METADATA_CSV} has no original iWildCam `location` column (only "
-                               f"location_remapped): Landsat sites cannot be matched, the Landsat family is off")
+        off(report, "landsat", "a Camtrap DP package has no iWildCam Landsat tree: the Landsat family is off"
+            if layout == "camtrap_dp" else f"{root / METADATA_CSV} has no original iWildCam `location` column (only "
+                                           f"location_remapped): Landsat sites cannot be matched, the Landsat family "
+                                           f"is off")
         landsat_index = empty_index()
     supplemental = load_supplemental(root, cfg["supplemental"], categories["name"], images.index,
                                      cfg["supplemental_detector_min_conf"], valid_years, report)

@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from data.quality import DataError
-from infra.artifacts import BEST_PARAMS, FEATURE_TABLE, FINAL_MODEL, FINAL_PCA, HOLDOUT_PCA, OPTUNA, PLOTS, SPLIT_FILE
+from infra.artifacts import (BEST_PARAMS, CALIBRATION, FEATURE_TABLE, FINAL_MODEL, FINAL_PCA, HOLDOUT_PCA, OPTUNA, PLOTS,
+                             SPLIT_FILE)
 from infra.atomic import write_json
 from infra.blas import one_blas_thread
 from infra.compute import compute_backend
 from models import registry, sequence_rows
+from models.calibration import calibrate
 from models.labelled import labelled_rows
 from models.reduce import EmbeddingPCA, FeatureFile
 from models.split import Evaluation, NotFittable, evaluation_split, holdout_locations, uses_supplemental
-from models.tune import tune
+from models.tune import study_folds, tune, tuning_data
 
 log = logging.getLogger("stages.train")
 
@@ -59,7 +62,7 @@ def run(params: dict) -> None:
                                                    cfg["seed"])
     pca.save(HOLDOUT_PCA)
     fitted = model_rows(reduced, labels[split.fit], rows[split.fit], cfg["rows"])
-    validation = None
+    validation, tuned_on = None, None
     if split.tuning is not None:  # WILDS's OOD val: the one tuning fold
         tuned_on = model_rows(pca.transform_file(features, labels.index[split.tuning]), labels[split.tuning],
                               rows[split.tuning], cfg["rows"])
@@ -67,6 +70,8 @@ def run(params: dict) -> None:
     studies, skipped = tune_families(fitted, validation, cfg, params["execution"])
     chosen, why = registry.choose(studies, split_cfg["scheme"])
     log.info("train: chose %s: %s", chosen, why)
+    write_json(calibrate_chosen(chosen, studies[chosen]["params"], fitted, tuned_on, rows, cfg, params["predictions"],
+                                params["execution"]["threads"]), CALIBRATION)
     if not np.array_equal(split.final, split.fit):  # the WILDS scheme's final rows are the fitted ones: same PCA
         pca, reduced = EmbeddingPCA.fit_transform_file(features, labels.index[split.final], cfg["pca_components"],
                                                        cfg["seed"])
@@ -82,6 +87,26 @@ def run(params: dict) -> None:
                            **{n: {"skipped": why} for n, why in skipped.items()}}},
                BEST_PARAMS)
     write_json(optuna_history(studies[chosen]), PLOTS / "optuna_history.json")
+
+
+def calibrate_chosen(chosen: str, params: dict, fitted: ModelRows, tuned_on: ModelRows | None, rows: pd.DataFrame,
+                     cfg: dict, predictions: dict, threads: int) -> dict:
+    """calibration.json: the chosen family with its chosen params on the folds its study was tuned on, their
+    out-of-fold probabilities (averaged over sequences where the served ones are) fitting the temperature
+    (models.calibration)."""
+    started = time.perf_counter()
+    model = registry.build(chosen, cfg, params, threads)
+    x, y, groups, photo = tuning_data(fitted.x, fitted.y, fitted.meta["groups"], cfg["tune"]["max_rows"],
+                                      cfg["seed"], fitted.meta["supplemental"])
+    folds = study_folds(model, x, y, groups, photo, None if tuned_on is None else (tuned_on.x, tuned_on.y))
+    group_of = pd.Series(fitted.meta["groups"], index=fitted.x.index)
+    if tuned_on is not None:
+        group_of = pd.concat([group_of, pd.Series(tuned_on.meta["groups"], index=tuned_on.x.index)])
+    smoothed = predictions["sequence_smoothing"] and cfg["rows"] == "image"
+    record = calibrate(model, folds, rows["seq_id"] if smoothed else None, group_of, predictions["calibration"],
+                       cfg["cv_folds"], predictions["calibration_bins"])
+    log.info("train: calibration in %.1f s: %s", time.perf_counter() - started, record)
+    return record
 
 
 def log_split(split: Evaluation, rows: pd.DataFrame, scheme: str, supplemental_weight: float | None, why: str

@@ -85,12 +85,12 @@ def test_a_stage_is_handed_only_the_params_dvc_yaml_declares_for_it():
     declared = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["predict"]["params"]
     seen = stage_params(params, declared, "predict")
     assert seen["train"]["rows"] == params["train"]["rows"] and seen["execution"] == params["execution"]
-    assert set(seen) == {"train", "predictions", "execution"} and set(seen["train"]) == {"rows"}
+    assert set(seen) == {"data", "train", "predictions", "execution"} and set(seen["train"]) == {"rows"}
     with pytest.raises(KeyError, match="stage predict reads params key train.seed, which dvc.yaml does not "
                                        "declare for it"):
         seen["train"]["seed"]
-    with pytest.raises(KeyError, match="params key data, which"):
-        seen["data"]
+    with pytest.raises(KeyError, match="params key split, which"):
+        seen["split"]
     nested = stage_params(params, ["train"], "train")
     assert nested["train"]["tune"]["n_trials"] == params["train"]["tune"]["n_trials"]
     with pytest.raises(KeyError, match="params key train.tune.sampler,"):

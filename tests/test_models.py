@@ -384,6 +384,19 @@ def test_an_edit_to_the_tuning_code_starts_a_new_study(tmp_path, monkeypatch):
     assert edited.study_name != first.study_name and len(edited.trials) == 2
 
 
+def test_an_edit_to_the_model_s_own_code_starts_a_new_study(tmp_path, monkeypatch):
+    """A trial is a fit of the model's module (models/rerank.py), which models/tune.py does not import: an edit
+    there once reused the trials the old code had scored."""
+    import models.tune
+    x, y, groups = toy()
+    _, first = tuned(x, y, groups, f"sqlite:///{tmp_path}/s.db")
+    digest = models.tune.code_digest
+    monkeypatch.setattr(models.tune, "code_digest",
+                        lambda module: "edited" if str(module).endswith("rerank.py") else digest(module))
+    _, edited = tuned(x, y, groups, f"sqlite:///{tmp_path}/s.db")
+    assert edited.study_name != first.study_name and len(edited.trials) == 2
+
+
 def test_candidate_log_loss_is_the_weighted_log_loss_of_scores_renormalised_over_candidates():
     """Two rows of k = 3 candidates. Row 1: scores (0.2, 0.6, 0.2), its class second -> p = 0.6 / 1.0;
     row 2: scores (0.5, 0.25, 0.25), its class not a candidate -> p floored at 1e-15. Weights 3 and 1."""

@@ -245,10 +245,12 @@ def test_execution_settings_rerun_nothing(work):
 def test_serving_evidence_of_the_sample_is_distributed_as_the_training_pairs(repro):
     """No train/serve skew on the sample: the held-out cameras' candidate evidence (class evidence fitted on
     every training camera) against the training pairs' (out of fold), two-sample Kolmogorov-Smirnov
-    statistic per evidence column. The tiny sample has 4 training cameras in 2 folds: class statistics and
-    the candidate's rank, gap and overall score stay below 0.25 (a class's camera count instead of its share
-    scores 0.75 here); a family's own proposer fitted on 2 cameras against 4 differs more (0.28-0.44), below
-    0.5 (the 40-camera synthetic test in test_models.py bounds every column at 0.15)."""
+    statistic per evidence column. The tiny sample has 4 training cameras in 2 folds: the candidate's rank, gap
+    and overall score and the class's frequency stay below 0.25; its share of cameras, halves out of fold against
+    quarters when serving, below 0.3 (0.28; a class's camera count instead of its share scores 0.75 here; 0.19
+    while the out-of-fold candidates were padded with classes the fold never saw, share 0, issue 38); a family's
+    own proposer fitted on 2 cameras against 4 differs more (0.23-0.40), below 0.5 (the 40-camera synthetic test
+    in test_models.py bounds every column at 0.15)."""
     from scipy.stats import ks_2samp
     from models.reduce import EmbeddingPCA, FeatureFile
     from models.registry import build
@@ -268,7 +270,8 @@ def test_serving_evidence_of_the_sample_is_distributed_as_the_training_pairs(rep
     training, serving = data.evidence.reshape(-1, len(names)), serving.reshape(-1, len(names))
     for j, name in enumerate(names):
         family_proposer = name.endswith("_log_proba") and name != "candidate__all_log_proba"
-        assert ks_2samp(training[:, j], serving[:, j]).statistic < (0.5 if family_proposer else 0.25), name
+        bound = 0.5 if family_proposer else 0.3 if name == "candidate__class_location_share" else 0.25
+        assert ks_2samp(training[:, j], serving[:, j]).statistic < bound, name
 
 
 def test_an_embedding_param_change_reruns_only_the_embeddings_and_downstream(work):
