@@ -88,7 +88,7 @@ def main() -> None:
             validating += time.perf_counter() - t
         camtrap_dp.validate_table = timed_validate
         started = time.perf_counter()
-        images, labels, categories, _ = camtrap_dp.load_camtrap_dp(folder, QualityReport(), (2000, 2030))
+        images, labels, categories = camtrap_dp.load_camtrap_dp(folder, QualityReport(), (2000, 2030))
         loaded = time.perf_counter() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"{len(tables[1]):,} media, {len(tables[2]):,} observations, {len(tables[0])} deployments -> "

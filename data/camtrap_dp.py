@@ -43,6 +43,7 @@ PROFILE_REFERENCES = {  # the profile's remote references, resolved offline
 }
 CLASS_OF_TYPE = {"blank": "empty", "human": "human", "vehicle": "vehicle"}  # `animal`: its scientificName
 EMPTY = "empty"
+ALONE = "media:"  # the sequence id of a media in no event: this prefix and its mediaID
 
 
 @cache
@@ -117,11 +118,9 @@ def utc(text: pd.Series) -> pd.Series:
 
 
 def load_camtrap_dp(root: str | Path, report: QualityReport, valid_years: tuple[int, int],
-                    media_root: str | Path | None = None
-                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(images, labels, categories, deployments): the tables of the Kaggle layout, from a Camtrap DP package in
-    `root`; the media files are under `media_root` (default: `root`). `deployments` keeps each location's
-    deploymentID and coordinates (the export's)."""
+                    media_root: str | Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(images, labels, categories): the tables of the Kaggle layout, from a Camtrap DP package in `root`; the
+    media files are under `media_root` (default: `root`); location k is the k-th deploymentID in sorted order."""
     root = Path(root)
     descriptor = read_descriptor(root)
     resources = {r["name"]: r for r in descriptor["resources"] if r.get("name") in TABLES}
@@ -143,9 +142,7 @@ def load_camtrap_dp(root: str | Path, report: QualityReport, valid_years: tuple[
                      root / resources["media"]["path"], report, valid_years)
     labels = pd.DataFrame({"category_id": pd.Index(names).get_indexer(label.to_numpy()).astype(np.int64)},
                           index=label.index.rename("image_id"))
-    sites = deployments.set_index("deploymentID")[["latitude", "longitude"]].astype(float)
-    sites.insert(0, "location", pd.Index(sorted(deployments["deploymentID"])).get_indexer(sites.index))
-    return images, labels, categories, sites.reset_index()
+    return images, labels, categories
 
 
 def _media_of_known_deployments(media: pd.DataFrame, deployments: pd.DataFrame, path: Path,
@@ -184,7 +181,7 @@ def _sequences(media: pd.DataFrame, events: pd.DataFrame, report: QualityReport)
     inside = found["eventID"].notna() & (found["t"] <= found["end"])
     report.skip_many("media in no event of its deployment (a sequence of its own)",
                      [f"media {m}" for m in found.loc[~inside, "mediaID"]])
-    seq = found["eventID"].where(inside, "media:" + found["mediaID"])
+    seq = found["eventID"].where(inside, ALONE + found["mediaID"])
     return pd.Series(seq.to_numpy(), index=found["mediaID"].to_numpy()).reindex(media["mediaID"].to_numpy())
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.camtrap_dp import CLASS_OF_TYPE, DESCRIPTOR, TABLES, table_schema, utc
+from data.camtrap_dp import ALONE, CLASS_OF_TYPE, DESCRIPTOR, TABLES, table_schema, utc
 from infra.atomic import write_text
 
 PROFILE_URL = "https://raw.githubusercontent.com/tdwg/camtrap-dp/1.0.2/camtrap-dp-profile.json"
@@ -57,7 +57,7 @@ def machine_observations(media: pd.DataFrame, seq_id: pd.Series, names: np.ndarr
     classificationTimestamp is left empty: the same commit and params write the same bytes on any day."""
     kind = np.array([observation_type(n) for n in names])
     event = seq_id.loc[media["mediaID"]].to_numpy()
-    real = ~pd.Series(event).str.startswith("media:").to_numpy()
+    real = ~pd.Series(event).str.startswith(ALONE).to_numpy()
     box = boxes.reindex(media["mediaID"].to_numpy())
     animal = kind == "animal"
     on_media = pd.DataFrame({

@@ -31,7 +31,7 @@ def run(params: dict) -> None:
     if layout == "wilds":
         images, labels, categories, original_locations = load_wilds(root, report, valid_years)
     elif layout == "camtrap_dp":
-        images, labels, categories, _ = load_camtrap_dp(root, report, valid_years, media_root)
+        images, labels, categories = load_camtrap_dp(root, report, valid_years, media_root)
         original_locations = False
     else:
         (images, labels, categories), original_locations = load_metadata(root, report, valid_years), True

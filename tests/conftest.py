@@ -14,8 +14,8 @@ from sample.generate import generate  # noqa: I001
 # to two processes in this order (pytest-xdist, --dist loadfile --no-loadscope-reorder): the long ones start
 # first and the short ones fill in, so the two finish close together.
 LONGEST_FIRST = ("test_pipeline.py", "test_rehearsal.py", "test_wilds.py", "test_backbones.py", "test_thin_wilds.py",
-                 "test_bad_inputs.py", "test_dask.py", "test_code_deps.py", "test_faults.py", "test_embeddings.py",
-                 "test_models.py")
+                 "test_camtrap_dp.py", "test_bad_inputs.py", "test_dask.py", "test_code_deps.py", "test_faults.py",
+                 "test_embeddings.py", "test_models.py")
 
 
 def pytest_collection_modifyitems(items: list) -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.camtrap_dp import DESCRIPTOR, load_camtrap_dp, read_descriptor, read_table, validate_package
+from data.camtrap_dp import ALONE, DESCRIPTOR, load_camtrap_dp, read_descriptor, read_table, validate_package
 from data.quality import DataError, QualityReport
 from models.camtrap_export import machine_observations, write_package
 from sample.camtrap_dp import write_camtrap_dp
@@ -51,11 +51,12 @@ def test_tdwg_s_example_package_loads_with_every_rule_counted(example):
     """Media- and event-level observations, several observations on one media, blank, unknown and unclassified
     events, machine observations and media at URLs, as TDWG's example has them."""
     report = QualityReport()
-    images, labels, categories, sites = load_camtrap_dp(example, report, YEARS)
+    images, labels, categories = load_camtrap_dp(example, report, YEARS)
     media = pd.read_csv(example / "media.csv", dtype=str)
     observations = pd.read_csv(example / "observations.csv", dtype=str, keep_default_na=False)
-    assert len(images) == len(media) == 423 and sites["deploymentID"].tolist() == sorted(
-        pd.read_csv(example / "deployments.csv", dtype=str)["deploymentID"])
+    deployments = sorted(pd.read_csv(example / "deployments.csv", dtype=str)["deploymentID"])
+    assert len(images) == len(media) == 423 and images["location"].nunique() == len(deployments) == 4
+    assert images.loc["07840dcc", "location"] == deployments.index("00a2c20d")
     # the local wall-clock hour of a timestamp written with +02:00
     assert str(images.loc["07840dcc", "datetime"]) == "2020-05-30 04:57:37"
     # an event's media (its window 02:57:37Z-02:57:44Z) share its id as their sequence
@@ -81,13 +82,13 @@ def test_tdwg_s_example_package_loads_with_every_rule_counted(example):
 def test_the_sample_package_validates_and_reads_back_as_the_kaggle_sample_s_labels(package):
     validate_package(package)
     report = QualityReport()
-    images, labels, categories, _ = load_camtrap_dp(package, report, YEARS)
+    images, labels, categories = load_camtrap_dp(package, report, YEARS)
     assert images["file_ok"].all() and images["width"].notna().all()
     assert (images.loc[labels.index, "split"] == "train").all() and (images["split"] == "test").sum() > 0
     descriptor = json.loads((package / DESCRIPTOR).read_text())
     assert "invented" in descriptor["description"]
     # every test media lies in an event (the unclassified event-level observations), none alone
-    assert not images["seq_id"].str.startswith("media:").any()
+    assert not images["seq_id"].str.startswith(ALONE).any()
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -128,7 +129,7 @@ def test_rows_that_can_be_dropped_are_counted_skips(package):
         scientificName=t["scientificName"].mask(t.index == animal, "")))
     (package / media.loc[media["mediaID"].iloc[2] == media["mediaID"], "filePath"].iloc[0]).unlink()
     report = QualityReport()
-    images, labels, _, _ = load_camtrap_dp(package, report, YEARS)
+    images, labels, _ = load_camtrap_dp(package, report, YEARS)
     assert report.counts["media's deploymentID not in the deployments table (media skipped)"] == 1
     assert stray not in images.index
     # the edited one, and the skipped media's own
@@ -143,7 +144,7 @@ def test_the_export_validates_and_its_machine_observations_never_become_labels(p
     """Round trip: the package with a machine observation per test media and per event, written, validated
     (profile, schemas, foreign keys) and read again: the same labels, the machine rows counted as not labels."""
     report = QualityReport()
-    images, labels, categories, _ = load_camtrap_dp(package, report, YEARS)
+    images, labels, categories = load_camtrap_dp(package, report, YEARS)
     descriptor = read_descriptor(package)
     tables = {r["name"]: read_table(package, r) for r in descriptor["resources"]}
     test = images[images["split"] == "test"]
@@ -161,7 +162,52 @@ def test_the_export_validates_and_its_machine_observations_never_become_labels(p
     write_package(out, descriptor, dict(tables, observations=pd.concat([tables["observations"], machine])))
     validate_package(out)
     again = QualityReport()
-    _, relabelled, recategorised, _ = load_camtrap_dp(out, again, YEARS)
+    _, relabelled, recategorised = load_camtrap_dp(out, again, YEARS)
     assert again.counts["machine observation (a classifier's output, not a label)"] == len(machine)
     pd.testing.assert_series_equal(recategorised["name"].loc[relabelled["category_id"]].reset_index(drop=True),
                                    categories["name"].loc[labels["category_id"]].reset_index(drop=True))
+
+
+@pytest.fixture(scope="module")
+def camtrap_run(tmp_path_factory):
+    """`make repro-camtrap-dp`'s command, in a git repository of the project, on the sample's package at the
+    tests' tiny size (3 trials: how long tuning searches, not what runs)."""
+    import yaml
+    from tests.helpers import REPO, TINY, copy_project, run_command, stages_run
+    work = tmp_path_factory.mktemp("camtrap_repo")
+    copy_project(work)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["sample"].update(TINY)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy(REPO / ".gitignore", work / ".gitignore")
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "commit", "-q", "-m", "baseline"]):
+        run_command(command, work)
+    makefile = (REPO / "Makefile").read_text()
+    recipe = makefile[makefile.index("repro-camtrap-dp:"):].split("\n\n")[0]
+    settings = [arg.strip("'") for arg in recipe.replace("\\\n", " ").split() if arg.startswith(("data.", "'data."))]
+    ran = stages_run(work, ["dvc", "exp", "run", *[a for s in settings for a in ("-S", s)],
+                            "-S", "train.tune.n_trials=3"])
+    return work, ran, settings
+
+
+def test_the_one_command_trains_evaluates_and_writes_back_a_valid_package(camtrap_run):
+    work, ran, settings = camtrap_run
+    assert settings == ["data.layout=camtrap_dp", "data.root=sample_data/camtrap_dp", "data.metadata=datapackage.json",
+                        "data.supplemental=[]"]
+    assert {"load", "train", "evaluate", "predict"} <= ran
+    metrics = json.loads((work / "reports/metrics.json").read_text())
+    assert metrics["scheme"] == "location" and 0 <= metrics["ece"] <= 1 and metrics["calibration"] in ("none",
+                                                                                                       "temperature")
+    load = json.loads((work / "reports/quality/load.json").read_text())
+    assert "no iWildCam Landsat tree" in load["notes"]["landsat off"]
+    out = work / "reports/camtrap_dp"
+    shutil.copytree(work / "sample_data/camtrap_dp/media", out / "media")  # the package names its media files
+    validate_package(out)
+    observations = pd.read_csv(out / "observations.csv", dtype=str, keep_default_na=False)
+    machine = observations[observations["classificationMethod"] == "machine"]
+    predictions = pd.read_csv(work / "reports/predictions.csv", dtype={"Id": str})
+    assert sorted(machine.loc[machine["observationLevel"] == "media", "mediaID"]) == sorted(predictions["Id"])
+    served = machine.set_index("mediaID")["classificationProbability"].astype(float)
+    assert np.allclose(served.loc[predictions["Id"]].to_numpy(), predictions["probability"], atol=1e-4)
+    assert predictions["review"].equals(predictions["probability"] < 0.5)
