@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 
 from data.quality import DataError
-from infra.artifacts import (BEST_PARAMS, CALIBRATION, FEATURE_TABLE, FINAL_MODEL, FINAL_PCA, HOLDOUT_PCA, OPTUNA, PLOTS,
-                             SPLIT_FILE)
+from infra.artifacts import (BEST_PARAMS, CALIBRATION, FEATURE_TABLE, FINAL_MODEL, FINAL_PCA, HOLDOUT_PCA, OPTUNA,
+                             PLOTS, SPLIT_FILE)
 from infra.atomic import write_json
 from infra.blas import one_blas_thread
 from infra.compute import compute_backend

@@ -62,7 +62,8 @@ def test_tdwg_s_example_package_loads_with_every_rule_counted(example):
     # an event's media (its window 02:57:37Z-02:57:44Z) share its id as their sequence
     assert (images.loc[media.loc[media["timestamp"].between("2020-05-30T04:57:37", "2020-05-30T04:57:44+02:00"),
                                  "mediaID"], "seq_id"] == "4bb69c45").all()
-    assert categories.loc[0, "name"] == "empty" and {"Anas platyrhynchos", "human", "vehicle"} <= set(categories["name"])
+    assert categories.loc[0, "name"] == "empty"
+    assert {"Anas platyrhynchos", "human", "vehicle"} <= set(categories["name"])
     machine = (observations["classificationMethod"] == "machine").sum()
     assert report.counts["machine observation (a classifier's output, not a label)"] == machine > 0
     untyped = observations["observationType"].isin(["unknown", "unclassified"]) & \
