@@ -174,7 +174,7 @@ def calibrate(model, folds, seq_of: pd.Series | None, group_of: pd.Series, metho
 
 
 def load_temperature(record: dict) -> Temperature | None:
-    """The Temperature calibration.json holds, or None for predictions.calibration: none."""
+    """The Temperature calibration.json applies, or None where it applies none (none, or auto deciding so)."""
     return Temperature(record["temperature"]) if record["method"] == "temperature" else None
 
 
