@@ -43,6 +43,7 @@ PROFILE_REFERENCES = {  # the profile's remote references, resolved offline
 }
 CLASS_OF_TYPE = {"blank": "empty", "human": "human", "vehicle": "vehicle"}  # `animal`: its scientificName
 EMPTY = "empty"
+FIELDS = ["rowNumber", "fieldName", "type", "note", "message"]  # of a frictionless error, for its one line
 ALONE = "media:"  # the sequence id of a media in no event: this prefix and its mediaID
 
 
@@ -54,10 +55,12 @@ def _profile_validator() -> Draft4Validator:
     return Draft4Validator(json.loads((SCHEMAS / "camtrap-dp-profile.json").read_text()), registry=registry)
 
 
-def table_schema(name: str) -> dict:
-    """A vendored table schema, its foreign keys left to the loader (a row they reject is a counted skip)."""
+def table_schema(name: str, foreign_keys: bool = False) -> dict:
+    """A vendored table schema; without its foreign keys unless asked (the loader checks those itself, so that a
+    row they reject is a counted skip)."""
     schema = json.loads((SCHEMAS / f"{name}-table-schema.json").read_text())
-    schema.pop("foreignKeys", None)
+    if not foreign_keys:
+        schema.pop("foreignKeys", None)
     return schema
 
 
@@ -89,22 +92,30 @@ def read_descriptor(root: Path) -> dict:
     return descriptor
 
 
-def validate_table(root: Path, resource: dict) -> None:
-    """The resource's CSV against its vendored table schema (header, types, required values, enumerations,
-    unique ids): the first error in one line, with how many there are."""
+def _checked(root: Path, resource: dict, foreign_keys: bool) -> frictionless.Resource:
+    """The resource's CSV as frictionless checks it against its vendored table schema; a file absent is one line."""
     name, path = resource["name"], root / resource["path"]
     if not path.is_file():
         raise DataError(f"{path}: file not found (resource {name!r} of {root / DESCRIPTOR})")
-    checked = frictionless.Resource(path=resource["path"], basepath=str(root),
-                                    schema=frictionless.Schema.from_descriptor(table_schema(name)))
-    report = checked.validate()
-    if report.valid:
+    return frictionless.Resource(name=name, path=resource["path"], basepath=str(root),
+                                 schema=frictionless.Schema.from_descriptor(table_schema(name, foreign_keys)))
+
+
+def _stop_at_first_error(root: Path, resource: dict, errors: list) -> None:
+    """One line for a table's errors (frictionless's rowNumber, fieldName, type, note, message): the first, with how
+    many there are."""
+    if not errors:
         return
-    errors = report.flatten(["rowNumber", "fieldName", "type", "note", "message"])
     row, field, kind, note, message = errors[0]
-    at = f"row {row}, field {field}" if row else f"field {field}" if field else "the table"
-    raise DataError(f"{path}: {at}: {kind}: {note or message} ({len(errors)} error(s); Camtrap DP 1.0.2 "
-                    f"{name} table schema)")
+    at = ", ".join([f"row {row}"] * bool(row) + [f"field {field}"] * bool(field)) or "the table"
+    raise DataError(f"{root / resource['path']}: {at}: {kind}: {note or message} ({len(errors)} error(s); Camtrap "
+                    f"DP 1.0.2 {resource['name']} table schema)")
+
+
+def validate_table(root: Path, resource: dict) -> None:
+    """The resource's CSV against its vendored table schema (header, types, required values, enumerations,
+    unique ids): the first error in one line, with how many there are."""
+    _stop_at_first_error(root, resource, _checked(root, resource, False).validate().flatten(FIELDS))
 
 
 def read_table(root: Path, resource: dict) -> pd.DataFrame:
@@ -262,19 +273,10 @@ def validate_package(root: str | Path) -> None:
     root = Path(root)
     descriptor = read_descriptor(root)
     resources = {r["name"]: r for r in descriptor["resources"] if r.get("name") in TABLES}
-    for resource in resources.values():
-        validate_table(root, resource)
-    package = frictionless.Package(basepath=str(root), resources=[
-        frictionless.Resource(name=name, path=resources[name]["path"], basepath=str(root),
-                              schema=frictionless.Schema.from_descriptor(
-                                  json.loads((SCHEMAS / f"{name}-table-schema.json").read_text())))
-        for name in TABLES])
-    report = package.validate()
-    for task in report.tasks:
-        if task.errors:
-            error = task.errors[0]
-            raise DataError(f"{root / resources[task.name]['path']}: row {getattr(error, 'row_number', '?')}: "
-                            f"{error.type}: {error.note} ({len(task.errors)} error(s))")
+    package = frictionless.Package(basepath=str(root),
+                                   resources=[_checked(root, resources[name], True) for name in TABLES])
+    for task in package.validate().tasks:  # one pass over each table: schema and foreign keys
+        _stop_at_first_error(root, resources[task.name], task.flatten(FIELDS))
 
 
 if __name__ == "__main__":  # python -m data.camtrap_dp <package folder>: validate it offline

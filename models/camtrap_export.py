@@ -43,9 +43,11 @@ def write_package(folder: str | Path, descriptor: dict, tables: dict[str, pd.Dat
                           ensure_ascii=False) + "\n", folder / DESCRIPTOR)
 
 
-def observation_type(name: str) -> str:
-    """The observationType of a class name (the inverse of the loader's rule)."""
-    return {v: k for k, v in CLASS_OF_TYPE.items()}.get(name, "animal")
+TYPE_OF_CLASS = {name: kind for kind, name in CLASS_OF_TYPE.items()}  # the loader's rule reversed; others: animal
+
+
+def observation_types(names: np.ndarray) -> np.ndarray:
+    return pd.Series(names, dtype=object).map(TYPE_OF_CLASS).fillna("animal").to_numpy()
 
 
 def machine_observations(media: pd.DataFrame, seq_id: pd.Series, names: np.ndarray, probability: np.ndarray,
@@ -55,7 +57,7 @@ def machine_observations(media: pd.DataFrame, seq_id: pd.Series, names: np.ndarr
     (`boxes`: x, y, w, h by mediaID, relative, as MegaDetector and Camtrap DP both write them) where it names an
     animal, and one per event: the class most of its media got, at the mean probability they gave it.
     classificationTimestamp is left empty: the same commit and params write the same bytes on any day."""
-    kind = np.array([observation_type(n) for n in names])
+    kind = observation_types(names)
     event = seq_id.loc[media["mediaID"]].to_numpy()
     real = ~pd.Series(event).str.startswith(ALONE).to_numpy()
     box = boxes.reindex(media["mediaID"].to_numpy())
@@ -79,7 +81,7 @@ def machine_observations(media: pd.DataFrame, seq_id: pd.Series, names: np.ndarr
                                                           eventStart=("timestamp", "first"),
                                                           eventEnd=("timestamp", "last"))
     best = best.set_index("eventID").join(span)
-    kind = np.array([observation_type(n) for n in best["name"]])
+    kind = observation_types(best["name"].to_numpy())
     on_event = pd.DataFrame({
         "observationID": best.index + "-machine", "deploymentID": best["deploymentID"].to_numpy(), "mediaID": "",
         "eventID": best.index, "eventStart": best["eventStart"].to_numpy(), "eventEnd": best["eventEnd"].to_numpy(),

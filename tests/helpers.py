@@ -74,6 +74,20 @@ def copy_project(dest: Path) -> None:
             (shutil.copytree if src.is_dir() else shutil.copy)(src, dest / name)
 
 
+def git_project(work: Path) -> Path:
+    """The project in `work` as a committed git repository with DVC, its embedded sample at the tests' tiny size:
+    what a README `dvc exp run` command needs."""
+    copy_project(work)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["sample"].update(TINY)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.copy(REPO / ".gitignore", work / ".gitignore")  # outputs and caches stay out of git
+    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "commit", "-q", "-m", "baseline"]):
+        run_command(command, work)
+    return work
+
+
 def project_reading(root: Path, dest: Path) -> Path:
     """The project's code and params in `dest`, its `data.root` pointing at the dataset in `root`."""
     copy_project(dest)

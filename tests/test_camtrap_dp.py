@@ -12,6 +12,7 @@ from data.camtrap_dp import ALONE, DESCRIPTOR, load_camtrap_dp, read_descriptor,
 from data.quality import DataError, QualityReport
 from models.camtrap_export import machine_observations, write_package
 from sample.camtrap_dp import write_camtrap_dp
+from tests.helpers import REPO, git_project, stages_run
 
 EXAMPLE = Path(__file__).parent / "fixtures" / "camtrap_dp_example"  # tdwg/camtrap-dp 1.0.2 example/
 YEARS = (2000, 2030)
@@ -25,13 +26,10 @@ def example(tmp_path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pristine_package(tmp_path_factory) -> Path:
-    from sample.generate import generate
-    from tests.helpers import TINY
-    kaggle = tmp_path_factory.mktemp("kaggle") / "data"
-    generate(kaggle, TINY)
-    package = kaggle / "camtrap_dp"
-    write_camtrap_dp(kaggle, package, seed=1)
+def pristine_package(pristine_root, tmp_path_factory) -> Path:
+    """The tiny Kaggle-layout sample (conftest's) written as a package beside it."""
+    package = tmp_path_factory.mktemp("camtrap") / "package"
+    write_camtrap_dp(pristine_root, package, seed=1)
     return package
 
 
@@ -173,17 +171,7 @@ def test_the_export_validates_and_its_machine_observations_never_become_labels(p
 def camtrap_run(tmp_path_factory):
     """`make repro-camtrap-dp`'s command, in a git repository of the project, on the sample's package at the
     tests' tiny size (3 trials: how long tuning searches, not what runs)."""
-    import yaml
-    from tests.helpers import REPO, TINY, copy_project, run_command, stages_run
-    work = tmp_path_factory.mktemp("camtrap_repo")
-    copy_project(work)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["sample"].update(TINY)
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copy(REPO / ".gitignore", work / ".gitignore")
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "commit", "-q", "-m", "baseline"]):
-        run_command(command, work)
+    work = git_project(tmp_path_factory.mktemp("camtrap_repo"))
     makefile = (REPO / "Makefile").read_text()
     recipe = makefile[makefile.index("repro-camtrap-dp:"):].split("\n\n")[0]
     settings = [arg.strip("'") for arg in recipe.replace("\\\n", " ").split() if arg.startswith(("data.", "'data."))]

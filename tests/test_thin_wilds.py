@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers import REPO, TINY, camera_jpeg, copy_project, run_command, stages_run
+from tests.helpers import camera_jpeg, git_project, stages_run
 
 # (official split, location_remapped, category_id, images): every training class at one camera only, so each
 # location fold (and the stopping fold) holds classes no other fold has; `test` has a class train never saw;
@@ -63,15 +63,7 @@ def thin(tmp_path_factory):
     (data / "train" / meta.at[train[1], "filename"]).write_bytes(b"<html>Service unavailable</html>")
     tested = meta.index[meta["split"] == "test"]
     (data / "train" / meta.at[tested[0], "filename"]).unlink()  # a test image missing from the copy
-    work = tmp_path_factory.mktemp("thin_repo")
-    copy_project(work)
-    params = yaml.safe_load((work / "params.yaml").read_text())
-    params["sample"].update(TINY)
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    shutil.copy(REPO / ".gitignore", work / ".gitignore")  # outputs and caches stay out of git
-    for command in (["git", "init", "-q"], ["dvc", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "commit", "-q", "-m", "baseline"]):
-        run_command(command, work)
+    work = git_project(tmp_path_factory.mktemp("thin_repo"))
     ran = stages_run(work, ["dvc", "exp", "run", "-S", f"data.root={data}", "-S", "data.layout=wilds",
                             "-S", "data.metadata=metadata.csv", "-S", "split.scheme=wilds",
                             "-S", "train.tune.n_trials=3"])
